@@ -1,0 +1,77 @@
+"""Single-pass read bandwidth of this machine, measured with NumPy.
+
+A buffer several times larger than the last-level cache is read once per call
+by `nthreads` threads, each reducing its own contiguous slice (NumPy releases
+the GIL inside reductions, so Python threads run in parallel). Every pass reads
+the buffer from DRAM because the buffer does not fit in the cache.
+
+Reductions tried (the reported bandwidth is the best median over them):
+  - int64 `np.max`: SIMD min/max loops; on the Zen 4 dev machine it runs at
+    ~69 GB/s on an L2-resident array, so from DRAM it is bandwidth-bound,
+    not compute-bound. This is normally the winner.
+  - int64 `np.sum`: also SIMD, ~47 GB/s from L2.
+  - float64 `a @ a` (OpenBLAS ddot; one pass, since both operands are the same
+    buffer), single call, threaded by OpenBLAS itself.
+Avoided: float64/float32 `np.sum` (pairwise summation is compute-bound at
+~29/15 GB/s even from L2) and `np.add.reduce` on int8/uint32 (slow loops).
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def _time(fn, reps: int) -> list[float]:
+    fn()
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def measure_read_bandwidth(nthreads: int, llc_bytes: int, *, quick: bool = False) -> dict:
+    nbytes = max(8 * llc_bytes, 512 << 20) if not quick else max(4 * llc_bytes, 128 << 20)
+    nbytes -= nbytes % (8 * 4096)
+    buf = np.empty(nbytes // 8, dtype=np.int64)
+    buf[:] = np.arange(buf.size, dtype=np.int64) % 1013  # touch every page
+    chunks = np.array_split(buf, nthreads)
+    f64 = buf.view(np.float64)
+    f64[:] = 1.0
+    reps = 5 if quick else 11
+    results = {}
+    pool = ThreadPoolExecutor(nthreads) if nthreads > 1 else None
+    try:
+        def threaded(op):
+            if pool is None:
+                return lambda: op(buf)
+            return lambda: list(pool.map(op, chunks))
+
+        cands = {
+            "numpy_int64_max": threaded(np.max),
+            "numpy_int64_sum": threaded(np.sum),
+            "openblas_float64_dot": lambda: f64 @ f64,
+        }
+        for name, fn in cands.items():
+            ts = _time(fn, reps)
+            med = float(np.median(ts))
+            results[name] = {
+                "median_GBps": nbytes / med / 1e9,
+                "best_GBps": nbytes / min(ts) / 1e9,
+                "raw_s": ts,
+            }
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    best = max(results, key=lambda k: results[k]["median_GBps"])
+    return {
+        "threads": nthreads,
+        "buffer_bytes": nbytes,
+        "read_GBps": results[best]["median_GBps"],
+        "method": best,
+        "methods": results,
+    }

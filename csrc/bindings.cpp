@@ -1,0 +1,148 @@
+// Python bindings (nanobind, domain "mlx" so mx.array passes through).
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
+
+#include "device_fallback.h"
+#include "kernels.h"
+#include "mlx/version.h"
+#include "ops.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace mx = mlx::core;
+
+namespace {
+
+constexpr bitnet_ext::cpu::Isa all_isas[] = {
+    bitnet_ext::cpu::Isa::Scalar,
+    bitnet_ext::cpu::Isa::Avx2,
+    bitnet_ext::cpu::Isa::Avx512,
+    bitnet_ext::cpu::Isa::Avx512Vnni,
+    bitnet_ext::cpu::Isa::Neon,
+    bitnet_ext::cpu::Isa::NeonDot,
+};
+
+std::vector<std::string> supported_isas() {
+  std::vector<std::string> names;
+  for (auto isa : all_isas) {
+    if (bitnet_ext::cpu::isa_supported(isa)) {
+      names.push_back(bitnet_ext::cpu::isa_name(isa));
+    }
+  }
+  return names;
+}
+
+void set_isa(const std::string& name) {
+  for (auto isa : all_isas) {
+    if (name == bitnet_ext::cpu::isa_name(isa)) {
+      if (!bitnet_ext::cpu::isa_supported(isa)) {
+        break;
+      }
+      bitnet_ext::cpu::set_isa(isa);
+      return;
+    }
+  }
+  std::string supported;
+  for (const auto& s : supported_isas()) {
+    supported += (supported.empty() ? "" : ", ") + s;
+  }
+  throw std::invalid_argument(
+      "set_isa: name must be one of the ISA levels this CPU runs (" + supported + "), got '" + name + "'.");
+}
+
+// MLX's own conversion of a `stream=` argument asks for the device's default
+// stream, which fails for mx.gpu on an MLX without a GPU backend. Converting
+// here lets resolve_stream() fall back to the CPU instead.
+mx::StreamOrDevice stream_arg(nb::handle h) {
+  if (h.is_none()) {
+    return std::monostate{};
+  }
+  if (nb::isinstance<mx::Stream>(h)) {
+    return nb::cast<mx::Stream>(h);
+  }
+  if (nb::isinstance<mx::Device>(h)) {
+    return nb::cast<mx::Device>(h);
+  }
+  if (nb::isinstance<mx::Device::DeviceType>(h)) {
+    return mx::Device(nb::cast<mx::Device::DeviceType>(h));
+  }
+  throw nb::type_error("stream must be None, an mx.Stream, an mx.Device, mx.cpu or mx.gpu.");
+}
+
+void set_num_threads(int n) {
+  if (n < 1) {
+    throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n) + ".");
+  }
+  bitnet_ext::cpu::set_num_threads(n);
+}
+
+} // namespace
+
+NB_MODULE(_ext, m) {
+  m.doc() = "bitnet_ext C++ extension: packed ternary MLX primitives. Use the bitnet_ext package.";
+
+  // mx.array, mx.Dtype, streams and devices are mlx.core's types.
+  nb::module_::import_("mlx.core");
+
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const bitnet_ext::DTypeError& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
+  bitnet_ext::set_fallback_warning_handler([](const std::string& message) {
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, message.c_str(), 1) != 0) {
+      throw nb::python_error(); // warnings configured as errors
+    }
+  });
+
+  // The headers' version (what this module was compiled against), not the
+  // loaded library's: the two must match and __init__.py checks it.
+  m.attr("MLX_BUILD_VERSION") = std::to_string(MLX_VERSION_MAJOR) + "." +
+      std::to_string(MLX_VERSION_MINOR) + "." + std::to_string(MLX_VERSION_PATCH);
+  m.attr("MLX_BUILD_VERSION_NUMERIC") = MLX_VERSION_NUMERIC;
+
+  m.def("pack", [](const mx::array& codes, nb::handle s) { return bitnet_ext::pack(codes, stream_arg(s)); }, "codes"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "Pack integer codes (N, K) in {-1, 0, 1} into uint32 (N, K/16). Values are not checked here.");
+  m.def("unpack", [](const mx::array& wq, nb::handle s) { return bitnet_ext::unpack(wq, stream_arg(s)); }, "wq"_a, nb::kw_only(), "stream"_a = nb::none(),
+        "Unpack uint32 (N, K/16) into int8 codes (N, K) in {-1, 0, 1}.");
+  m.def("dequantize", [](const mx::array& wq, const mx::array& scale, mx::Dtype dtype, nb::handle s) {
+          return bitnet_ext::dequantize(wq, scale, dtype, stream_arg(s));
+        }, "wq"_a, "scale"_a, nb::kw_only(),
+        "dtype"_a = mx::float16, "stream"_a = nb::none(),
+        "scale * W as dtype; scale is () / (1,) per tensor or (N,) per row.");
+  m.def("absmean_quantize", [](const mx::array& w, bool per_channel, float eps, nb::handle s) {
+          return bitnet_ext::absmean_quantize(w, per_channel, eps, stream_arg(s));
+        }, "w"_a, nb::kw_only(),
+        "per_channel"_a = false, "eps"_a = 1e-5f, "stream"_a = nb::none(),
+        "Absmean ternary quantization of w (N, K): returns (wq uint32 (N, K/16), scale float32).");
+  m.def("absmax_quantize", [](const mx::array& x, float eps, nb::handle s) {
+          return bitnet_ext::absmax_quantize(x, eps, stream_arg(s));
+        }, "x"_a, nb::kw_only(),
+        "eps"_a = 1e-5f, "stream"_a = nb::none(),
+        "Per-token absmax int8 quantization: returns (xq int8, xscale float32 (..., 1)).");
+  m.def("ternary_matmul", [](const mx::array& x, const mx::array& wq, const mx::array& scale, bool transpose, nb::handle s) {
+          return bitnet_ext::ternary_matmul(x, wq, scale, transpose, stream_arg(s));
+        }, "x"_a, "wq"_a, "scale"_a, nb::kw_only(),
+        "transpose"_a = true, "stream"_a = nb::none(),
+        "x @ (diag(scale) W).T (transpose=True) or x @ diag(scale) W, float32 accumulation.");
+  m.def("bitlinear", [](const mx::array& x, const mx::array& wq, const mx::array& scale,
+                        const std::optional<mx::array>& bias, nb::handle s) {
+          return bitnet_ext::bitlinear(x, wq, scale, bias, stream_arg(s));
+        }, "x"_a, "wq"_a, "scale"_a, "bias"_a = nb::none(),
+        nb::kw_only(), "stream"_a = nb::none(),
+        "BitNet b1.58 W1.58A8 forward: int8 per-token activations, exact int32 ternary dot.");
+
+  m.def("supported_isas", &supported_isas, "CPU instruction-set levels this machine can run.");
+  m.def("active_isa", [] { return std::string(bitnet_ext::cpu::isa_name(bitnet_ext::cpu::active_isa())); },
+        "The instruction-set level the CPU kernels use now.");
+  m.def("set_isa", &set_isa, "name"_a, "Force an instruction-set level (testing, benchmarking).");
+  m.def("reset_isa", &bitnet_ext::cpu::reset_isa, "Back to BITNET_EXT_ISA or the best level.");
+  m.def("num_threads", &bitnet_ext::cpu::num_threads, "Threads the CPU kernels split work over.");
+  m.def("set_num_threads", &set_num_threads, "n"_a, "Set the CPU kernels' thread count.");
+}

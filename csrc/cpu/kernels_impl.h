@@ -1,0 +1,80 @@
+// Internal interface between dispatch.cpp and the per-ISA translation units.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace bitnet_ext::cpu {
+
+// Arguments of the int8 product. Exactly one of acc (int32 result) and y
+// (fused BitLinear epilogue, float result) is non-null.
+struct I8Args {
+  const int8_t* xq;
+  const float* xscale; // used when y != nullptr
+  const uint32_t* wq;
+  const float* scale;
+  bool per_row_scale;
+  const float* bias; // may be null
+  int32_t* acc;
+  float* y;
+  int64_t M, N, K;
+};
+
+// One entry per public operation; each entry does the whole operation
+// (including splitting work over the thread pool).
+struct KernelTable {
+  void (*matmul_t)(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row_scale,
+                   float* y, int64_t M, int64_t N, int64_t K);
+  void (*matmul_n)(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row_scale,
+                   float* y, int64_t M, int64_t N, int64_t K);
+  void (*absmax_quantize)(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M,
+                          int64_t K);
+  void (*matmul_i8)(const I8Args& a);
+  void (*absmean_quantize)(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
+                           int64_t K);
+  bool (*pack_ternary)(const int8_t* w, uint32_t* wq, int64_t N, int64_t K);
+  void (*unpack_ternary)(const uint32_t* wq, int8_t* w, int64_t N, int64_t K);
+  void (*dequantize_ternary)(const uint32_t* wq, const float* scale, bool per_row_scale, float* out, int64_t N,
+                             int64_t K);
+};
+
+// The table of a level compiled into this build, or nullptr.
+const KernelTable* kernel_table(Isa isa);
+
+// Per-ISA tables (each defined in its own translation unit).
+const KernelTable& table_scalar();
+const KernelTable& table_avx2();
+const KernelTable& table_avx512();
+const KernelTable& table_avx512_vnni();
+const KernelTable& table_neon();
+const KernelTable& table_neon_dot();
+
+inline float row_scale(const float* scale, bool per_row_scale, int64_t n) {
+  return per_row_scale ? scale[n] : scale[0];
+}
+
+} // namespace bitnet_ext::cpu
+
+namespace bitnet_ext::cpu {
+
+inline const uint32_t* wq_row(const uint32_t* wq, int64_t n, int64_t KW) {
+  return wq + n * KW;
+}
+
+// y = (float(acc) * xscale) * s + bias, in this order, no contraction.
+inline float bitlinear_epilogue(int32_t acc, float xscale, float s, const float* bias, int64_t n) {
+  float v = (static_cast<float>(acc) * xscale) * s;
+  if (bias) v = v + bias[n];
+  return v;
+}
+
+// Level-independent implementations (kernels_scalar.cpp).
+void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
+                              int64_t K);
+bool pack_ternary_generic(const int8_t* w, uint32_t* wq, int64_t N, int64_t K);
+void unpack_ternary_generic(const uint32_t* wq, int8_t* w, int64_t N, int64_t K);
+void dequantize_ternary_generic(const uint32_t* wq, const float* scale, bool per_row_scale, float* out, int64_t N,
+                                int64_t K);
+
+} // namespace bitnet_ext::cpu

@@ -1,0 +1,28 @@
+// A small persistent thread pool that splits a range of output rows into
+// static chunks. Internal to the CPU kernels (not part of kernels.h).
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+namespace bitnet_ext::cpu {
+
+using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
+
+// Runs fn(ctx, b, e) over disjoint chunks covering [begin, end). Chunk
+// boundaries are multiples of `grain` from `begin` (except the final end).
+// The calling thread runs the first chunk. Safe to call from any thread:
+// a call made from inside a running parallel_for runs inline, and concurrent
+// calls from different threads are serialized.
+void parallel_for_raw(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* ctx);
+
+template <class F>
+inline void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& fn) {
+  using Fn = std::remove_reference_t<F>;
+  parallel_for_raw(
+      begin, end, grain,
+      [](void* c, int64_t b, int64_t e) { (*static_cast<Fn*>(c))(b, e); },
+      const_cast<void*>(static_cast<const void*>(&fn)));
+}
+
+} // namespace bitnet_ext::cpu

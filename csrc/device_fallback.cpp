@@ -1,0 +1,60 @@
+#include "device_fallback.h"
+
+#include <atomic>
+#include <iostream>
+#include <mutex>
+#include <variant>
+
+#include "mlx/device.h"
+
+namespace bitnet_ext {
+
+namespace {
+
+std::mutex handler_mutex;
+std::function<void(const std::string&)> warning_handler = [](const std::string& m) {
+  std::cerr << "[bitnet_ext] warning: " << m << std::endl;
+};
+std::atomic<bool> warned{false};
+
+void warn_once(const char* op_name) {
+  if (warned.exchange(true)) {
+    return;
+  }
+  std::string message = std::string(op_name) +
+      ": bitnet_ext has no kernels for this MLX GPU backend; running on the "
+      "CPU instead (this warning is shown once).";
+  std::lock_guard<std::mutex> lock(handler_mutex);
+  warning_handler(message);
+}
+
+} // namespace
+
+bool has_gpu_kernels() {
+#ifdef BITNET_EXT_METAL
+  return mx::metal::is_available();
+#else
+  return false;
+#endif
+}
+
+mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name) {
+  mx::Device requested = mx::default_device();
+  if (auto* stream = std::get_if<mx::Stream>(&s)) {
+    requested = stream->device;
+  } else if (auto* device = std::get_if<mx::Device>(&s)) {
+    requested = *device;
+  }
+  if (requested.type == mx::Device::gpu && !has_gpu_kernels()) {
+    warn_once(op_name);
+    return mx::default_stream(mx::Device::cpu);
+  }
+  return mx::to_stream(s);
+}
+
+void set_fallback_warning_handler(std::function<void(const std::string&)> f) {
+  std::lock_guard<std::mutex> lock(handler_mutex);
+  warning_handler = std::move(f);
+}
+
+} // namespace bitnet_ext

@@ -1,0 +1,48 @@
+// GPU evaluation of the primitives.
+//
+// This build has no GPU kernels: the ops never place a node on a GPU stream
+// (see device_fallback.h), so reaching these is a bug or a hand-built graph.
+// The Metal kernels (kernels/*.metal) replace this file in Metal builds.
+#include <stdexcept>
+#include <string>
+
+#include "primitives/bitlinear.h"
+#include "primitives/packing.h"
+#include "primitives/quantize.h"
+#include "primitives/ternary_matmul.h"
+
+namespace bitnet_ext {
+
+namespace {
+
+[[noreturn]] void no_gpu_kernels(const char* name) {
+  throw std::runtime_error(
+      std::string("bitnet_ext: ") + name +
+      " has no GPU kernels in this build; run it on the CPU (stream=mx.cpu).");
+}
+
+} // namespace
+
+void TernaryMatmul::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  no_gpu_kernels(name());
+}
+void BitLinear::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  no_gpu_kernels(name());
+}
+void TernaryPack::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  no_gpu_kernels(name());
+}
+void TernaryUnpack::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  no_gpu_kernels(name());
+}
+void TernaryDequantize::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  no_gpu_kernels(name());
+}
+void AbsmeanQuantize::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  no_gpu_kernels(name());
+}
+void AbsmaxQuantize::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  no_gpu_kernels(name());
+}
+
+} // namespace bitnet_ext

@@ -1,0 +1,71 @@
+// The C++ API of bitnet_ext: functions that validate their arguments and
+// build lazy MLX graph nodes. Nothing is evaluated here.
+//
+// Errors: bad arguments raise ArgumentError (a std::invalid_argument, i.e. a
+// Python ValueError) or DTypeError (a Python TypeError), each naming the
+// argument, what it got and what was expected.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+#include "mlx/array.h"
+#include "mlx/utils.h"
+
+namespace bitnet_ext {
+
+namespace mx = mlx::core;
+
+struct ArgumentError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+struct DTypeError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+// codes: integer (N, K) with values in {-1, 0, 1}, K % 16 == 0 -> uint32 (N, K/16).
+// Values are not inspected here (that needs evaluation): see the Python pack().
+mx::array pack(const mx::array& codes, mx::StreamOrDevice s = {});
+
+// wq: uint32 (N, K/16) -> int8 (N, K) in {-1, 0, 1}.
+mx::array unpack(const mx::array& wq, mx::StreamOrDevice s = {});
+
+// scale * W as `dtype`; scale is () / (1,) (per tensor) or (N,) (per row).
+mx::array dequantize(
+    const mx::array& wq,
+    const mx::array& scale,
+    mx::Dtype dtype = mx::float16,
+    mx::StreamOrDevice s = {});
+
+// w: float (N, K), K % 16 == 0 -> (wq uint32 (N, K/16), scale float32 () or (N,)).
+std::pair<mx::array, mx::array> absmean_quantize(
+    const mx::array& w,
+    bool per_channel = false,
+    float eps = 1e-5f,
+    mx::StreamOrDevice s = {});
+
+// x: float (..., K) -> (xq int8 (..., K), xscale float32 (..., 1)).
+std::pair<mx::array, mx::array> absmax_quantize(
+    const mx::array& x,
+    float eps = 1e-5f,
+    mx::StreamOrDevice s = {});
+
+// transpose=true: x (..., K) -> x @ (diag(scale) W).T, shape (..., N).
+// transpose=false: x (..., N) -> x @ diag(scale) W, shape (..., K).
+mx::array ternary_matmul(
+    const mx::array& x,
+    const mx::array& wq,
+    const mx::array& scale,
+    bool transpose = true,
+    mx::StreamOrDevice s = {});
+
+// BitNet b1.58 W1.58A8 forward: x (..., K) -> (..., N) in x's dtype.
+mx::array bitlinear(
+    const mx::array& x,
+    const mx::array& wq,
+    const mx::array& scale,
+    const std::optional<mx::array>& bias = std::nullopt,
+    mx::StreamOrDevice s = {});
+
+} // namespace bitnet_ext

@@ -1,0 +1,58 @@
+#include "primitives/packing.h"
+
+#include "kernels.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "primitives/cpu_buffers.h"
+
+namespace bitnet_ext {
+
+void TernaryPack::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  // The op hands us a row-contiguous int8 array (see ops.cpp).
+  encoder.dispatch([codes = mx::array::unsafe_weak_copy(inputs[0]),
+                    out = mx::array::unsafe_weak_copy(out)]() mutable {
+    // Values were validated by the Python pack(); an invalid code would still
+    // be packed deterministically (as its low two bits after +1).
+    cpu::pack_ternary(
+        codes.data<int8_t>(), out.data<uint32_t>(), codes.shape(0), codes.shape(1));
+  });
+}
+
+std::vector<mx::Shape> TernaryPack::output_shapes(const std::vector<mx::array>& inputs) {
+  return {{inputs[0].shape(0), inputs[0].shape(1) / 16}};
+}
+
+void TernaryUnpack::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.dispatch([wq = mx::array::unsafe_weak_copy(inputs[0]),
+                    out = mx::array::unsafe_weak_copy(out)]() mutable {
+    cpu::unpack_ternary(wq.data<uint32_t>(), out.data<int8_t>(), wq.shape(0), wq.shape(1) * 16);
+  });
+}
+
+std::vector<mx::Shape> TernaryUnpack::output_shapes(const std::vector<mx::array>& inputs) {
+  return {{inputs[0].shape(0), inputs[0].shape(1) * 16}};
+}
+
+void TernaryDequantize::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.dispatch([wq = mx::array::unsafe_weak_copy(inputs[0]),
+                    scale = mx::array::unsafe_weak_copy(inputs[1]),
+                    out = mx::array::unsafe_weak_copy(out)]() mutable {
+    std::vector<float> s = read_floats(scale);
+    int64_t N = wq.shape(0);
+    std::vector<float> scratch;
+    float* dst = float_output(out, scratch);
+    cpu::dequantize_ternary(wq.data<uint32_t>(), s.data(), s.size() > 1, dst, N, wq.shape(1) * 16);
+    finish_float_output(out, scratch);
+  });
+}
+
+std::vector<mx::Shape> TernaryDequantize::output_shapes(const std::vector<mx::array>& inputs) {
+  return {{inputs[0].shape(0), inputs[0].shape(1) * 16}};
+}
+
+} // namespace bitnet_ext

@@ -1,0 +1,44 @@
+"""bitnet_ext: packed ternary (BitNet b1.58) kernels for MLX.
+
+Weights in {-1, 0, +1} are packed 16 per uint32 in MLX's affine ``bits=2``
+layout (code = w + 1, least-significant bits first along K). Every op is an
+MLX primitive evaluated by this package's own C++ kernels, lazy like any MLX
+op, and has a pure-MLX twin in :mod:`bitnet_ext.reference`.
+"""
+
+# mlx.core must be loaded first: it brings libmlx, which the extension links.
+import mlx.core as mx
+
+from ._compat import check_mlx_version
+
+check_mlx_version()
+
+from . import _ext, cpu, reference  # noqa: E402
+from ._ext import (  # noqa: E402
+    absmax_quantize,
+    absmean_quantize,
+    bitlinear,
+    dequantize,
+    ternary_matmul,
+    unpack,
+)
+from ._ops import fake_quantize, pack  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "absmax_quantize",
+    "absmean_quantize",
+    "bitlinear",
+    "cpu",
+    "dequantize",
+    "fake_quantize",
+    "pack",
+    "reference",
+    "ternary_matmul",
+    "unpack",
+]
+
+# Fail at import, not inside a kernel, when BITNET_EXT_ISA names a level this
+# CPU cannot run.
+cpu.active_isa()

@@ -1,0 +1,147 @@
+"""Pure-MLX reference implementations of every ``bitnet_ext`` op.
+
+These functions use ``mlx.core`` operations only (none of our C++), are written
+to be obviously correct rather than fast, and are the oracle of the test suite.
+Integer paths (pack/unpack, absmean codes, absmax quantization, bitlinear) are
+meant to be bit-identical to the C++ kernels; float paths (ternary_matmul) agree
+up to float32 accumulation order.
+
+Packed format: uint32 words, 16 two-bit codes per word, least-significant bits
+first along K, code = w + 1 (MLX's affine ``bits=2`` layout).
+"""
+
+import mlx.core as mx
+
+__all__ = [
+    "pack",
+    "unpack",
+    "absmean_quantize",
+    "dequantize",
+    "ternary_matmul",
+    "absmax_quantize",
+    "bitlinear",
+    "fake_quantize",
+]
+
+_SHIFTS = mx.arange(0, 32, 2, dtype=mx.uint32)  # bit offset of code j in a word
+
+# Float32 holds every integer of magnitude <= 2^24 exactly. A chunk of this
+# many int8 x ternary products has |partial sum| <= 128 * 2^16 = 2^23, so a
+# float32 matmul over one chunk is exact whatever its summation order.
+_EXACT_CHUNK = 1 << 16
+
+
+def _row_scale(scale):
+    """scale () or (1,) or (N,) -> float32 broadcastable against (N, K)."""
+    scale = mx.array(scale).astype(mx.float32)
+    return scale.reshape(-1, 1) if scale.ndim == 1 else scale
+
+
+def pack(codes):
+    """Integer (..., K) in {-1, 0, 1}, K % 16 == 0 -> uint32 (..., K / 16)."""
+    *lead, K = codes.shape
+    if K % 16:
+        raise ValueError(f"pack: K = {K} is not a multiple of 16")
+    c = (codes.astype(mx.int32) + 1).astype(mx.uint32)
+    c = c.reshape(*lead, K // 16, 16)
+    # Codes occupy disjoint bit fields, so the sum is the bitwise OR.
+    return mx.sum(mx.left_shift(c, _SHIFTS), axis=-1).astype(mx.uint32)
+
+
+def unpack(wq):
+    """uint32 (..., K / 16) -> int8 codes in {-1, 0, 1} of shape (..., K)."""
+    *lead, W = wq.shape
+    c = mx.bitwise_and(mx.right_shift(wq[..., None], _SHIFTS), 3)
+    return (c.astype(mx.int8) - 1).reshape(*lead, W * 16)
+
+
+def _mean_abs(w32, axis):
+    # Accumulated in float64 and rounded once to float32, as the C++ kernel
+    # does (float64 exists on the CPU only, so the mean runs there).
+    a = mx.abs(w32).astype(mx.float64, stream=mx.cpu)
+    return mx.mean(a, axis=axis, stream=mx.cpu).astype(mx.float32, stream=mx.cpu)
+
+
+def absmean_quantize(w, *, per_channel=False, eps=1e-5):
+    """w (N, K) -> (packed uint32 (N, K/16), float32 scale () or (N,))."""
+    w32 = w.astype(mx.float32)
+    scale = mx.maximum(_mean_abs(w32, -1 if per_channel else None), eps)
+    codes = mx.clip(mx.round(w32 / _row_scale(scale)), -1, 1)
+    return pack(codes.astype(mx.int8)), scale
+
+
+def dequantize(wq, scale, *, dtype=mx.float16):
+    """scale * W, scale broadcast per row n when it is (N,)."""
+    return (_row_scale(scale) * unpack(wq).astype(mx.float32)).astype(dtype)
+
+
+def ternary_matmul(x, wq, scale, *, transpose=True):
+    """x @ W_eff.T (transpose) or x @ W_eff with W_eff = diag(scale) @ W.
+
+    Accumulates in float32, returns x's dtype.
+    """
+    w_eff = _row_scale(scale) * unpack(wq).astype(mx.float32)  # (N, K)
+    xf = x.astype(mx.float32)
+    y = xf @ w_eff.T if transpose else xf @ w_eff
+    return y.astype(x.dtype)
+
+
+def absmax_quantize(x, *, eps=1e-5):
+    """Per-token (last axis) int8 quantization -> (xq int8, xscale f32 (..., 1))."""
+    xf = x.astype(mx.float32)
+    xscale = mx.maximum(mx.max(mx.abs(xf), axis=-1, keepdims=True), eps) / 127
+    xq = mx.clip(mx.round(xf / xscale), -128, 127).astype(mx.int8)
+    return xq, xscale
+
+
+def _int_dot(xq, w):
+    """Exact int32 xq (..., K) @ w (N, K).T for any K (see _EXACT_CHUNK)."""
+    K = xq.shape[-1]
+    acc = None
+    for k0 in range(0, K, _EXACT_CHUNK):
+        xs = xq[..., k0 : k0 + _EXACT_CHUNK].astype(mx.float32)
+        ws = w[:, k0 : k0 + _EXACT_CHUNK].astype(mx.float32)
+        part = (xs @ ws.T).astype(mx.int32)
+        acc = part if acc is None else acc + part
+    return acc
+
+
+def bitlinear(x, wq, scale, bias=None):
+    """BitNet b1.58 W1.58A8 linear layer, x (..., K) -> (..., N) in x's dtype.
+
+    y = ((float(acc) * xscale) * scale[n]) + bias[n], in that order, in float32,
+    where acc is the exact int32 dot of the int8 activations with W.
+    """
+    xq, xscale = absmax_quantize(x)
+    acc = _int_dot(xq, unpack(wq))
+    y = (acc.astype(mx.float32) * xscale) * mx.array(scale).astype(mx.float32)
+    if bias is not None:
+        y = y + bias.astype(mx.float32)
+    return y.astype(x.dtype)
+
+
+def _fake_quantize(per_channel):
+    @mx.custom_function
+    def fq(w):
+        wq, scale = absmean_quantize(w, per_channel=per_channel)
+        return dequantize(wq, scale, dtype=w.dtype)
+
+    # Straight-through estimator: the derivative is the identity. (With one
+    # positional argument MLX passes the primal/tangent as a bare array.)
+    @fq.vjp
+    def fq_vjp(primal, cotangent, output):
+        return cotangent
+
+    @fq.jvp
+    def fq_jvp(primal, tangent):
+        return tangent
+
+    return fq
+
+
+_FAKE_QUANTIZE = {False: _fake_quantize(False), True: _fake_quantize(True)}
+
+
+def fake_quantize(w, *, per_channel=False):
+    """dequantize(absmean_quantize(w)) in w's dtype; identity gradient."""
+    return _FAKE_QUANTIZE[bool(per_channel)](w)
