@@ -1,0 +1,88 @@
+"""Self-check: every op against bitnet_ext.reference on one device.
+
+Used by ``python -m bitnet_ext`` so a user can tell in seconds whether the
+installed build computes the right thing on their machine.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, List
+
+import mlx.core as mx
+
+from . import _ops, reference
+from . import _ext
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+def _random_ternary(n, k, key):
+    return mx.random.randint(-1, 2, (n, k), key=key).astype(mx.int8)
+
+
+def _max_rel_error(ours, ref):
+    ours32, ref32 = ours.astype(mx.float32), ref.astype(mx.float32)
+    return (mx.abs(ours32 - ref32).max() / mx.maximum(mx.abs(ref32).max(), 1e-30)).item()
+
+
+def _cases(device) -> List[tuple]:
+    """(name, check) pairs; each check returns (passed, detail)."""
+    keys = mx.random.split(mx.random.key(0), 4)
+    N, K, M = 96, 2560, 5
+    codes = _random_ternary(N, K, keys[0])
+    wq = reference.pack(codes)
+    scale_t = mx.array(0.37)
+    scale_r = mx.random.uniform(0.1, 1.0, (N,), key=keys[1])
+    x = mx.random.normal((2, M, K), key=keys[2])
+    g = mx.random.normal((2, M, N), key=keys[3])
+    s = device
+
+    def exact(ours, ref):
+        return mx.array_equal(ours, ref).item(), "bit-exact" if mx.array_equal(ours, ref).item() else "differs"
+
+    def close(ours, ref, tol):
+        err = _max_rel_error(ours, ref)
+        return err <= tol, f"max rel err {err:.1e} (tol {tol:.0e})"
+
+    cases = [
+        ("pack", lambda: exact(_ops.pack(codes, stream=s), wq)),
+        ("unpack", lambda: exact(_ext.unpack(wq, stream=s), codes)),
+        ("dequantize", lambda: exact(_ext.dequantize(wq, scale_r, dtype=mx.float32, stream=s),
+                                     reference.dequantize(wq, scale_r, dtype=mx.float32))),
+        ("absmean_quantize", lambda: exact(_ext.absmean_quantize(x[0, :, :], per_channel=True, stream=s)[0],
+                                           reference.absmean_quantize(x[0], per_channel=True)[0])),
+        ("absmax_quantize", lambda: exact(_ext.absmax_quantize(x, stream=s)[0], reference.absmax_quantize(x)[0])),
+    ]
+    for dtype in (mx.float32, mx.float16, mx.bfloat16):
+        xd = x.astype(dtype)
+        tol = {mx.float32: 1e-5, mx.float16: 2e-3, mx.bfloat16: 1e-2}[dtype]
+        name = str(dtype).split(".")[-1]
+        cases += [
+            (f"ternary_matmul {name}", lambda xd=xd, tol=tol: close(
+                _ext.ternary_matmul(xd, wq, scale_r, stream=s), reference.ternary_matmul(xd, wq, scale_r), tol)),
+            (f"ternary_matmul.T {name}", lambda tol=tol, dtype=dtype: close(
+                _ext.ternary_matmul(g.astype(dtype), wq, scale_t, transpose=False, stream=s),
+                reference.ternary_matmul(g.astype(dtype), wq, scale_t, transpose=False), tol)),
+            (f"bitlinear {name}", lambda xd=xd: exact(
+                _ext.bitlinear(xd, wq, scale_r, stream=s), reference.bitlinear(xd, wq, scale_r))),
+        ]
+    grad_ours = mx.grad(lambda v: _ext.ternary_matmul(v, wq, scale_r, stream=s).sum())(x)
+    grad_ref = mx.grad(lambda v: reference.ternary_matmul(v, wq, scale_r).sum())(x)
+    cases.append(("grad ternary_matmul", lambda: close(grad_ours, grad_ref, 1e-5)))
+    return cases
+
+
+def run_self_check(device, progress: Callable[[str], None] = lambda s: None) -> List[CheckResult]:
+    results = []
+    for name, check in _cases(device):
+        try:
+            passed, detail = check()
+        except Exception as error:  # report, don't stop: the user wants the full picture
+            passed, detail = False, f"{type(error).__name__}: {error}"
+        results.append(CheckResult(name, bool(passed), detail))
+        progress(f"  {'ok  ' if passed else 'FAIL'} {name:28s} {detail}")
+    return results
