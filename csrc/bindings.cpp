@@ -73,6 +73,17 @@ mx::StreamOrDevice stream_arg(nb::handle h) {
   throw nb::type_error("stream must be None, an mx.Stream, an mx.Device, mx.cpu or mx.gpu.");
 }
 
+// Scales may be given as Python numbers, as MLX ops accept them.
+mx::array scale_arg(nb::handle h) {
+  if (nb::isinstance<mx::array>(h)) {
+    return nb::cast<mx::array>(h);
+  }
+  if (PyFloat_Check(h.ptr()) || PyLong_Check(h.ptr())) {
+    return mx::array(nb::cast<float>(h), mx::float32);
+  }
+  throw nb::type_error("scale must be an mx.array (shape () or (N,)) or a Python number.");
+}
+
 void set_num_threads(int n) {
   if (n < 1) {
     throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n) + ".");
@@ -107,36 +118,78 @@ NB_MODULE(_ext, m) {
       std::to_string(MLX_VERSION_MINOR) + "." + std::to_string(MLX_VERSION_PATCH);
   m.attr("MLX_BUILD_VERSION_NUMERIC") = MLX_VERSION_NUMERIC;
 
-  m.def("pack", [](const mx::array& codes, nb::handle s) { return bitnet_ext::pack(codes, stream_arg(s)); }, "codes"_a, nb::kw_only(), "stream"_a = nb::none(),
-        "Pack integer codes (N, K) in {-1, 0, 1} into uint32 (N, K/16). Values are not checked here.");
-  m.def("unpack", [](const mx::array& wq, nb::handle s) { return bitnet_ext::unpack(wq, stream_arg(s)); }, "wq"_a, nb::kw_only(), "stream"_a = nb::none(),
-        "Unpack uint32 (N, K/16) into int8 codes (N, K) in {-1, 0, 1}.");
-  m.def("dequantize", [](const mx::array& wq, const mx::array& scale, mx::Dtype dtype, nb::handle s) {
-          return bitnet_ext::dequantize(wq, scale, dtype, stream_arg(s));
-        }, "wq"_a, "scale"_a, nb::kw_only(),
-        "dtype"_a = mx::float16, "stream"_a = nb::none(),
-        "scale * W as dtype; scale is () / (1,) per tensor or (N,) per row.");
-  m.def("absmean_quantize", [](const mx::array& w, bool per_channel, float eps, nb::handle s) {
-          return bitnet_ext::absmean_quantize(w, per_channel, eps, stream_arg(s));
-        }, "w"_a, nb::kw_only(),
-        "per_channel"_a = false, "eps"_a = 1e-5f, "stream"_a = nb::none(),
-        "Absmean ternary quantization of w (N, K): returns (wq uint32 (N, K/16), scale float32).");
-  m.def("absmax_quantize", [](const mx::array& x, float eps, nb::handle s) {
-          return bitnet_ext::absmax_quantize(x, eps, stream_arg(s));
-        }, "x"_a, nb::kw_only(),
-        "eps"_a = 1e-5f, "stream"_a = nb::none(),
-        "Per-token absmax int8 quantization: returns (xq int8, xscale float32 (..., 1)).");
-  m.def("ternary_matmul", [](const mx::array& x, const mx::array& wq, const mx::array& scale, bool transpose, nb::handle s) {
-          return bitnet_ext::ternary_matmul(x, wq, scale, transpose, stream_arg(s));
-        }, "x"_a, "wq"_a, "scale"_a, nb::kw_only(),
-        "transpose"_a = true, "stream"_a = nb::none(),
-        "x @ (diag(scale) W).T (transpose=True) or x @ diag(scale) W, float32 accumulation.");
-  m.def("bitlinear", [](const mx::array& x, const mx::array& wq, const mx::array& scale,
-                        const std::optional<mx::array>& bias, nb::handle s) {
-          return bitnet_ext::bitlinear(x, wq, scale, bias, stream_arg(s));
-        }, "x"_a, "wq"_a, "scale"_a, "bias"_a = nb::none(),
-        nb::kw_only(), "stream"_a = nb::none(),
-        "BitNet b1.58 W1.58A8 forward: int8 per-token activations, exact int32 ternary dot.");
+  // Signatures spelled out so the generated stubs show mx types (the
+  // stream and scale arguments are converted by hand, see above).
+#define STREAM_SIG "stream: mlx.core.Stream | mlx.core.Device | mlx.core.DeviceType | None = None"
+  m.def(
+      "pack",
+      [](const mx::array& codes, nb::handle s) { return bitnet_ext::pack(codes, stream_arg(s)); },
+      "codes"_a, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def pack(codes: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
+      "Pack integer codes (N, K) into uint32 (N, K/16). Values are not checked here;\n"
+      "bitnet_ext.pack() checks them.");
+  m.def(
+      "unpack",
+      [](const mx::array& wq, nb::handle s) { return bitnet_ext::unpack(wq, stream_arg(s)); },
+      "wq"_a, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def unpack(wq: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
+      "Unpack uint32 (N, K/16) into int8 codes (N, K) in {-1, 0, 1}.");
+  m.def(
+      "dequantize",
+      [](const mx::array& wq, nb::handle scale, mx::Dtype dtype, nb::handle s) {
+        return bitnet_ext::dequantize(wq, scale_arg(scale), dtype, stream_arg(s));
+      },
+      "wq"_a, "scale"_a, nb::kw_only(), "dtype"_a = mx::float16, "stream"_a = nb::none(),
+      nb::sig("def dequantize(wq: mlx.core.array, scale: mlx.core.array | float, *, "
+              "dtype: mlx.core.Dtype = mlx.core.float16, " STREAM_SIG ") -> mlx.core.array"),
+      "scale * W as dtype, shape (N, K); scale is () or (1,) per tensor, or (N,) per row.");
+  m.def(
+      "absmean_quantize",
+      [](const mx::array& w, bool per_channel, float eps, nb::handle s) {
+        return bitnet_ext::absmean_quantize(w, per_channel, eps, stream_arg(s));
+      },
+      "w"_a, nb::kw_only(), "per_channel"_a = false, "eps"_a = 1e-5f, "stream"_a = nb::none(),
+      nb::sig("def absmean_quantize(w: mlx.core.array, *, per_channel: bool = False, eps: float = 1e-05, "
+              STREAM_SIG ") -> tuple[mlx.core.array, mlx.core.array]"),
+      "BitNet b1.58 absmean quantization of w (N, K), K % 16 == 0.\n\n"
+      "scale = max(mean|w|, eps) over the matrix (float32 ()) or each row (float32 (N,));\n"
+      "codes = clip(round(w / scale), -1, 1). Returns (wq uint32 (N, K/16), scale).");
+  m.def(
+      "absmax_quantize",
+      [](const mx::array& x, float eps, nb::handle s) {
+        return bitnet_ext::absmax_quantize(x, eps, stream_arg(s));
+      },
+      "x"_a, nb::kw_only(), "eps"_a = 1e-5f, "stream"_a = nb::none(),
+      nb::sig("def absmax_quantize(x: mlx.core.array, *, eps: float = 1e-05, " STREAM_SIG
+              ") -> tuple[mlx.core.array, mlx.core.array]"),
+      "Per-token (last axis) int8 quantization.\n\n"
+      "xscale = max(max|x|, eps) / 127, xq = clip(round(x / xscale), -128, 127).\n"
+      "Returns (xq int8 (..., K), xscale float32 (..., 1)).");
+  m.def(
+      "ternary_matmul",
+      [](const mx::array& x, const mx::array& wq, nb::handle scale, bool transpose, nb::handle s) {
+        return bitnet_ext::ternary_matmul(x, wq, scale_arg(scale), transpose, stream_arg(s));
+      },
+      "x"_a, "wq"_a, "scale"_a, nb::kw_only(), "transpose"_a = true, "stream"_a = nb::none(),
+      nb::sig("def ternary_matmul(x: mlx.core.array, wq: mlx.core.array, scale: mlx.core.array | float, *, "
+              "transpose: bool = True, " STREAM_SIG ") -> mlx.core.array"),
+      "Matmul with packed ternary weights, W_eff = diag(scale) @ W.\n\n"
+      "transpose=True: x (..., K) -> x @ W_eff.T, shape (..., N).\n"
+      "transpose=False: x (..., N) -> x @ W_eff, shape (..., K).\n"
+      "x is float16, bfloat16 or float32; float32 accumulation; the result has x's dtype.");
+  m.def(
+      "bitlinear",
+      [](const mx::array& x, const mx::array& wq, nb::handle scale,
+         const std::optional<mx::array>& bias, nb::handle s) {
+        return bitnet_ext::bitlinear(x, wq, scale_arg(scale), bias, stream_arg(s));
+      },
+      "x"_a, "wq"_a, "scale"_a, "bias"_a = nb::none(), nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def bitlinear(x: mlx.core.array, wq: mlx.core.array, scale: mlx.core.array | float, "
+              "bias: mlx.core.array | None = None, *, " STREAM_SIG ") -> mlx.core.array"),
+      "The BitNet b1.58 W1.58A8 linear forward, x (..., K) -> (..., N) in x's dtype.\n\n"
+      "x is absmax-quantized to int8 per token, multiplied with the ternary W in exact\n"
+      "int32, then y = (acc * xscale) * scale + bias in float32.");
+#undef STREAM_SIG
 
   m.def("supported_isas", &supported_isas, "CPU instruction-set levels this machine can run.");
   m.def("active_isa", [] { return std::string(bitnet_ext::cpu::isa_name(bitnet_ext::cpu::active_isa())); },
