@@ -87,9 +87,11 @@ void check_eps(const std::string& op, float eps) {
   }
 }
 
-// The packed kernels read wq, codes and w as plain row-major memory.
+// The packed kernels read wq and codes as plain row-major memory. The flags of
+// an unevaluated view are not final yet, so always ask for a contiguous array
+// (free when it already is: the copy shares the buffer).
 mx::array row_major(const mx::array& a, mx::Stream s) {
-  return a.flags().row_contiguous ? a : mx::contiguous(a, false, s);
+  return mx::contiguous(a, false, s);
 }
 
 } // namespace

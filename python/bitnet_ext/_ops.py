@@ -26,7 +26,8 @@ def pack(codes, *, stream: StreamOrDevice = None) -> mx.array:
     if not isinstance(codes, mx.array):
         codes = mx.array(codes)
     packed = _ext.pack(codes, stream=stream)  # checks dtype and shape
-    outside = mx.logical_or(codes < -1, codes > 1, stream=stream).sum(stream=stream)
+    # The check runs on the CPU: it is tiny, and works whatever `stream` names.
+    outside = mx.logical_or(codes < -1, codes > 1, stream=mx.cpu).sum(stream=mx.cpu)
     if outside.item() > 0:
         raise ValueError(
             f"pack: codes must contain only -1, 0 and 1, but {outside.item()} of the "
@@ -46,6 +47,9 @@ def fake_quantize(w: mx.array, *, per_channel: bool = False, stream: StreamOrDev
 
     @mx.custom_function
     def quantize_dequantize(latent):
+        # Forward-mode autodiff still walks the body of a custom function; the
+        # quantizer has no derivative, and the custom rules below define it.
+        latent = mx.stop_gradient(latent)
         wq, scale = _ext.absmean_quantize(latent, per_channel=per_channel, stream=stream)
         return _ext.dequantize(wq, scale, dtype=latent.dtype, stream=stream)
 
