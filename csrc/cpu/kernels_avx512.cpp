@@ -1,10 +1,14 @@
-// Placeholder: uses the scalar kernels until the vectorized ones land.
-#include "kernels_impl.h"
+// avx512 level: the shared templates of kernels_simd.h over OpsAvx512.
+// Compiled with its own ISA flags (see CMakeLists.txt).
+#include "simd_x86.h"
+// simd_x86.h first: it defines the policy used below.
+#include "kernels_simd.h"
 
 namespace bitnet_ext::cpu {
 
 const KernelTable& table_avx512() {
-  return table_scalar();
+  static const KernelTable t = Simd<OpsAvx512>::table();
+  return t;
 }
 
 } // namespace bitnet_ext::cpu

@@ -50,7 +50,9 @@ const KernelTable& table_avx512_vnni();
 const KernelTable& table_neon();
 const KernelTable& table_neon_dot();
 
-inline float row_scale(const float* scale, bool per_row_scale, int64_t n) {
+// static: every translation unit (compiled with different ISA flags) keeps
+// its own copy, so the linker never picks an AVX-512 copy for the scalar code.
+static inline float row_scale(const float* scale, bool per_row_scale, int64_t n) {
   return per_row_scale ? scale[n] : scale[0];
 }
 
@@ -58,12 +60,12 @@ inline float row_scale(const float* scale, bool per_row_scale, int64_t n) {
 
 namespace bitnet_ext::cpu {
 
-inline const uint32_t* wq_row(const uint32_t* wq, int64_t n, int64_t KW) {
+static inline const uint32_t* wq_row(const uint32_t* wq, int64_t n, int64_t KW) {
   return wq + n * KW;
 }
 
 // y = (float(acc) * xscale) * s + bias, in this order, no contraction.
-inline float bitlinear_epilogue(int32_t acc, float xscale, float s, const float* bias, int64_t n) {
+static inline float bitlinear_epilogue(int32_t acc, float xscale, float s, const float* bias, int64_t n) {
   float v = (static_cast<float>(acc) * xscale) * s;
   if (bias) v = v + bias[n];
   return v;

@@ -1,0 +1,726 @@
+// Vectorized kernels written once over a vector policy `Ops` (see
+// simd_x86.h / simd_neon.h). Each per-ISA translation unit includes this
+// header after its policy and calls make_simd_table<Ops>().
+//
+// Everything here has internal linkage (anonymous namespace), so every
+// translation unit keeps its own copy compiled with its own ISA flags; no
+// shared inline symbol can be resolved to a copy the CPU cannot run.
+//
+// Packed layout reminder: byte b of a row holds the codes of k = 4b .. 4b+3
+// (2 bits each, code = w + 1); word j holds k = 16j .. 16j+15.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "kernels_impl.h"
+#include "thread_pool.h"
+
+namespace bitnet_ext::cpu {
+namespace {
+
+#if defined(__GNUC__)
+// Inline every call (the static_for lambdas) so accumulators stay in registers.
+#define BITNET_FLATTEN __attribute__((flatten))
+#define BITNET_INLINE __attribute__((always_inline))
+#else
+#define BITNET_FLATTEN
+#define BITNET_INLINE
+#endif
+
+// Keeps a loaded vector in a register: stops the compiler from folding the
+// same load into several instructions (each fold is another load).
+template <class V>
+inline __attribute__((always_inline)) void opaque(V& v) {
+#if defined(__GNUC__)
+  asm("" : "+x"(v));
+#endif
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+template <int N, class F>
+inline __attribute__((always_inline)) void static_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) BITNET_INLINE {
+    (f(std::integral_constant<int, I>{}), ...);
+  }(std::make_integer_sequence<int, N>{});
+}
+
+// Grow-only 64-byte aligned per-thread buffers.
+struct Scratch {
+  void* p = nullptr;
+  size_t n = 0;
+  ~Scratch() { std::free(p); }
+  template <class T>
+  T* get(int64_t count) {
+    const size_t bytes = static_cast<size_t>(count) * sizeof(T) + 64;
+    if (bytes > n) {
+      std::free(p);
+      n = (bytes + 4095) & ~static_cast<size_t>(4095);
+      p = std::aligned_alloc(64, n);
+      if (p == nullptr) {
+        n = 0;
+        throw std::bad_alloc();
+      }
+    }
+    return static_cast<T*>(p);
+  }
+};
+// The calling thread's buffers shared with the workers (kActs, kAux) and each
+// thread's private ones (kPanel, kTile).
+enum Slot { kActs = 0, kAux, kPanel, kTile, kNumSlots };
+inline Scratch& scratch(int slot) {
+  thread_local Scratch s[kNumSlots];
+  return s[slot];
+}
+
+// Rows (or tiles) per parallel chunk so a chunk has at least ~`min_work`.
+inline int64_t grain_for(int64_t work_per_unit, int64_t unit_multiple, int64_t min_work = int64_t{1} << 16) {
+  int64_t g = std::max<int64_t>(1, min_work / std::max<int64_t>(1, work_per_unit));
+  return ceil_div(g, unit_multiple) * unit_multiple;
+}
+
+// Sum of the 4 codes of each byte value.
+struct CodeSums {
+  uint8_t v[256];
+  constexpr CodeSums() : v{} {
+    for (int b = 0; b < 256; ++b) v[b] = static_cast<uint8_t>((b & 3) + ((b >> 2) & 3) + ((b >> 4) & 3) + (b >> 6));
+  }
+};
+constexpr CodeSums kCodeSums{};
+
+template <class Ops>
+struct Simd {
+  using vi = typename Ops::vi;
+  using vf = typename Ops::vf;
+  static constexpr int L = Ops::L;
+
+  // =========================================================================
+  // Int8 GEMV (small M). Block = 4L bytes of a row = 16L weights. Within a
+  // block, (byte >> 2s) & 3 gives the codes of k = 4i + s, so activations are
+  // permuted once per call: xp[s*4L + i] = xq[4i + s]. Codes are u8 {0,1,2},
+  // xq is s8; sum xq*w = sum xq*code - sum xq.
+  static constexpr int BB = 4 * L;
+  static constexpr int KB = 16 * L;
+
+  static void i8_permute(const int8_t* xq, int64_t M, int64_t K, int64_t nblk, int8_t* xp, int32_t* sumx) {
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t* src = xq + m * K;
+      int8_t* dst = xp + m * nblk * KB;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < K; ++k) sum += src[k];
+      sumx[m] = sum;
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t kb = blk * KB;
+        if (kb + KB <= K) {
+          for (int s = 0; s < 4; ++s)
+            for (int i = 0; i < BB; ++i) dst[kb + s * BB + i] = src[kb + 4 * i + s];
+        } else {
+          for (int s = 0; s < 4; ++s)
+            for (int i = 0; i < BB; ++i) {
+              const int64_t k = kb + 4 * i + s;
+              dst[kb + s * BB + i] = k < K ? src[k] : 0;
+            }
+        }
+      }
+    }
+  }
+
+  // Per block v: c0 = v & 3 and c2 = (v >> 4) & 3 are codes; v & 12 and
+  // (v >> 4) & 12 are 4 * codes (of k = 4i + 1 and 4i + 3). The "odd"
+  // accumulator is therefore 4x its share; every lane is a multiple of 4 and
+  // is shifted back exactly before it could overflow (kFlushBlocks).
+  // Blocks [blk0, blk1) are done per call (nfull full blocks, then a partial
+  // tail block of tailw words), so the activations of a call stay in L1.
+  static constexpr int64_t kFlushBlocks = 2048;
+  static constexpr int64_t kL1Budget = 20 * 1024;
+
+  template <int MB, int NB>
+  BITNET_FLATTEN static void i8_gemv_rows(const I8Args& a, const int8_t* xp, int64_t nblk, int64_t n0, int64_t m0,
+                                          int64_t blk0, int64_t blk1, int32_t* out /*[NB][MB]*/) {
+    const int64_t RB = a.K / 4;
+    const int64_t nfull = RB / BB;
+    const int tailw = static_cast<int>((RB - nfull * BB) / 4);
+    const uint8_t* w = reinterpret_cast<const uint8_t*>(a.wq) + n0 * RB;
+    const int8_t* x = xp + m0 * nblk * KB;
+    const int64_t xstride = nblk * KB;
+    vi tot[NB][MB], ev[NB][MB], od[NB][MB];
+    static_for<NB>([&](auto r) BITNET_INLINE {
+      static_for<MB>([&](auto m) BITNET_INLINE {
+        tot[r][m] = Ops::zi();
+        ev[r][m] = Ops::zi();
+        od[r][m] = Ops::zi();
+      });
+    });
+    const vi m3 = Ops::set1i8(3), m12 = Ops::set1i8(12);
+    auto block = [&](const vi* v, int64_t blk) BITNET_INLINE {
+      vi c[NB][4];
+      static_for<NB>([&](auto r) BITNET_INLINE {
+        vi vr = v[r];
+        opaque(vr);
+        const vi h = Ops::template srli<4>(vr);
+        c[r][0] = Ops::and_(vr, m3);
+        c[r][1] = Ops::and_(vr, m12);
+        c[r][2] = Ops::and_(h, m3);
+        c[r][3] = Ops::and_(h, m12);
+      });
+      static_for<MB>([&](auto m) BITNET_INLINE {
+        static_for<4>([&](auto s) BITNET_INLINE {
+          const vi xv = Ops::li(x + m * xstride + blk * KB + s * BB);
+          static_for<NB>([&](auto r) BITNET_INLINE {
+            if constexpr (decltype(s)::value % 2 == 0) {
+              ev[r][m] = Ops::dot(ev[r][m], c[r][s], xv);
+            } else {
+              od[r][m] = Ops::dot(od[r][m], c[r][s], xv);
+            }
+          });
+        });
+      });
+    };
+    auto flush = [&]() BITNET_INLINE {
+      static_for<NB>([&](auto r) BITNET_INLINE {
+        static_for<MB>([&](auto m) BITNET_INLINE {
+          tot[r][m] = Ops::addi(tot[r][m], Ops::addi(ev[r][m], Ops::template srai<2>(od[r][m])));
+          ev[r][m] = Ops::zi();
+          od[r][m] = Ops::zi();
+        });
+      });
+    };
+    const int64_t bfull = std::min(blk1, nfull);
+    for (int64_t b0 = blk0; b0 < bfull; b0 += kFlushBlocks) {
+      const int64_t b1 = std::min(bfull, b0 + kFlushBlocks);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        vi v[NB];
+        static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li(w + r * RB + blk * BB); });
+        block(v, blk);
+      }
+      flush();
+    }
+    if (tailw && blk1 > nfull) {
+      vi v[NB];
+      static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li_words(w + r * RB + nfull * BB, tailw); });
+      block(v, nfull);
+      flush();
+    }
+    static_for<NB>([&](auto r) BITNET_INLINE {
+      static_for<MB>([&](auto m) BITNET_INLINE { out[r * MB + m] = Ops::hsum_i(tot[r][m]); });
+    });
+  }
+
+  template <int MB>
+  static void i8_gemv_run(const I8Args& a, const int8_t* xp, const int32_t* sumx, int64_t nblk, int64_t m0) {
+    constexpr int NB = Ops::gemv_nb(MB);
+    const int64_t cb = std::max<int64_t>(1, kL1Budget / (MB * KB)); // blocks per chunk
+    const int64_t grain = grain_for(a.K * MB, NB * 4);
+    parallel_for(0, a.N, grain, [&](int64_t b, int64_t e) {
+      const int64_t rows = e - b;
+      int32_t* part = scratch(kTile).get<int32_t>(rows * MB);
+      for (int64_t blk0 = 0; blk0 < nblk; blk0 += cb) {
+        const int64_t blk1 = std::min(nblk, blk0 + cb);
+        const bool first = blk0 == 0;
+        int64_t n = b;
+        auto emit = [&]<int R>(int32_t* out, int64_t n0) BITNET_INLINE {
+          for (int r = 0; r < R; ++r)
+            for (int m = 0; m < MB; ++m) {
+              int32_t& p = part[(n0 - b + r) * MB + m];
+              p = first ? out[r * MB + m] : p + out[r * MB + m];
+            }
+        };
+        for (; n + NB <= e; n += NB) {
+          int32_t out[NB * MB];
+          i8_gemv_rows<MB, NB>(a, xp, nblk, n, m0, blk0, blk1, out);
+          emit.template operator()<NB>(out, n);
+        }
+        for (; n < e; ++n) {
+          int32_t out[MB];
+          i8_gemv_rows<MB, 1>(a, xp, nblk, n, m0, blk0, blk1, out);
+          emit.template operator()<1>(out, n);
+        }
+      }
+      for (int64_t n = b; n < e; ++n) {
+        const float s = a.y ? row_scale(a.scale, a.per_row_scale, n) : 0.0f;
+        for (int m = 0; m < MB; ++m) {
+          const int64_t mm = m0 + m;
+          const int32_t v = part[(n - b) * MB + m] - sumx[mm];
+          if (a.y) {
+            a.y[mm * a.N + n] = bitlinear_epilogue(v, a.xscale[mm], s, a.bias, n);
+          } else {
+            a.acc[mm * a.N + n] = v;
+          }
+        }
+      }
+    });
+  }
+
+  static void i8_gemv(const I8Args& a) {
+    const int64_t nblk = ceil_div(a.K, KB);
+    int8_t* xp = scratch(kActs).get<int8_t>(a.M * nblk * KB);
+    int32_t* sumx = scratch(kAux).get<int32_t>(a.M);
+    i8_permute(a.xq, a.M, a.K, nblk, xp, sumx);
+    for (int64_t m0 = 0; m0 < a.M; m0 += 8) {
+      switch (std::min<int64_t>(8, a.M - m0)) {
+        case 1: i8_gemv_run<1>(a, xp, sumx, nblk, m0); break;
+        case 2: i8_gemv_run<2>(a, xp, sumx, nblk, m0); break;
+        case 3: i8_gemv_run<3>(a, xp, sumx, nblk, m0); break;
+        case 4: i8_gemv_run<4>(a, xp, sumx, nblk, m0); break;
+        case 5: i8_gemv_run<5>(a, xp, sumx, nblk, m0); break;
+        case 6: i8_gemv_run<6>(a, xp, sumx, nblk, m0); break;
+        case 7: i8_gemv_run<7>(a, xp, sumx, nblk, m0); break;
+        default: i8_gemv_run<8>(a, xp, sumx, nblk, m0); break;
+      }
+    }
+  }
+
+  // =========================================================================
+  // Int8 GEMM (large M). Tile: NR rows of W x MT = MV*L rows of x.
+  //   activations xT[mt][k4][MT][4] (u8 = xq + kActOffset), padded with 0;
+  //   weight panel [g][NR][L] dwords, each dword = the 4 signed weights of
+  //   one packed byte (group g = bytes g*L .. g*L+L-1), padded with 0.
+  // The lanes of an accumulator run over m; the weight dword is broadcast.
+  static constexpr int NRi = Ops::kNRi, MVi = Ops::kMVi, MTi = MVi * L;
+
+  static void i8_pack_acts(const int8_t* xq, int64_t M, int64_t K, int64_t K4p, uint8_t* xT) {
+    const int64_t nmt = ceil_div(M, MTi);
+    std::memset(xT, 0, static_cast<size_t>(nmt * K4p * MTi * 4));
+    const uint32_t flip = Ops::kActOffset == 128 ? 0x80808080u : 0u;
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t mt = m / MTi, mm = m % MTi;
+      uint8_t* dst = xT + (mt * K4p * MTi + mm) * 4;
+      const int8_t* src = xq + m * K;
+      for (int64_t k4 = 0; k4 < K / 4; ++k4) {
+        uint32_t v;
+        std::memcpy(&v, src + 4 * k4, 4);
+        v ^= flip;
+        std::memcpy(dst + k4 * MTi * 4, &v, 4);
+      }
+    }
+  }
+
+  static void i8_decode_panel(const uint8_t* wbytes, int64_t RB, int64_t ng, int nvalid, int8_t* panel,
+                              int32_t* rowsum) {
+    for (int r = 0; r < NRi; ++r) {
+      if (r >= nvalid) {
+        for (int64_t g = 0; g < ng; ++g) std::memset(panel + (g * NRi + r) * L * 4, 0, L * 4);
+        rowsum[r] = 0;
+        continue;
+      }
+      const uint8_t* src = wbytes + r * RB;
+      int32_t cs = 0;
+      for (int64_t b = 0; b < RB; ++b) cs += kCodeSums.v[src[b]];
+      rowsum[r] = cs - static_cast<int32_t>(RB * 4);
+      for (int64_t g = 0; g < ng; ++g) {
+        int8_t* dst = panel + (g * NRi + r) * L * 4;
+        const int64_t nb = std::min<int64_t>(L, RB - g * L);
+        if (nb == L) {
+          Ops::si(dst, Ops::decode_group_i8(src + g * L));
+        } else {
+          uint8_t tmp[64] = {0};
+          std::memcpy(tmp, src + g * L, static_cast<size_t>(nb));
+          Ops::si(dst, Ops::decode_group_i8(tmp));
+          std::memset(dst + nb * 4, 0, static_cast<size_t>((L - nb) * 4));
+        }
+      }
+    }
+  }
+
+  // Accumulates the tile over all of K in registers, then stores it as
+  // out[r][MT] (int32, before the activation-offset correction).
+  BITNET_FLATTEN static void i8_micro(const uint8_t* xt, const int8_t* panel, int64_t ng, int32_t* out) {
+    vi acc[NRi][MVi];
+    static_for<NRi>([&](auto r) BITNET_INLINE { static_for<MVi>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::zi(); }); });
+    for (int64_t g = 0; g < ng; ++g) {
+      const int8_t* pg = panel + g * NRi * L * 4;
+      const uint8_t* xg = xt + g * L * MTi * 4;
+      for (int kk = 0; kk < L; ++kk) {
+        vi xv[MVi];
+        static_for<MVi>([&](auto j) BITNET_INLINE { xv[j] = Ops::li(xg + (kk * MTi + j * L) * 4); });
+        static_for<NRi>([&](auto r) BITNET_INLINE {
+          const vi b = Ops::bi(pg + (r * L + kk) * 4);
+          static_for<MVi>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::dot(acc[r][j], xv[j], b); });
+        });
+      }
+    }
+    static_for<NRi>([&](auto r) BITNET_INLINE { static_for<MVi>([&](auto j) BITNET_INLINE { Ops::si(out + r * MTi + j * L, acc[r][j]); }); });
+  }
+
+  static void i8_gemm(const I8Args& a) {
+    const int64_t M = a.M, N = a.N, K = a.K, RB = K / 4;
+    const int64_t ng = ceil_div(RB, L), K4p = ng * L, nmt = ceil_div(M, MTi);
+    uint8_t* xT = scratch(kActs).get<uint8_t>(nmt * K4p * MTi * 4);
+    i8_pack_acts(a.xq, M, K, K4p, xT);
+    float* xs = nullptr;
+    if (a.y) {
+      xs = scratch(kAux).get<float>(nmt * MTi);
+      for (int64_t m = 0; m < nmt * MTi; ++m) xs[m] = m < M ? a.xscale[m] : 0.0f;
+    }
+    const uint8_t* wbytes = reinterpret_cast<const uint8_t*>(a.wq);
+    const int64_t ntiles = ceil_div(N, NRi);
+    parallel_for(0, ntiles, 1, [&](int64_t t0, int64_t t1) {
+      int8_t* panel = scratch(kPanel).get<int8_t>(ng * NRi * L * 4);
+      int32_t* tile = scratch(kTile).get<int32_t>(NRi * MTi);
+      float* tilef = reinterpret_cast<float*>(tile);
+      int32_t rowsum[NRi];
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * NRi;
+        const int nvalid = static_cast<int>(std::min<int64_t>(NRi, N - n0));
+        i8_decode_panel(wbytes + n0 * RB, RB, ng, nvalid, panel, rowsum);
+        for (int64_t mt = 0; mt < nmt; ++mt) {
+          i8_micro(xT + mt * K4p * MTi * 4, panel, ng, tile);
+          const int64_t m0 = mt * MTi;
+          for (int r = 0; r < nvalid; ++r) {
+            const vi corr = Ops::set1i(Ops::kActOffset * rowsum[r]);
+            const int64_t n = n0 + r;
+            if (a.y) {
+              const vf s = Ops::set1f(row_scale(a.scale, a.per_row_scale, n));
+              for (int j = 0; j < MVi; ++j) {
+                const vi t = Ops::subi(Ops::li(tile + r * MTi + j * L), corr);
+                vf f = Ops::mul(Ops::mul(Ops::cvt(t), Ops::lf(xs + m0 + j * L)), s);
+                if (a.bias) f = Ops::add(f, Ops::set1f(a.bias[n]));
+                Ops::sf(tilef + r * MTi + j * L, f);
+              }
+            } else {
+              for (int j = 0; j < MVi; ++j)
+                Ops::si(tile + r * MTi + j * L, Ops::subi(Ops::li(tile + r * MTi + j * L), corr));
+            }
+          }
+          const int64_t mvalid = std::min<int64_t>(MTi, M - m0);
+          for (int64_t mm = 0; mm < mvalid; ++mm) {
+            if (a.y) {
+              float* yr = a.y + (m0 + mm) * N + n0;
+              for (int r = 0; r < nvalid; ++r) yr[r] = tilef[r * MTi + mm];
+            } else {
+              int32_t* yr = a.acc + (m0 + mm) * N + n0;
+              for (int r = 0; r < nvalid; ++r) yr[r] = tile[r * MTi + mm];
+            }
+          }
+        }
+      }
+    });
+  }
+
+  static void matmul_i8(const I8Args& a) {
+    if (a.M <= 8) {
+      i8_gemv(a);
+    } else {
+      i8_gemm(a);
+    }
+  }
+
+  // =========================================================================
+  // Float GEMV (small M). Block = L words = 16L weights; (word >> 2s) gives,
+  // in lane j, the code of k = 16j + s, decoded to a float by a table
+  // permute. Activations permuted once: xp[s*L + j] = x[16j + s].
+  static constexpr int KBF = 16 * L;
+
+  static void f_permute(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t nblk, float* xp) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float* src = x + m * ldx;
+      float* dst = xp + m * nblk * KBF;
+      for (int64_t blk = 0; blk < nblk; ++blk) {
+        const int64_t kb = blk * KBF;
+        if (kb + KBF <= K) {
+          for (int j = 0; j < L; ++j)
+            for (int s = 0; s < 16; ++s) dst[kb + s * L + j] = src[kb + 16 * j + s];
+        } else {
+          for (int j = 0; j < L; ++j)
+            for (int s = 0; s < 16; ++s) {
+              const int64_t k = kb + 16 * j + s;
+              dst[kb + s * L + j] = k < K ? src[k] : 0.0f;
+            }
+        }
+      }
+    }
+  }
+
+  template <int MB, int NB>
+  BITNET_FLATTEN static void f_gemv_rows(const float* xp, int64_t nblk, const uint32_t* wq, int64_t K, int64_t n0,
+                                         int64_t m0, int64_t blk0, int64_t blk1, float* out /*[NB][MB]*/) {
+    constexpr int A = Ops::gemv_acc(MB, NB);
+    const int64_t KW = K / 16;
+    const int64_t nfull = KW / L;
+    const int tailw = static_cast<int>(KW - nfull * L);
+    const uint32_t* w = wq + n0 * KW;
+    const float* x = xp + m0 * nblk * KBF;
+    const int64_t xstride = nblk * KBF;
+    vf acc[NB][MB][A];
+    static_for<NB>([&](auto r) BITNET_INLINE {
+      static_for<MB>([&](auto m) BITNET_INLINE {
+        static_for<A>([&](auto c) BITNET_INLINE { acc[r][m][c] = Ops::zf(); });
+      });
+    });
+    auto block = [&](const vi* v0, int64_t blk) BITNET_INLINE {
+      vi v[NB];
+      static_for<NB>([&](auto r) BITNET_INLINE {
+        v[r] = v0[r];
+        opaque(v[r]);
+      });
+      static_for<16>([&](auto s) BITNET_INLINE {
+        vf d[NB];
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          d[r] = Ops::decode_f(Ops::template srli<2 * decltype(s)::value>(v[r]));
+        });
+        static_for<MB>([&](auto m) BITNET_INLINE {
+          const vf xv = Ops::lf(x + m * xstride + blk * KBF + s * L);
+          static_for<NB>([&](auto r) BITNET_INLINE {
+            constexpr int ci = decltype(s)::value % A;
+            acc[r][m][ci] = Ops::fmadd(d[r], xv, acc[r][m][ci]);
+          });
+        });
+      });
+    };
+    const int64_t bfull = std::min(blk1, nfull);
+    for (int64_t blk = blk0; blk < bfull; ++blk) {
+      vi v[NB];
+      static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li(w + r * KW + blk * L); });
+      block(v, blk);
+    }
+    if (tailw && blk1 > nfull) {
+      vi v[NB];
+      static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li_words(w + r * KW + nfull * L, tailw); });
+      block(v, nfull);
+    }
+    static_for<NB>([&](auto r) BITNET_INLINE {
+      static_for<MB>([&](auto m) BITNET_INLINE {
+        vf t = acc[r][m][0];
+        if constexpr (A > 1) t = Ops::add(t, acc[r][m][1]);
+        out[r * MB + m] = Ops::hsum_f(t);
+      });
+    });
+  }
+
+  template <int MB>
+  static void f_gemv_run(const float* xp, int64_t nblk, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                         int64_t N, int64_t K, int64_t m0) {
+    constexpr int NB = Ops::gemv_nb(MB);
+    const int64_t cb = std::max<int64_t>(1, kL1Budget / (MB * KBF * 4)); // blocks per chunk
+    const int64_t grain = grain_for(K * MB, NB * 4);
+    parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
+      // Partial sums live in y until the last chunk scales them.
+      for (int64_t blk0 = 0; blk0 < nblk; blk0 += cb) {
+        const int64_t blk1 = std::min(nblk, blk0 + cb);
+        const bool first = blk0 == 0;
+        auto emit = [&]<int R>(const float* out, int64_t n0) BITNET_INLINE {
+          for (int r = 0; r < R; ++r)
+            for (int m = 0; m < MB; ++m) {
+              float& p = y[(m0 + m) * N + n0 + r];
+              p = first ? out[r * MB + m] : p + out[r * MB + m];
+            }
+        };
+        int64_t n = b;
+        for (; n + NB <= e; n += NB) {
+          float out[NB * MB];
+          f_gemv_rows<MB, NB>(xp, nblk, wq, K, n, m0, blk0, blk1, out);
+          emit.template operator()<NB>(out, n);
+        }
+        for (; n < e; ++n) {
+          float out[MB];
+          f_gemv_rows<MB, 1>(xp, nblk, wq, K, n, m0, blk0, blk1, out);
+          emit.template operator()<1>(out, n);
+        }
+      }
+      for (int m = 0; m < MB; ++m) {
+        float* yr = y + (m0 + m) * N;
+        for (int64_t n = b; n < e; ++n) yr[n] = row_scale(scale, per_row, n) * yr[n];
+      }
+    });
+  }
+
+  static void f_gemv(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                     int64_t M, int64_t N, int64_t K) {
+    const int64_t nblk = ceil_div(K, KBF);
+    float* xp = scratch(kActs).get<float>(M * nblk * KBF);
+    f_permute(x, ldx, M, K, nblk, xp);
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
+      switch (std::min<int64_t>(8, M - m0)) {
+        case 1: f_gemv_run<1>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        case 2: f_gemv_run<2>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        case 3: f_gemv_run<3>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        case 4: f_gemv_run<4>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        case 5: f_gemv_run<5>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        case 6: f_gemv_run<6>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        case 7: f_gemv_run<7>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+        default: f_gemv_run<8>(xp, nblk, wq, scale, per_row, y, N, K, m0); break;
+      }
+    }
+  }
+
+  // =========================================================================
+  // Float GEMM (large M). Tile NR rows of W x MT = MV*L rows of x.
+  //   xT[mt][k][MT] (zero-padded rows), panel [g][NR][L] floats (group g =
+  //   weights g*L .. g*L+L-1 of each row). Lanes run over m; weights are
+  //   broadcast from the panel at a constant displacement per row.
+  static constexpr int NRf = Ops::kNRf, MVf = Ops::kMVf, MTf = MVf * L;
+
+  static void f_pack_acts(const float* x, int64_t ldx, int64_t M, int64_t K, float* xT) {
+    const int64_t nmt = ceil_div(M, MTf);
+    for (int64_t mt = 0; mt < nmt; ++mt) {
+      float* dst = xT + mt * K * MTf;
+      const int64_t mv = std::min<int64_t>(MTf, M - mt * MTf);
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t mm = 0; mm < mv; ++mm) dst[k * MTf + mm] = x[(mt * MTf + mm) * ldx + k];
+        for (int64_t mm = mv; mm < MTf; ++mm) dst[k * MTf + mm] = 0.0f;
+      }
+    }
+  }
+
+  BITNET_FLATTEN static void f_micro(const float* xt, const float* panel, int64_t ng, float* out) {
+    vf acc[NRf][MVf];
+    static_for<NRf>([&](auto r) BITNET_INLINE { static_for<MVf>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::zf(); }); });
+    for (int64_t g = 0; g < ng; ++g) {
+      const float* pg = panel + g * NRf * L;
+      const float* xg = xt + g * L * MTf;
+      for (int kk = 0; kk < L; ++kk) {
+        vf xv[MVf];
+        static_for<MVf>([&](auto j) BITNET_INLINE { xv[j] = Ops::lf(xg + kk * MTf + j * L); });
+        static_for<NRf>([&](auto r) BITNET_INLINE {
+          const vf b = Ops::bf(pg + r * L + kk);
+          static_for<MVf>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::fmadd(xv[j], b, acc[r][j]); });
+        });
+      }
+    }
+    static_for<NRf>([&](auto r) BITNET_INLINE { static_for<MVf>([&](auto j) BITNET_INLINE { Ops::sf(out + r * MTf + j * L, acc[r][j]); }); });
+  }
+
+  static void f_gemm(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                     int64_t M, int64_t N, int64_t K) {
+    const int64_t KW = K / 16, ng = K / L, nmt = ceil_div(M, MTf);
+    float* xT = scratch(kActs).get<float>(nmt * K * MTf);
+    f_pack_acts(x, ldx, M, K, xT);
+    const int64_t ntiles = ceil_div(N, NRf);
+    parallel_for(0, ntiles, 1, [&](int64_t t0, int64_t t1) {
+      float* panel = scratch(kPanel).get<float>(ng * NRf * L);
+      float* tile = scratch(kTile).get<float>(NRf * MTf);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n0 = t * NRf;
+        const int nvalid = static_cast<int>(std::min<int64_t>(NRf, N - n0));
+        for (int r = 0; r < NRf; ++r) {
+          if (r < nvalid) {
+            const uint32_t* row = wq + (n0 + r) * KW;
+            for (int64_t g = 0; g < ng; ++g) Ops::sf(panel + (g * NRf + r) * L, Ops::decode_group_f(row, g));
+          } else {
+            for (int64_t g = 0; g < ng; ++g) Ops::sf(panel + (g * NRf + r) * L, Ops::zf());
+          }
+        }
+        for (int64_t mt = 0; mt < nmt; ++mt) {
+          f_micro(xT + mt * K * MTf, panel, ng, tile);
+          const int64_t m0 = mt * MTf;
+          const int64_t mvalid = std::min<int64_t>(MTf, M - m0);
+          for (int64_t mm = 0; mm < mvalid; ++mm) {
+            float* yr = y + (m0 + mm) * N + n0;
+            for (int r = 0; r < nvalid; ++r) yr[r] = row_scale(scale, per_row, n0 + r) * tile[r * MTf + mm];
+          }
+        }
+      }
+    });
+  }
+
+  static void matmul_t(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                       int64_t M, int64_t N, int64_t K) {
+    if (M <= 8) {
+      f_gemv(x, ldx, wq, scale, per_row, y, M, N, K);
+    } else {
+      f_gemm(x, ldx, wq, scale, per_row, y, M, N, K);
+    }
+  }
+
+  // =========================================================================
+  // transpose=False: y[m, k] = sum_n (x[m, n] s(n)) W[n, k]. Threads split
+  // k; a register tile of MB rows of y x G groups of L columns accumulates
+  // over all n.
+  static constexpr int MBn = Ops::kMBn, Gn = Ops::kGn;
+
+  template <int MB, int G>
+  BITNET_FLATTEN static void n_tile(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                     int64_t N, int64_t K, int64_t m0, int64_t g0) {
+    const int64_t KW = K / 16;
+    vf acc[MB][G];
+    static_for<MB>([&](auto m) BITNET_INLINE { static_for<G>([&](auto j) BITNET_INLINE { acc[m][j] = Ops::zf(); }); });
+    for (int64_t n = 0; n < N; ++n) {
+      const float s = row_scale(scale, per_row, n);
+      const uint32_t* row = wq + n * KW;
+      vf av[MB];
+      static_for<MB>([&](auto m) BITNET_INLINE { av[m] = Ops::set1f(x[(m0 + m) * ldx + n] * s); });
+      static_for<G>([&](auto j) BITNET_INLINE {
+        const vf d = Ops::decode_group_f(row, g0 + j);
+        static_for<MB>([&](auto m) BITNET_INLINE { acc[m][j] = Ops::fmadd(d, av[m], acc[m][j]); });
+      });
+    }
+    static_for<MB>([&](auto m) BITNET_INLINE {
+      static_for<G>([&](auto j) BITNET_INLINE { Ops::sf(y + (m0 + m) * K + (g0 + j) * L, acc[m][j]); });
+    });
+  }
+
+  template <int MB>
+  static void n_rows(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                     int64_t N, int64_t K, int64_t m0, int64_t g0, int64_t g1) {
+    int64_t g = g0;
+    for (; g + Gn <= g1; g += Gn) n_tile<MB, Gn>(x, ldx, wq, scale, per_row, y, N, K, m0, g);
+    for (; g < g1; ++g) n_tile<MB, 1>(x, ldx, wq, scale, per_row, y, N, K, m0, g);
+  }
+
+  static void matmul_n(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
+                       int64_t M, int64_t N, int64_t K) {
+    const int64_t ngroups = K / L;
+    const int64_t grain = grain_for(N * L * M, Gn);
+    parallel_for(0, ngroups, grain, [&](int64_t g0, int64_t g1) {
+      // Walk column blocks of one cache line of W per row so that a line
+      // fetched for one block is reused by the next ones.
+      const int64_t span = std::max<int64_t>(Gn, 256 / L);
+      for (int64_t gb = g0; gb < g1; gb += span) {
+        const int64_t ge = std::min(g1, gb + span);
+        int64_t m0 = 0;
+        for (; m0 + MBn <= M; m0 += MBn) n_rows<MBn>(x, ldx, wq, scale, per_row, y, N, K, m0, gb, ge);
+        for (; m0 < M; ++m0) n_rows<1>(x, ldx, wq, scale, per_row, y, N, K, m0, gb, ge);
+      }
+    });
+  }
+
+  // =========================================================================
+  static void absmax_quantize(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M,
+                              int64_t K) {
+    parallel_for(0, M, grain_for(K, 1), [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        const float* xr = x + m * ldx;
+        int8_t* q = xq + m * K;
+        vf vmax = Ops::zf();
+        int64_t k = 0;
+        for (; k + L <= K; k += L) vmax = Ops::max_f(vmax, Ops::abs_f(Ops::lf(xr + k)));
+        float amax = Ops::hmax_f(vmax);
+        for (; k < K; ++k) {
+          const float v = xr[k] < 0 ? -xr[k] : xr[k];
+          amax = amax < v ? v : amax;
+        }
+        const float s = (amax < eps ? eps : amax) / 127.0f;
+        xscale[m] = s;
+        const vf vs = Ops::set1f(s), lo = Ops::set1f(-128.0f), hi = Ops::set1f(127.0f);
+        for (k = 0; k + L <= K; k += L) {
+          const vf r = Ops::round_f(Ops::div_f(Ops::lf(xr + k), vs));
+          Ops::store_i8(q + k, Ops::min_f(Ops::max_f(r, lo), hi));
+        }
+        for (; k < K; ++k) {
+          float r = __builtin_nearbyintf(xr[k] / s);
+          r = r < -128.0f ? -128.0f : (r > 127.0f ? 127.0f : r);
+          q[k] = static_cast<int8_t>(r);
+        }
+      }
+    });
+  }
+
+  static KernelTable table() {
+    KernelTable t = table_scalar();
+    t.matmul_t = &matmul_t;
+    t.matmul_n = &matmul_n;
+    t.absmax_quantize = &absmax_quantize;
+    t.matmul_i8 = &matmul_i8;
+    return t;
+  }
+};
+
+} // namespace
+} // namespace bitnet_ext::cpu

@@ -1,0 +1,209 @@
+// x86 vector policies ("Ops") for kernels_simd.h. Each policy only exists in
+// the translation unit compiled with the flags it needs.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace bitnet_ext::cpu {
+namespace {
+
+#if defined(__AVX2__) && defined(__FMA__)
+// AVX2 + FMA: 8 lanes of 32 bits; int8 dot products via vpmaddubsw + vpmaddwd.
+struct OpsAvx2 {
+  static constexpr int L = 8;
+  static constexpr int kActOffset = 128; // GEMM activations are u8 = xq + 128
+  static constexpr int kNRf = 6, kMVf = 2; // float GEMM tile: 6 rows of W x 16 rows of x
+  static constexpr int kNRi = 4, kMVi = 2; // int8 GEMM tile: 4 x 16
+  static constexpr int kMBn = 2, kGn = 4; // transpose=False tile
+  static constexpr int gemv_nb(int mb) { return mb <= 2 ? 2 : 1; }
+  static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 2 ? 2 : 1; }
+
+  using vi = __m256i;
+  using vf = __m256;
+  static vi zi() { return _mm256_setzero_si256(); }
+  static vf zf() { return _mm256_setzero_ps(); }
+  static vi li(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  // The first nw 32-bit words at p (nw < L), the rest zero; never reads past them.
+  static vi li_words(const void* p, int nw) {
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(nw), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_maskload_epi32(static_cast<const int*>(p), mask);
+  }
+  static void si(void* p, vi v) { _mm256_storeu_si256(static_cast<__m256i*>(p), v); }
+  static vf lf(const float* p) { return _mm256_loadu_ps(p); }
+  static void sf(float* p, vf v) { _mm256_storeu_ps(p, v); }
+  static vf bf(const float* p) { return _mm256_broadcast_ss(p); }
+  static vi bi(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+  }
+  static vi set1i(int32_t v) { return _mm256_set1_epi32(v); }
+  static vi set1i8(int8_t v) { return _mm256_set1_epi8(v); }
+  static vf set1f(float v) { return _mm256_set1_ps(v); }
+  template <int S>
+  static vi srli(vi v) {
+    return _mm256_srli_epi32(v, S);
+  }
+  template <int S>
+  static vi srai(vi v) {
+    return _mm256_srai_epi32(v, S);
+  }
+  static vi and_(vi a, vi b) { return _mm256_and_si256(a, b); }
+  static vi subi(vi a, vi b) { return _mm256_sub_epi32(a, b); }
+  static vi addi(vi a, vi b) { return _mm256_add_epi32(a, b); }
+  // acc += per 32-bit lane sum of 4 products u8(u) * s8(s); exact while every
+  // pair sum fits int16 (|u| * |s| pairs here are at most 2 * 255 * 1 or 2 * 2 * 128).
+  static vi dot(vi acc, vi u, vi s) {
+    const __m256i t = _mm256_maddubs_epi16(u, s);
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(t, _mm256_set1_epi16(1)));
+  }
+  static vf fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+  static vf mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+  static vf add(vf a, vf b) { return _mm256_add_ps(a, b); }
+  static vf cvt(vi v) { return _mm256_cvtepi32_ps(v); }
+  // Weight as float from the low bits of each lane: ((idx & 3) - 1); vpermps
+  // only looks at the low 3 bits of each index.
+  static vf decode_f(vi idx) { return _mm256_permutevar8x32_ps(_mm256_setr_ps(-1, 0, 1, 2, -1, 0, 1, 2), idx); }
+  // Weights k = g*L .. g*L+L-1 of a packed row as floats.
+  static vf decode_group_f(const uint32_t* row, int64_t g) {
+    const __m256i sh = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(g & 1) * 16),
+                                        _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14));
+    return decode_f(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(row[g >> 1])), sh));
+  }
+  // L packed bytes (4 codes each) -> L dwords of 4 signed weights {-1,0,1}.
+  static vi decode_group_i8(const uint8_t* p) {
+    __m128i b;
+    std::memcpy(&b, p, 8);
+    const __m256i d = _mm256_cvtepu8_epi32(b);
+    __m256i e = _mm256_or_si256(_mm256_or_si256(d, _mm256_slli_epi32(d, 6)),
+                                _mm256_or_si256(_mm256_slli_epi32(d, 12), _mm256_slli_epi32(d, 18)));
+    e = _mm256_and_si256(e, _mm256_set1_epi32(0x03030303));
+    return _mm256_sub_epi8(e, _mm256_set1_epi8(1));
+  }
+  static float hsum_f(vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static int32_t hsum_i(vi v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+  }
+  static vf abs_f(vf v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+  static vf max_f(vf a, vf b) { return _mm256_max_ps(a, b); }
+  static vf min_f(vf a, vf b) { return _mm256_min_ps(a, b); }
+  static float hmax_f(vf v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static vf div_f(vf a, vf b) { return _mm256_div_ps(a, b); }
+  static vf round_f(vf v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // Stores L integral floats already clamped to [-128, 127] as int8.
+  static void store_i8(int8_t* p, vf v) {
+    const __m256i i = _mm256_cvttps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(w, w));
+  }
+};
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+// AVX-512: 16 lanes of 32 bits. Vnni selects vpdpbusd for the int8 dot.
+template <bool Vnni>
+struct OpsAvx512T {
+  static constexpr int L = 16;
+  static constexpr int kActOffset = 128;
+  static constexpr int kNRf = 14, kMVf = 2; // 14 x 32: 28 accumulators
+  static constexpr int kNRi = Vnni ? 14 : 8, kMVi = 2;
+  static constexpr int kMBn = 4, kGn = 4;
+  static constexpr int gemv_nb(int mb) { return mb <= 1 ? 4 : (mb <= 3 ? 2 : 1); }
+  static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 4 ? 2 : 1; }
+
+  using vi = __m512i;
+  using vf = __m512;
+  static vi zi() { return _mm512_setzero_si512(); }
+  static vf zf() { return _mm512_setzero_ps(); }
+  static vi li(const void* p) { return _mm512_loadu_si512(p); }
+  static vi li_words(const void* p, int nw) {
+    return _mm512_maskz_loadu_epi32(static_cast<__mmask16>((1u << nw) - 1u), p);
+  }
+  static void si(void* p, vi v) { _mm512_storeu_si512(p, v); }
+  static vf lf(const float* p) { return _mm512_loadu_ps(p); }
+  static void sf(float* p, vf v) { _mm512_storeu_ps(p, v); }
+  static vf bf(const float* p) { return _mm512_set1_ps(*p); }
+  static vi bi(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+  }
+  static vi set1i(int32_t v) { return _mm512_set1_epi32(v); }
+  static vi set1i8(int8_t v) { return _mm512_set1_epi8(v); }
+  static vf set1f(float v) { return _mm512_set1_ps(v); }
+  template <int S>
+  static vi srli(vi v) {
+    return _mm512_srli_epi32(v, S);
+  }
+  template <int S>
+  static vi srai(vi v) {
+    return _mm512_srai_epi32(v, S);
+  }
+  static vi and_(vi a, vi b) { return _mm512_and_si512(a, b); }
+  static vi subi(vi a, vi b) { return _mm512_sub_epi32(a, b); }
+  static vi addi(vi a, vi b) { return _mm512_add_epi32(a, b); }
+  static vi dot(vi acc, vi u, vi s) {
+    if constexpr (Vnni) {
+#if defined(__AVX512VNNI__)
+      return _mm512_dpbusd_epi32(acc, u, s);
+#endif
+    } else {
+      const __m512i t = _mm512_maddubs_epi16(u, s);
+      return _mm512_add_epi32(acc, _mm512_madd_epi16(t, _mm512_set1_epi16(1)));
+    }
+  }
+  static vf fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+  static vf mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+  static vf add(vf a, vf b) { return _mm512_add_ps(a, b); }
+  static vf cvt(vi v) { return _mm512_cvtepi32_ps(v); }
+  // vpermps (zmm) uses the low 4 bits of each index: entry i = (i & 3) - 1.
+  static vf decode_f(vi idx) {
+    return _mm512_permutexvar_ps(idx, _mm512_setr_ps(-1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2));
+  }
+  static vf decode_group_f(const uint32_t* row, int64_t g) {
+    const __m512i sh = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return decode_f(_mm512_srlv_epi32(_mm512_set1_epi32(static_cast<int>(row[g])), sh));
+  }
+  static vi decode_group_i8(const uint8_t* p) {
+    const __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    __m512i e = _mm512_ternarylogic_epi32(d, _mm512_slli_epi32(d, 6), _mm512_slli_epi32(d, 12), 0xfe);
+    e = _mm512_or_si512(e, _mm512_slli_epi32(d, 18));
+    e = _mm512_and_si512(e, _mm512_set1_epi32(0x03030303));
+    return _mm512_sub_epi8(e, _mm512_set1_epi8(1));
+  }
+  static float hsum_f(vf v) { return _mm512_reduce_add_ps(v); }
+  static int32_t hsum_i(vi v) { return _mm512_reduce_add_epi32(v); }
+  static vf abs_f(vf v) { return _mm512_abs_ps(v); }
+  static vf max_f(vf a, vf b) { return _mm512_max_ps(a, b); }
+  static vf min_f(vf a, vf b) { return _mm512_min_ps(a, b); }
+  static float hmax_f(vf v) { return _mm512_reduce_max_ps(v); }
+  static vf div_f(vf a, vf b) { return _mm512_div_ps(a, b); }
+  static vf round_f(vf v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static void store_i8(int8_t* p, vf v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(v)));
+  }
+};
+using OpsAvx512 = OpsAvx512T<false>;
+#if defined(__AVX512VNNI__)
+using OpsAvx512Vnni = OpsAvx512T<true>;
+#endif
+#endif
+
+} // namespace
+} // namespace bitnet_ext::cpu
