@@ -32,7 +32,13 @@ void warn_once(const char* op_name) {
 
 bool has_gpu_kernels() {
 #ifdef BITNET_EXT_METAL
-  return mx::metal::is_available();
+  // Metal builds (cmake/metal.cmake): our kernels serve MLX's Metal GPU, the
+  // only GPU backend such an MLX has. mx::is_available also says no when the
+  // Metal backend is built but the machine has no Metal device (headless or
+  // virtualized macOS), where MLX itself runs on the CPU. A missing
+  // bitnet_ext.metallib is reported loudly at the first GPU eval
+  // (csrc/gpu/metal/library.cpp), not hidden behind the CPU fallback.
+  return mx::is_available(mx::Device(mx::Device::gpu));
 #else
   return false;
 #endif

@@ -1,8 +1,11 @@
-// GPU evaluation of the primitives.
+// GPU evaluation of the primitives in builds without bitnet_ext's GPU kernels.
 //
-// This build has no GPU kernels: the ops never place a node on a GPU stream
+// Such a build has no GPU kernels: the ops never place a node on a GPU stream
 // (see device_fallback.h), so reaching these is a bug or a hand-built graph.
-// The Metal kernels (kernels/*.metal) replace this file in Metal builds.
+// Metal builds (cmake/metal.cmake defines BITNET_EXT_METAL) compile this file
+// to nothing and use csrc/gpu/metal/eval_gpu_metal.cpp instead.
+#ifndef BITNET_EXT_METAL
+
 #include <stdexcept>
 #include <string>
 
@@ -46,3 +49,5 @@ void AbsmaxQuantize::eval_gpu(const std::vector<mx::array>&, std::vector<mx::arr
 }
 
 } // namespace bitnet_ext
+
+#endif // BITNET_EXT_METAL
