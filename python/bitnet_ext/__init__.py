@@ -13,7 +13,7 @@ from ._compat import check_mlx_version
 
 check_mlx_version()
 
-from . import _ext, cpu, reference  # noqa: E402
+from . import _ext, convert, cpu, nn, reference  # noqa: E402
 from ._ext import (  # noqa: E402
     absmax_quantize,
     absmean_quantize,
@@ -30,9 +30,11 @@ __all__ = [
     "absmax_quantize",
     "absmean_quantize",
     "bitlinear",
+    "convert",
     "cpu",
     "dequantize",
     "fake_quantize",
+    "nn",
     "pack",
     "reference",
     "ternary_matmul",

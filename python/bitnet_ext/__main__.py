@@ -1,5 +1,6 @@
 """`python -m bitnet_ext`: self-check every op on the default device, then a
 short benchmark on BitNet b1.58 2B-4T layer shapes. `--json` for machine output.
+`python -m bitnet_ext convert SRC DST` converts a Hugging Face BitNet checkpoint.
 """
 
 import argparse
@@ -10,6 +11,7 @@ import sys
 import mlx.core as mx
 
 from . import __version__, cpu
+from . import convert as _convert
 from .quickbench import format_table, run_quick_bench
 from .selfcheck import run_self_check
 
@@ -25,7 +27,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-bench", action="store_true", help="run the self-check only")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats per case (median reported)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _convert.add_subparser(commands)
     args = parser.parse_args(argv)
+    if args.command is not None:
+        return args.func(args)
 
     device = mx.default_device()
     say = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
