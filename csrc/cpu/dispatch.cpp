@@ -4,6 +4,26 @@
 
 namespace bitnet_ext::cpu {
 
+bool isa_compiled(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return true;
+#if defined(BITNET_EXT_HAVE_X86_KERNELS)
+    case Isa::Avx2:
+    case Isa::Avx512:
+    case Isa::Avx512Vnni:
+      return true;
+#endif
+#if defined(BITNET_EXT_HAVE_ARM_KERNELS)
+    case Isa::Neon:
+    case Isa::NeonDot:
+      return true;
+#endif
+    default:
+      return false;
+  }
+}
+
 const KernelTable* kernel_table(Isa isa) {
   switch (isa) {
     case Isa::Scalar:

@@ -172,7 +172,9 @@ const char* isa_name(Isa isa) {
 }
 
 bool isa_supported(Isa isa) {
-  return kernel_table(isa) != nullptr && cpu_supports(isa);
+  // The CPU check first: nothing of a level's translation unit may run on a
+  // CPU without it.
+  return cpu_supports(isa) && isa_compiled(isa);
 }
 
 Isa best_isa() {

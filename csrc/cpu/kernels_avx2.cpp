@@ -7,7 +7,7 @@
 namespace bitnet_ext::cpu {
 
 const KernelTable& table_avx2() {
-  static const KernelTable t = Simd<OpsAvx2>::table();
+  static constexpr KernelTable t = Simd<OpsAvx2>::table();
   return t;
 }
 

@@ -7,7 +7,7 @@
 namespace bitnet_ext::cpu {
 
 const KernelTable& table_avx512() {
-  static const KernelTable t = Simd<OpsAvx512>::table();
+  static constexpr KernelTable t = Simd<OpsAvx512>::table();
   return t;
 }
 

@@ -7,7 +7,7 @@
 namespace bitnet_ext::cpu {
 
 const KernelTable& table_avx512_vnni() {
-  static const KernelTable t = Simd<OpsAvx512Vnni>::table();
+  static constexpr KernelTable t = Simd<OpsAvx512Vnni>::table();
   return t;
 }
 

@@ -39,7 +39,11 @@ struct KernelTable {
                              int64_t K);
 };
 
-// The table of a level compiled into this build, or nullptr.
+// Whether a level is compiled into this build (dispatch.cpp).
+bool isa_compiled(Isa isa);
+// The table of a level compiled into this build, or nullptr. Only call it
+// for a level the CPU supports: the table functions live in translation
+// units compiled for their level.
 const KernelTable* kernel_table(Isa isa);
 
 // Per-ISA tables (each defined in its own translation unit).

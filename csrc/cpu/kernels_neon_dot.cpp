@@ -1,10 +1,14 @@
-// Placeholder: uses the scalar kernels until the vectorized ones land.
-#include "kernels_impl.h"
+// neon_dot level: the shared templates of kernels_simd.h over OpsNeonDot.
+// Compiled with its own ISA flags (see CMakeLists.txt).
+#include "simd_neon.h"
+// simd_neon.h first: it defines the policy used below.
+#include "kernels_simd.h"
 
 namespace bitnet_ext::cpu {
 
 const KernelTable& table_neon_dot() {
-  return table_scalar();
+  static constexpr KernelTable t = Simd<OpsNeonDot>::table();
+  return t;
 }
 
 } // namespace bitnet_ext::cpu

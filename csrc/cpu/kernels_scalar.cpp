@@ -192,7 +192,7 @@ void dequantize_ternary_generic(const uint32_t* wq, const float* scale, bool per
 }
 
 const KernelTable& table_scalar() {
-  static const KernelTable t{
+  static constexpr KernelTable t{
       matmul_t,
       matmul_n,
       absmax_quantize_scalar,

@@ -1,6 +1,6 @@
 // Vectorized kernels written once over a vector policy `Ops` (see
 // simd_x86.h / simd_neon.h). Each per-ISA translation unit includes this
-// header after its policy and calls make_simd_table<Ops>().
+// header after its policy and calls Simd<Ops>::table().
 //
 // Everything here has internal linkage (anonymous namespace), so every
 // translation unit keeps its own copy compiled with its own ISA flags; no
@@ -36,9 +36,23 @@ namespace {
 // same load into several instructions (each fold is another load).
 template <class V>
 inline __attribute__((always_inline)) void opaque(V& v) {
-#if defined(__GNUC__)
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   asm("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  asm("" : "+w"(v));
 #endif
+}
+
+inline __attribute__((always_inline)) void prefetch(const void* p) {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 3);
+#endif
+}
+
+// How many row groups (of `group_bytes` each) ahead to prefetch so that the
+// prefetch distance is about 8 KiB.
+inline int64_t prefetch_groups(int64_t group_bytes) {
+  return (8192 + group_bytes - 1) / group_bytes;
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) {
@@ -100,6 +114,9 @@ struct Simd {
   using vi = typename Ops::vi;
   using vf = typename Ops::vf;
   static constexpr int L = Ops::L;
+  // Up to this many rows of x use the decode (GEMV) kernels, in passes of at
+  // most 8 rows; more rows use the blocked GEMM kernels (tiles of 2L rows).
+  static constexpr int64_t kGemvMaxM = 2 * L > 16 ? 16 : 2 * L;
 
   // =========================================================================
   // Int8 GEMV (small M). Block = 4L bytes of a row = 16L weights. Within a
@@ -193,9 +210,13 @@ struct Simd {
       });
     };
     const int64_t bfull = std::min(blk1, nfull);
+    // Software prefetch of the rows a few groups ahead (the hardware
+    // prefetchers stop at 4 KiB pages and ramp up slowly on short rows).
+    const uint8_t* pf = w + prefetch_groups(NB * RB) * NB * RB;
     for (int64_t b0 = blk0; b0 < bfull; b0 += kFlushBlocks) {
       const int64_t b1 = std::min(bfull, b0 + kFlushBlocks);
       for (int64_t blk = b0; blk < b1; ++blk) {
+        static_for<NB>([&](auto r) BITNET_INLINE { prefetch(pf + (blk * NB + r) * BB); });
         vi v[NB];
         static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li(w + r * RB + blk * BB); });
         block(v, blk);
@@ -405,7 +426,7 @@ struct Simd {
   }
 
   static void matmul_i8(const I8Args& a) {
-    if (a.M <= 8) {
+    if (a.M <= kGemvMaxM) {
       i8_gemv(a);
     } else {
       i8_gemm(a);
@@ -475,7 +496,9 @@ struct Simd {
       });
     };
     const int64_t bfull = std::min(blk1, nfull);
+    const uint32_t* pf = w + prefetch_groups(NB * KW * 4) * NB * KW;
     for (int64_t blk = blk0; blk < bfull; ++blk) {
+      static_for<NB>([&](auto r) BITNET_INLINE { prefetch(pf + (blk * NB + r) * L); });
       vi v[NB];
       static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li(w + r * KW + blk * L); });
       block(v, blk);
@@ -497,7 +520,7 @@ struct Simd {
   template <int MB>
   static void f_gemv_run(const float* xp, int64_t nblk, const uint32_t* wq, const float* scale, bool per_row, float* y,
                          int64_t N, int64_t K, int64_t m0) {
-    constexpr int NB = Ops::gemv_nb(MB);
+    constexpr int NB = Ops::gemv_nb_f(MB);
     const int64_t cb = std::max<int64_t>(1, kL1Budget / (MB * KBF * 4)); // blocks per chunk
     const int64_t grain = grain_for(K * MB, NB * 4);
     parallel_for(0, N, grain, [&](int64_t b, int64_t e) {
@@ -620,9 +643,90 @@ struct Simd {
     });
   }
 
+  // =========================================================================
+  // Float GEMV for M = 1 by pair lookups (policies with kLut, AVX-512).
+  // Lanes run over 16 rows of W: a 16 x 16 word tile (16 rows x 256 k) is
+  // transposed in registers so that vector j holds word j of each row. Its
+  // 4-bit fields are code pairs (c0, c1) of k = 2p, 2p + 1, and a per-call
+  // table T[p][c0 + 4 c1] = x[2p] (c0 - 1) + x[2p+1] (c1 - 1) turns each
+  // (shift, vpermps, add) into 2 weights per lane, twice the per-weight rate
+  // of decode + FMA; and the 16 row sums come out in one vector.
+  template <class O = Ops>
+  static constexpr bool has_lut() {
+    if constexpr (requires { O::kLut; }) {
+      return O::kLut;
+    } else {
+      return false;
+    }
+  }
+
+  BITNET_FLATTEN static void f_lut_group(const float* tab, const uint32_t* wq, int64_t KW, int64_t n0, int nrows,
+                                         const float* scale, bool per_row, float* y) {
+    const int64_t nkb = ceil_div(KW, 16);
+    const uint32_t* rows[16];
+    for (int r = 0; r < 16; ++r) rows[r] = wq + (n0 + std::min(r, nrows - 1)) * KW;
+    const uint32_t* pf = wq + (n0 + 16 * prefetch_groups(16 * KW * 4)) * KW;
+    const vf one = Ops::set1f(1.0f);
+    vf acc[4] = {Ops::zf(), Ops::zf(), Ops::zf(), Ops::zf()};
+    for (int64_t kb = 0; kb < nkb; ++kb) {
+      const int nw = static_cast<int>(std::min<int64_t>(16, KW - kb * 16));
+      vi t[16];
+      if (nw == 16) {
+        static_for<16>([&](auto r) BITNET_INLINE { t[r] = Ops::li(rows[r] + kb * 16); });
+      } else {
+        static_for<16>([&](auto r) BITNET_INLINE { t[r] = Ops::li_words(rows[r] + kb * 16, nw); });
+      }
+      static_for<16>([&](auto r) BITNET_INLINE { prefetch(pf + (kb * 16 + r) * 16); });
+      Ops::transpose16(t);
+      const float* tb = tab + kb * 128 * 16;
+      static_for<16>([&](auto j) BITNET_INLINE {
+        static_for<8>([&](auto q) BITNET_INLINE {
+          constexpr int Q = decltype(q)::value;
+          vi idx = t[j];
+          if constexpr (Q > 0) idx = Ops::template srli<4 * Q>(idx);
+          acc[Q & 3] = Ops::fmadd(Ops::lut(idx, tb + (j * 8 + Q) * 16), one, acc[Q & 3]);
+        });
+      });
+    }
+    vf sum = Ops::add(Ops::add(acc[0], acc[1]), Ops::add(acc[2], acc[3]));
+    const vf s = per_row ? (nrows == 16 ? Ops::lf(scale + n0) : Ops::zf()) : Ops::set1f(scale[0]);
+    if (nrows == 16) {
+      Ops::sf(y + n0, Ops::mul(s, sum));
+    } else {
+      float tmp[16];
+      Ops::sf(tmp, sum);
+      for (int r = 0; r < nrows; ++r) y[n0 + r] = row_scale(scale, per_row, n0 + r) * tmp[r];
+    }
+  }
+
+  static void f_gemv_lut(const float* x, const uint32_t* wq, const float* scale, bool per_row, float* y, int64_t N,
+                         int64_t K) {
+    const int64_t KW = K / 16, nkb = ceil_div(KW, 16), P = nkb * 128;
+    float* tab = scratch(kActs).get<float>(P * 16);
+    const vf w0 = Ops::lut_w0(), w1 = Ops::lut_w1();
+    for (int64_t p = 0; p < P; ++p) {
+      const float x0 = 2 * p < K ? x[2 * p] : 0.0f;
+      const float x1 = 2 * p + 1 < K ? x[2 * p + 1] : 0.0f;
+      Ops::sf(tab + p * 16, Ops::add(Ops::mul(Ops::set1f(x0), w0), Ops::mul(Ops::set1f(x1), w1)));
+    }
+    const int64_t ngroups = ceil_div(N, 16);
+    parallel_for(0, ngroups, grain_for(16 * K, 1), [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        const int nrows = static_cast<int>(std::min<int64_t>(16, N - g * 16));
+        f_lut_group(tab, wq, KW, g * 16, nrows, scale, per_row, y);
+      }
+    });
+  }
+
   static void matmul_t(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
                        int64_t M, int64_t N, int64_t K) {
-    if (M <= 8) {
+    if constexpr (has_lut()) {
+      if (M == 1) {
+        f_gemv_lut(x, wq, scale, per_row, y, N, K);
+        return;
+      }
+    }
+    if (M <= kGemvMaxM) {
       f_gemv(x, ldx, wq, scale, per_row, y, M, N, K);
     } else {
       f_gemm(x, ldx, wq, scale, per_row, y, M, N, K);
@@ -712,13 +816,46 @@ struct Simd {
     });
   }
 
-  static KernelTable table() {
-    KernelTable t = table_scalar();
-    t.matmul_t = &matmul_t;
-    t.matmul_n = &matmul_n;
-    t.absmax_quantize = &absmax_quantize;
-    t.matmul_i8 = &matmul_i8;
-    return t;
+  // =========================================================================
+  // Unpack / dequantize: one decode per L weights, rows split over threads.
+  static void unpack_ternary(const uint32_t* wq, int8_t* w, int64_t N, int64_t K) {
+    const int64_t RB = K / 4, ng = RB / L;
+    parallel_for(0, N, grain_for(K, 1), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const uint8_t* src = reinterpret_cast<const uint8_t*>(wq) + n * RB;
+        int8_t* dst = w + n * K;
+        for (int64_t g = 0; g < ng; ++g) Ops::si(dst + g * L * 4, Ops::decode_group_i8(src + g * L));
+        for (int64_t b = ng * L; b < RB; ++b)
+          for (int i = 0; i < 4; ++i) dst[4 * b + i] = static_cast<int8_t>(((src[b] >> (2 * i)) & 3) - 1);
+      }
+    });
+  }
+
+  static void dequantize_ternary(const uint32_t* wq, const float* scale, bool per_row, float* out, int64_t N,
+                                 int64_t K) {
+    const int64_t KW = K / 16, ng = K / L;
+    parallel_for(0, N, grain_for(K, 1), [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const uint32_t* row = wq + n * KW;
+        const vf s = Ops::set1f(row_scale(scale, per_row, n));
+        float* dst = out + n * K;
+        for (int64_t g = 0; g < ng; ++g) Ops::sf(dst + g * L, Ops::mul(s, Ops::decode_group_f(row, g)));
+      }
+    });
+  }
+
+  // Constant-initialized (no code of this translation unit runs to build it).
+  static constexpr KernelTable table() {
+    return KernelTable{
+        &matmul_t,
+        &matmul_n,
+        &absmax_quantize,
+        &matmul_i8,
+        &absmean_quantize_generic,
+        &pack_ternary_generic,
+        &unpack_ternary,
+        &dequantize_ternary,
+    };
   }
 };
 

@@ -19,6 +19,7 @@ struct OpsAvx2 {
   static constexpr int kNRi = 4, kMVi = 2; // int8 GEMM tile: 4 x 16
   static constexpr int kMBn = 2, kGn = 4; // transpose=False tile
   static constexpr int gemv_nb(int mb) { return mb <= 2 ? 2 : 1; }
+  static constexpr int gemv_nb_f(int mb) { return gemv_nb(mb); }
   static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 2 ? 2 : 1; }
 
   using vi = __m256i;
@@ -125,6 +126,7 @@ struct OpsAvx512T {
   static constexpr int kNRi = Vnni ? 14 : 8, kMVi = 2;
   static constexpr int kMBn = 4, kGn = 4;
   static constexpr int gemv_nb(int mb) { return mb <= 1 ? 4 : (mb <= 3 ? 2 : 1); }
+  static constexpr int gemv_nb_f(int mb) { return mb <= 1 ? 4 : 2; }
   static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 4 ? 2 : 1; }
 
   using vi = __m512i;
@@ -186,6 +188,40 @@ struct OpsAvx512T {
     e = _mm512_or_si512(e, _mm512_slli_epi32(d, 18));
     e = _mm512_and_si512(e, _mm512_set1_epi32(0x03030303));
     return _mm512_sub_epi8(e, _mm512_set1_epi8(1));
+  }
+  // --- Pair-lookup float GEMV (M = 1), see Simd::f_gemv_lut.
+  static constexpr bool kLut = true;
+  // Weights of a code pair (c0, c1) = (i & 3, i >> 2) as floats: w0, w1.
+  static vf lut_w0() { return _mm512_setr_ps(-1, 0, 1, 0, -1, 0, 1, 0, -1, 0, 1, 0, -1, 0, 1, 0); }
+  static vf lut_w1() { return _mm512_setr_ps(-1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0); }
+  // table[idx & 15] per lane (vpermps uses the low 4 bits of each index).
+  static vf lut(vi idx, const float* table) { return _mm512_permutexvar_ps(idx, _mm512_loadu_ps(table)); }
+  static void sf_n(float* p, vf v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v); }
+  // In-register transpose of 16 x 16 dwords: afterwards r[j] lane i = old r[i] lane j.
+  static void transpose16(vi (&r)[16]) {
+    vi t[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      r[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+      r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+      r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+      r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    // r[4i + c], 128-bit lane L: rows 4i..4i+3 of column 4L + c.
+    for (int c = 0; c < 4; ++c) {
+      const vi a0 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x44);
+      const vi a1 = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xee);
+      const vi b0 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x44);
+      const vi b1 = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xee);
+      t[c] = _mm512_shuffle_i32x4(a0, b0, 0x88);
+      t[4 + c] = _mm512_shuffle_i32x4(a0, b0, 0xdd);
+      t[8 + c] = _mm512_shuffle_i32x4(a1, b1, 0x88);
+      t[12 + c] = _mm512_shuffle_i32x4(a1, b1, 0xdd);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
   }
   static float hsum_f(vf v) { return _mm512_reduce_add_ps(v); }
   static int32_t hsum_i(vi v) { return _mm512_reduce_add_epi32(v); }

@@ -37,10 +37,22 @@ int default_threads() {
 
 thread_local bool t_in_parallel = false;
 
-// One job at a time (guarded by Pool::submit_mutex_). Workers wait on the
-// generation counter (std::atomic::wait, a futex on Linux) after a short spin.
+// One job at a time (guarded by submit_mutex_). A job is split into chunks
+// (a few per thread) that the caller and the workers claim from a shared
+// ticket, so a worker that is descheduled (the machine is shared) only
+// delays the chunk it has already claimed; the caller runs the rest.
+//
+// ticket_ = (job id << 32) | next chunk. Claims are CAS operations that
+// check the job id, and the caller closes its job (next = kClosed) before
+// returning, so a late worker can never run a chunk of a finished job. The
+// job fields are written before the ticket is published (release) and are
+// read after it is loaded (acquire); a worker that reads fields of a newer
+// job cannot claim with an older job id.
 class Pool {
  public:
+  static constexpr uint32_t kClosed = 0xffffffffu;
+  static constexpr int kChunksPerThread = 4;
+
   explicit Pool(int nthreads) { start(nthreads); }
   ~Pool() { stop(); }
 
@@ -61,88 +73,92 @@ class Pool {
       fn(ctx, begin, end);
       return;
     }
-    std::unique_lock<std::mutex> lk(submit_mutex_);
-    const int nt = nthreads_;
-    const int64_t chunks = std::min<int64_t>(units, nt);
-    if (chunks <= 1) {
-      lk.unlock();
-      fn(ctx, begin, end);
-      return;
-    }
-    job_fn_ = fn;
-    job_ctx_ = ctx;
-    job_begin_ = begin;
-    job_end_ = end;
-    job_grain_ = grain;
-    job_units_ = units;
-    job_chunks_ = chunks;
-    pending_.store(static_cast<int>(chunks - 1), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
-    generation_.notify_all();
+    std::lock_guard<std::mutex> lk(submit_mutex_);
+    const int64_t chunks = std::min<int64_t>(units, int64_t{nthreads_} * kChunksPerThread);
+    const uint64_t id = ++job_id_ & 0xffffffffu;
+    fn_.store(fn, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    begin_.store(begin, std::memory_order_relaxed);
+    end_.store(end, std::memory_order_relaxed);
+    grain_.store(grain, std::memory_order_relaxed);
+    units_.store(units, std::memory_order_relaxed);
+    chunks_.store(chunks, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    ticket_.store(id << 32, std::memory_order_release);
+    wake_.fetch_add(1, std::memory_order_release);
+    wake_.notify_all();
 
     t_in_parallel = true;
-    run_chunk(0);
+    work(id);
     t_in_parallel = false;
 
-    // Wait for the workers' chunks.
     int spins = 0;
     while (true) {
-      int p = pending_.load(std::memory_order_acquire);
-      if (p == 0) break;
-      if (++spins < 20000) {
+      const int64_t d = done_.load(std::memory_order_acquire);
+      if (d >= chunks) break;
+      if (++spins < 4000) {
         BITNET_CPU_RELAX();
       } else {
-        pending_.wait(p, std::memory_order_acquire);
+        std::this_thread::yield();
       }
     }
+    ticket_.store((id << 32) | kClosed, std::memory_order_release);
   }
 
  private:
-  void run_chunk(int64_t c) {
-    // Chunk c covers units [c*units/chunks, (c+1)*units/chunks).
-    const int64_t u0 = c * job_units_ / job_chunks_;
-    const int64_t u1 = (c + 1) * job_units_ / job_chunks_;
-    const int64_t b = job_begin_ + u0 * job_grain_;
-    const int64_t e = std::min(job_end_, job_begin_ + u1 * job_grain_);
-    if (b < e) job_fn_(job_ctx_, b, e);
+  // Claims and runs chunks of job `id` until none is left.
+  void work(uint64_t id) {
+    while (true) {
+      uint64_t t = ticket_.load(std::memory_order_acquire);
+      if ((t >> 32) != id) return;
+      const uint32_t c = static_cast<uint32_t>(t);
+      const int64_t chunks = chunks_.load(std::memory_order_relaxed);
+      if (c == kClosed || c >= chunks) return;
+      if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      const int64_t units = units_.load(std::memory_order_relaxed);
+      const int64_t b0 = begin_.load(std::memory_order_relaxed);
+      const int64_t e0 = end_.load(std::memory_order_relaxed);
+      const int64_t grain = grain_.load(std::memory_order_relaxed);
+      const int64_t u0 = c * units / chunks;
+      const int64_t u1 = (c + 1) * units / chunks;
+      const int64_t b = b0 + u0 * grain;
+      const int64_t e = std::min(e0, b0 + u1 * grain);
+      if (b < e) fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), b, e);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
   }
 
-  void worker(int index, uint64_t seen) {
+  void worker(uint32_t seen) {
     t_in_parallel = true;
     while (true) {
       int spins = 0;
-      uint64_t g;
-      while ((g = generation_.load(std::memory_order_acquire)) == seen) {
+      uint32_t g;
+      while ((g = wake_.load(std::memory_order_acquire)) == seen) {
         if (++spins < 20000) {
           BITNET_CPU_RELAX();
         } else {
-          generation_.wait(seen, std::memory_order_acquire);
+          wake_.wait(seen, std::memory_order_acquire);
         }
       }
       seen = g;
       if (stop_.load(std::memory_order_acquire)) return;
-      if (index < job_chunks_) {
-        run_chunk(index);
-        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-          pending_.notify_all();
-        }
-      }
+      work(ticket_.load(std::memory_order_acquire) >> 32);
     }
   }
 
   void start(int n) {
     nthreads_ = std::max(1, n);
     stop_.store(false);
-    const uint64_t g = generation_.load();
+    const uint32_t g = wake_.load();
     for (int i = 1; i < nthreads_; ++i) {
-      workers_.emplace_back([this, i, g] { worker(i, g); });
+      workers_.emplace_back([this, g] { worker(g); });
     }
   }
 
   void stop() {
     stop_.store(true, std::memory_order_release);
-    generation_.fetch_add(1, std::memory_order_release);
-    generation_.notify_all();
+    wake_.fetch_add(1, std::memory_order_release);
+    wake_.notify_all();
     for (auto& t : workers_) t.join();
     workers_.clear();
   }
@@ -150,12 +166,14 @@ class Pool {
   std::mutex submit_mutex_;
   std::vector<std::thread> workers_;
   int nthreads_ = 1;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  uint64_t job_id_ = 0;
+  std::atomic<uint32_t> wake_{0};
+  std::atomic<uint64_t> ticket_{kClosed};
+  std::atomic<int64_t> done_{0};
   std::atomic<bool> stop_{false};
-  RangeFn job_fn_ = nullptr;
-  void* job_ctx_ = nullptr;
-  int64_t job_begin_ = 0, job_end_ = 0, job_grain_ = 1, job_units_ = 0, job_chunks_ = 0;
+  std::atomic<RangeFn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> begin_{0}, end_{0}, grain_{1}, units_{0}, chunks_{0};
 };
 
 std::mutex g_pool_mutex;

@@ -11,7 +11,10 @@ using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 
 // Runs fn(ctx, b, e) over disjoint chunks covering [begin, end). Chunk
 // boundaries are multiples of `grain` from `begin` (except the final end).
-// The calling thread runs the first chunk. Safe to call from any thread:
+// The range is cut into a few static chunks per thread that the calling
+// thread and the workers claim in order (the caller takes part, and runs
+// whatever a busy or descheduled worker has not claimed). Returns when all
+// chunks are done. Safe to call from any thread:
 // a call made from inside a running parallel_for runs inline, and concurrent
 // calls from different threads are serialized.
 void parallel_for_raw(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* ctx);

@@ -138,6 +138,28 @@ int main(int argc, char** argv) {
                       cold ? "cold" : "hot ", long(N), long(K), long(M), long(t), med * 1e6, wbytes / med / 1e9,
                       gop / med);
         };
+        run("memread", [&](const uint32_t* w) {
+          // Reference: a plain threaded read of the same weight bytes.
+          const int64_t nw = N * K / 16;
+          std::vector<uint64_t> part(64, 0);
+          const int nt = num_threads();
+          std::vector<std::thread> th;
+          for (int t = 0; t < nt; ++t)
+            th.emplace_back([&, t] {
+              const uint64_t* p = reinterpret_cast<const uint64_t*>(w) + nw / 2 * t / nt;
+              const int64_t n = nw / 2 / nt;
+              uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+              for (int64_t i = 0; i + 4 <= n; i += 4) {
+                a0 += p[i];
+                a1 += p[i + 1];
+                a2 += p[i + 2];
+                a3 += p[i + 3];
+              }
+              part[t * 8] = a0 + a1 + a2 + a3;
+            });
+          for (auto& x : th) x.join();
+          if (part[0] == 1) std::printf(" ");
+        });
         run("bitlinear", [&](const uint32_t* w) {
           absmax_quantize(x.data(), K, 1e-5f, xq.data(), xs.data(), M, K);
           bitlinear(xq.data(), xs.data(), w, scale.data(), true, bias.data(), y.data(), M, N, K);
