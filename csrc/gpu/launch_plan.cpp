@@ -1,0 +1,386 @@
+// Launch plans of the bitnet_ext GPU kernels: the one decision table shared by
+// the Metal eval_gpu and the CPU shader harness. See launch_plan.h and
+// LAUNCH_PLAN.md; the kernels' buffer slots are in kernels/*.metal.
+#include "gpu/launch_plan.h"
+
+#include <sstream>
+#include <stdexcept>
+
+namespace bitnet_ext::gpu {
+
+const char* dtype_name(Dtype d) {
+  switch (d) {
+    case Dtype::float32:
+      return "float32";
+    case Dtype::float16:
+      return "float16";
+    case Dtype::bfloat16:
+      return "bfloat16";
+  }
+  throw std::invalid_argument("bitnet_ext: unknown dtype");
+}
+
+size_t dtype_size(Dtype d) {
+  return d == Dtype::float32 ? 4 : 2;
+}
+
+namespace {
+
+// ---- tunables (one place; tune on Apple GPUs) ------------------------------
+// Ternary GEMV (transpose=true): rows of W per simdgroup and simdgroups per
+// threadgroup; must match kernels/ternary_gemv.h (TGV_ROWS, TGV_SIMDGROUPS).
+constexpr int kGemvRows = 4;
+constexpr int kGemvSimdgroups = 2;
+constexpr int kGemvRowsPerGroup = kGemvRows * kGemvSimdgroups;
+// Transposed GEMV (transpose=false): simdgroups splitting N in a threadgroup.
+constexpr int kGemvNSimdgroups = 8;
+// GEMM tiles (kernels/ternary_gemm.h): BM x BN output tile, 4 simdgroups.
+constexpr int kGemmBM = 32;
+constexpr int kGemmBN = 32;
+constexpr int kGemmBK = 32;
+constexpr int kGemmThreads = 128;
+// M above which the tiled simdgroup_matrix GEMM replaces the GEMV family.
+constexpr int64_t kGemvMaxM = 16;
+// Decode BitLinear (M = 1) in one kernel while the int8 row fits in
+// threadgroup memory (with room to spare under Apple's 32 KiB).
+constexpr int64_t kFusedMaxK = 16384;
+// Integer exactness of the int8 GEMM (float32 accumulation of integer
+// products): every partial sum is bounded by 128 * K <= 2^24.
+constexpr int64_t kI8GemmMaxK = int64_t(1) << 17;
+// Elementwise kernels (pack, unpack, dequantize, absmean pack): threads per
+// threadgroup; each thread handles one uint32 word (16 codes).
+constexpr int kElemThreads = 256;
+// Row reductions (absmax, absmean): threads per threadgroup, one row each.
+constexpr int kRowThreads = 256;
+
+uint32_t ceil_div(int64_t a, int64_t b) {
+  int64_t q = (a + b - 1) / b;
+  if (q > int64_t(0xFFFFFFFFu)) {
+    throw std::invalid_argument("bitnet_ext: grid too large for one dispatch");
+  }
+  return static_cast<uint32_t>(q);
+}
+
+int32_t i32(int64_t v, const char* what) {
+  if (v < 0 || v > int64_t(0x7FFFFFFF)) {
+    throw std::invalid_argument(std::string("bitnet_ext: ") + what + " does not fit in int32");
+  }
+  return static_cast<int32_t>(v);
+}
+
+Constant ci(const char* name, int slot, int64_t v) {
+  Constant c{name, slot, Constant::Type::Int32};
+  c.i32 = i32(v, name);
+  return c;
+}
+
+Constant cf(const char* name, int slot, float v) {
+  Constant c{name, slot, Constant::Type::Float32};
+  c.f32 = v;
+  return c;
+}
+
+BufferBinding in(int index, int slot) {
+  return {ArgKind::Input, index, slot};
+}
+BufferBinding out(int index, int slot) {
+  return {ArgKind::Output, index, slot};
+}
+BufferBinding tmp(int index, int slot) {
+  return {ArgKind::Temp, index, slot};
+}
+
+std::string name(const std::string& op, Dtype d, const std::string& variant = "") {
+  std::string s = op + "_" + dtype_name(d);
+  if (!variant.empty()) {
+    s += "_" + variant;
+  }
+  return s;
+}
+
+int gemv_bm(int64_t M) {
+  return M <= 1 ? 1 : (M <= 4 ? 4 : 8);
+}
+
+void check_k(int64_t K) {
+  if (K <= 0 || K % 16 != 0) {
+    throw std::invalid_argument("bitnet_ext: K must be a positive multiple of 16");
+  }
+}
+
+// y = x @ (s W).T for M <= kGemvMaxM: kernels/ternary_gemv.h.
+KernelLaunch gemv_t(const TernaryMatmulArgs& a) {
+  int bm = gemv_bm(a.M);
+  int64_t words = a.K / 16;
+  bool vec = words % 4 == 0 && a.wq_byte_offset % 16 == 0;
+  KernelLaunch k;
+  k.name = name("ternary_gemv_t", a.dtype, "bm" + std::to_string(bm) + (vec ? "_v4" : "_v1"));
+  k.grid = {ceil_div(a.N, kGemvRowsPerGroup), ceil_div(a.M, bm), 1};
+  k.group = {32 * kGemvSimdgroups, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  return k;
+}
+
+// y = x @ s W for M <= kGemvMaxM: kernels/ternary_gemv_n.h.
+KernelLaunch gemv_n(const TernaryMatmulArgs& a) {
+  int bm = a.M <= 1 ? 1 : 4;
+  KernelLaunch k;
+  k.name = name("ternary_gemv_n", a.dtype, "bm" + std::to_string(bm));
+  k.grid = {ceil_div(a.K / 16, 32), ceil_div(a.M, bm), 1};
+  k.group = {32 * kGemvNSimdgroups, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  // One float per (simdgroup, lane, code) of the partial sums.
+  k.threadgroup_memory = {{0, size_t(kGemvNSimdgroups) * 32 * 16 * sizeof(float)}};
+  return k;
+}
+
+// Tiled simdgroup_matrix GEMM: kernels/ternary_gemm.h.
+KernelLaunch gemm(const TernaryMatmulArgs& a) {
+  KernelLaunch k;
+  k.name = name(a.transpose ? "ternary_gemm_t" : "ternary_gemm_n", a.dtype);
+  int64_t cols = a.transpose ? a.N : a.K;
+  k.grid = {ceil_div(cols, kGemmBN), ceil_div(a.M, kGemmBM), 1};
+  k.group = {kGemmThreads, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  k.threadgroup_memory = {{0, size_t(kGemmBM * kGemmBK + kGemmBK * kGemmBN) * sizeof(float)}};
+  return k;
+}
+
+KernelLaunch absmax_kernel(int64_t M, int64_t K, Dtype dtype, float eps, BufferBinding x,
+                           BufferBinding xq, BufferBinding xscale) {
+  KernelLaunch k;
+  k.name = name("absmax_quantize", dtype);
+  k.grid = {ceil_div(M, 1), 1, 1};
+  k.group = {kRowThreads, 1, 1};
+  x.slot = 0;
+  xq.slot = 1;
+  xscale.slot = 2;
+  k.buffers = {x, xq, xscale};
+  k.constants = {ci("K", 3, K), cf("eps", 4, eps)};
+  k.threadgroup_memory = {{0, 32 * sizeof(float)}};
+  return k;
+}
+
+} // namespace
+
+LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
+  check_k(a.K);
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p; // nothing to compute
+  }
+  if (a.M <= kGemvMaxM) {
+    p.kernels.push_back(a.transpose ? gemv_t(a) : gemv_n(a));
+  } else {
+    p.kernels.push_back(gemm(a));
+  }
+  return p;
+}
+
+LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
+  LaunchPlan p;
+  if (M <= 0 || K <= 0) {
+    return p;
+  }
+  p.kernels.push_back(absmax_kernel(M, K, dtype, eps, in(0, 0), out(0, 0), out(1, 0)));
+  return p;
+}
+
+LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
+  check_k(a.K);
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  if (a.M == 1 && a.K <= kFusedMaxK) {
+    KernelLaunch k;
+    k.name = name("bitlinear_fused", a.dtype);
+    k.grid = {ceil_div(a.N, kGemvRowsPerGroup), 1, 1};
+    k.group = {32 * kGemvSimdgroups, 1, 1};
+    // Without a bias, slot 3 gets the scale buffer again (never read).
+    k.buffers = {in(0, 0), in(1, 1), in(2, 2), in(a.has_bias ? 3 : 2, 3), out(0, 4)};
+    k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
+                   ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
+    k.threadgroup_memory = {{0, size_t((a.K + 15) / 16 * 16)}, {1, 16 * sizeof(float)}};
+    p.kernels.push_back(k);
+    return p;
+  }
+  p.temporaries = {
+      {"xq", size_t(a.M) * size_t(a.K), false},
+      {"xscale", size_t(a.M) * sizeof(float), false},
+  };
+  p.kernels.push_back(absmax_kernel(a.M, a.K, a.dtype, a.eps, in(0, 0), tmp(0, 0), tmp(1, 0)));
+
+  KernelLaunch k;
+  bool use_gemm = a.M > kGemvMaxM && a.K <= kI8GemmMaxK;
+  if (use_gemm) {
+    k.name = name("bitlinear_gemm", a.dtype);
+    k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, kGemmBM), 1};
+    k.group = {kGemmThreads, 1, 1};
+    k.threadgroup_memory = {{0, size_t(kGemmBM * kGemmBK + kGemmBK * kGemmBN) * sizeof(float)}};
+  } else {
+    int bm = gemv_bm(a.M);
+    k.name = name("bitlinear_gemv", a.dtype, "bm" + std::to_string(bm));
+    k.grid = {ceil_div(a.N, kGemvRowsPerGroup), ceil_div(a.M, bm), 1};
+    k.group = {32 * kGemvSimdgroups, 1, 1};
+  }
+  // Without a bias, slot 4 gets the scale buffer again (never read).
+  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(a.has_bias ? 3 : 2, 4), out(0, 5)};
+  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
+                 ci("has_bias", 10, a.has_bias)};
+  p.kernels.push_back(k);
+  return p;
+}
+
+LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row, float eps) {
+  check_k(K);
+  LaunchPlan p;
+  if (N <= 0) {
+    return p;
+  }
+  KernelLaunch rows;
+  rows.name = name("absmean_rows", dtype);
+  rows.grid = {ceil_div(N, 1), 1, 1};
+  rows.group = {kRowThreads, 1, 1};
+  rows.constants = {ci("K", 4, K), ci("per_row", 5, per_row), cf("eps", 6, eps)};
+  rows.threadgroup_memory = {{0, 2 * 32 * sizeof(float)}};
+  if (per_row) {
+    // Row sums, scale[n] and the packed row n in one kernel; slot 3 (the
+    // partial sums of the per-tensor mode) gets the scale buffer, never read.
+    rows.buffers = {in(0, 0), out(0, 1), out(1, 2), out(1, 3)};
+    p.kernels.push_back(rows);
+    return p;
+  }
+  p.temporaries = {{"row_sums", size_t(N) * 2 * sizeof(float), false}};
+  rows.buffers = {in(0, 0), out(0, 1), out(1, 2), tmp(0, 3)};
+  p.kernels.push_back(rows);
+
+  KernelLaunch fin;
+  fin.name = "absmean_finalize";
+  fin.grid = {1, 1, 1};
+  fin.group = {kRowThreads, 1, 1};
+  fin.buffers = {tmp(0, 0), out(1, 1)};
+  fin.constants = {ci("N", 2, N), ci("K", 3, K), cf("eps", 4, eps)};
+  fin.threadgroup_memory = {{0, 2 * 32 * sizeof(float)}};
+  p.kernels.push_back(fin);
+
+  KernelLaunch pack;
+  pack.name = name("absmean_pack", dtype);
+  pack.grid = {ceil_div(N * (K / 16), kElemThreads), 1, 1};
+  pack.group = {kElemThreads, 1, 1};
+  pack.buffers = {in(0, 0), out(1, 1), out(0, 2)};
+  pack.constants = {ci("N", 3, N), ci("K", 4, K), ci("per_row", 5, 0)};
+  p.kernels.push_back(pack);
+  return p;
+}
+
+LaunchPlan plan_pack(int64_t N, int64_t K) {
+  check_k(K);
+  LaunchPlan p;
+  p.temporaries = {{"invalid", sizeof(uint32_t), true}};
+  if (N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = "ternary_pack";
+  k.grid = {ceil_div(N * (K / 16), kElemThreads), 1, 1};
+  k.group = {kElemThreads, 1, 1};
+  k.buffers = {in(0, 0), out(0, 1), tmp(0, 2)};
+  k.constants = {ci("words", 3, N * (K / 16))};
+  p.kernels.push_back(k);
+  return p;
+}
+
+LaunchPlan plan_unpack(int64_t N, int64_t K) {
+  check_k(K);
+  LaunchPlan p;
+  if (N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = "ternary_unpack";
+  k.grid = {ceil_div(N * (K / 16), kElemThreads), 1, 1};
+  k.group = {kElemThreads, 1, 1};
+  k.buffers = {in(0, 0), out(0, 1)};
+  k.constants = {ci("words", 2, N * (K / 16))};
+  p.kernels.push_back(k);
+  return p;
+}
+
+LaunchPlan plan_dequantize(int64_t N, int64_t K, Dtype dtype, bool per_row_scale) {
+  check_k(K);
+  LaunchPlan p;
+  if (N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = name("ternary_dequantize", dtype);
+  k.grid = {ceil_div(N * (K / 16), kElemThreads), 1, 1};
+  k.group = {kElemThreads, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), out(0, 2)};
+  k.constants = {ci("N", 3, N), ci("K", 4, K), ci("per_row", 5, per_row_scale)};
+  p.kernels.push_back(k);
+  return p;
+}
+
+std::vector<std::string> all_kernel_names() {
+  std::vector<std::string> names;
+  for (Dtype d : {Dtype::float32, Dtype::float16, Dtype::bfloat16}) {
+    for (int bm : {1, 4, 8}) {
+      for (const char* v : {"v1", "v4"}) {
+        names.push_back(name("ternary_gemv_t", d, "bm" + std::to_string(bm) + "_" + v));
+      }
+      names.push_back(name("bitlinear_gemv", d, "bm" + std::to_string(bm)));
+    }
+    names.push_back(name("bitlinear_fused", d));
+    for (int bm : {1, 4}) {
+      names.push_back(name("ternary_gemv_n", d, "bm" + std::to_string(bm)));
+    }
+    names.push_back(name("ternary_gemm_t", d));
+    names.push_back(name("ternary_gemm_n", d));
+    names.push_back(name("bitlinear_gemm", d));
+    names.push_back(name("absmax_quantize", d));
+    names.push_back(name("absmean_rows", d));
+    names.push_back(name("absmean_pack", d));
+    names.push_back(name("ternary_dequantize", d));
+  }
+  names.push_back("absmean_finalize");
+  names.push_back("ternary_pack");
+  names.push_back("ternary_unpack");
+  return names;
+}
+
+std::string describe(const LaunchPlan& plan) {
+  static const char* kinds[] = {"input", "output", "temp"};
+  std::ostringstream os;
+  for (size_t i = 0; i < plan.temporaries.size(); ++i) {
+    const auto& t = plan.temporaries[i];
+    os << "temp " << i << " " << t.name << ": " << t.bytes << " bytes" << (t.zero_init ? " (zeroed)" : "")
+       << "\n";
+  }
+  for (const auto& k : plan.kernels) {
+    os << k.name << " grid (" << k.grid.x << ", " << k.grid.y << ", " << k.grid.z << ") group ("
+       << k.group.x << ", " << k.group.y << ", " << k.group.z << ")\n";
+    for (const auto& b : k.buffers) {
+      os << "  buffer(" << b.slot << ") = " << kinds[int(b.kind)] << " " << b.index << "\n";
+    }
+    for (const auto& c : k.constants) {
+      os << "  buffer(" << c.slot << ") = " << c.name << " = ";
+      if (c.type == Constant::Type::Int32) {
+        os << c.i32;
+      } else {
+        os << c.f32;
+      }
+      os << "\n";
+    }
+    for (const auto& t : k.threadgroup_memory) {
+      os << "  threadgroup(" << t.slot << ") = " << t.bytes << " bytes\n";
+    }
+  }
+  return os.str();
+}
+
+} // namespace bitnet_ext::gpu

@@ -1,0 +1,144 @@
+// Shared device helpers of the bitnet_ext ternary kernels.
+//
+// Packed layout (csrc/cpu/kernels.h): row n of W (N x K, K % 16 == 0) is K/16
+// uint32 words; W[n, k] is in word k / 16 at bits 2 (k % 16) .. +1, stored as
+// code = W + 1 in {0, 1, 2}. Dot products use the identity
+//   sum_k x_k W_k = sum_k x_k code_k - sum_k x_k,
+// where sum_k x_k is computed once per activation chunk and shared by every
+// row of W that a thread handles.
+#pragma once
+
+#include <metal_stdlib>
+
+using namespace metal;
+
+// Kernel instantiation with its host name, as in MLX's utils.h: the name string
+// is the one link between host (csrc/gpu/launch_plan.cpp) and device. (The CPU
+// harness defines its own instantiate_kernel before including the shaders.)
+#ifndef instantiate_kernel
+#define instantiate_kernel(name, func, ...) \
+  template [[host_name(name)]] [[kernel]] decltype(func<__VA_ARGS__>) func<__VA_ARGS__>;
+#endif
+
+#define instantiate_float_types(macro, ...) \
+  macro(float32, float, __VA_ARGS__)        \
+  macro(float16, half, __VA_ARGS__)         \
+  macro(bfloat16, bfloat, __VA_ARGS__)
+
+// Loads 16 activations x[0..15] as float. Returns their sum; xs[j] holds x[j]
+// pre-scaled by 4^-(j % 4), so that a code masked in place inside its byte
+// ((b & (3 << 2i)) = code * 4^i) multiplies to code * x without a shift.
+template <typename T>
+inline float load_x16_scaled(const device T* xp, thread float* xs) {
+  float sum = 0.0f;
+  for (int i = 0; i < 16; i += 4) {
+    float v0 = static_cast<float>(xp[i + 0]);
+    float v1 = static_cast<float>(xp[i + 1]);
+    float v2 = static_cast<float>(xp[i + 2]);
+    float v3 = static_cast<float>(xp[i + 3]);
+    sum += (v0 + v1) + (v2 + v3);
+    xs[i + 0] = v0;
+    xs[i + 1] = v1 * 0.25f;
+    xs[i + 2] = v2 * 0.0625f;
+    xs[i + 3] = v3 * 0.015625f;
+  }
+  return sum;
+}
+
+// sum_j xs[j] * code_j for the 16 codes of word w (xs from load_x16_scaled).
+inline float dot_codes16(uint w, thread const float* xs) {
+  float acc = 0.0f;
+  for (int i = 0; i < 4; ++i) {
+    uint b = (w >> (8 * i)) & 0xFFu;
+    acc = fma(xs[4 * i + 0], static_cast<float>(b & 0x03u), acc);
+    acc = fma(xs[4 * i + 1], static_cast<float>(b & 0x0Cu), acc);
+    acc = fma(xs[4 * i + 2], static_cast<float>(b & 0x30u), acc);
+    acc = fma(xs[4 * i + 3], static_cast<float>(b & 0xC0u), acc);
+  }
+  return acc;
+}
+
+// Loads 16 int8 activations as int; returns their sum. (P: a device or
+// threadgroup int8_t pointer.)
+template <typename P>
+inline int load_q16(P xp, thread int* xq) {
+  int sum = 0;
+  for (int j = 0; j < 16; ++j) {
+    xq[j] = static_cast<int>(xp[j]);
+    sum += xq[j];
+  }
+  return sum;
+}
+
+// Exact sum_j xq[j] * code_j for the 16 codes of word w.
+inline int dot_codes16_i32(uint w, thread const int* xq) {
+  int acc = 0;
+  for (int j = 0; j < 16; ++j) {
+    acc += xq[j] * static_cast<int>((w >> (2 * j)) & 3u);
+  }
+  return acc;
+}
+
+// The ternary value (-1, 0, 1) of code j of word w.
+inline int ternary_at(uint w, int j) {
+  return static_cast<int>((w >> (2 * j)) & 3u) - 1;
+}
+
+inline float row_scale(const device float* scale, int per_row, int n) {
+  return per_row ? scale[n] : scale[0];
+}
+
+// ---------------------------------------------------------------------------
+// float-float ("double-single") arithmetic for reductions that must match a
+// float64 reference after rounding to float32 (Metal has no double).
+
+struct ffloat {
+  float hi;
+  float lo;
+};
+
+inline ffloat ff_make(float v) {
+  ffloat r;
+  r.hi = v;
+  r.lo = 0.0f;
+  return r;
+}
+
+// Error-free a + b (Knuth's TwoSum).
+inline ffloat ff_two_sum(float a, float b) {
+  float s = a + b;
+  float bb = s - a;
+  float err = (a - (s - bb)) + (b - bb);
+  ffloat r;
+  r.hi = s;
+  r.lo = err;
+  return r;
+}
+
+inline ffloat ff_add(ffloat a, ffloat b) {
+  ffloat s = ff_two_sum(a.hi, b.hi);
+  float lo = s.lo + (a.lo + b.lo);
+  return ff_two_sum(s.hi, lo);
+}
+
+inline ffloat ff_add_f(ffloat a, float b) {
+  ffloat s = ff_two_sum(a.hi, b);
+  return ff_two_sum(s.hi, s.lo + a.lo);
+}
+
+// (a.hi + a.lo) / (d.hi + d.lo) rounded to float (one Newton correction).
+inline float ff_div(ffloat a, ffloat d) {
+  float q = precise::divide(a.hi, d.hi);
+  // r = a - q * d, with q * d.hi exact through fma.
+  float p = q * d.hi;
+  float perr = fma(q, d.hi, -p);
+  float r = (((a.hi - p) - perr) + a.lo) - q * d.lo;
+  return q + precise::divide(r, d.hi);
+}
+
+// An integer count < 2^48 exactly as a float-float.
+inline ffloat ff_from_count(ulong n) {
+  float hi = static_cast<float>(n & ~ulong(0xFFFFFF));
+  float lo = static_cast<float>(n & ulong(0xFFFFFF));
+  return ff_two_sum(hi, lo);
+}

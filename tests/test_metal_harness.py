@@ -1,0 +1,484 @@
+"""The Metal shaders (kernels/*.metal), executed on the CPU by the shader harness.
+
+Every kernel runs through the shared launch plan (csrc/gpu/launch_plan.h, the
+same one the Metal eval_gpu uses) and is compared with ``bitnet_ext.reference``
+over shape sweeps with tails, K = 6912, M = 1 and every dtype. Each case runs
+under three fiber orders (forward, reverse, shuffled) whose outputs must be
+bitwise equal (a race between threads shows up as a difference). The last test
+checks that every ``[[kernel]]`` in kernels/ was executed.
+
+Nothing here runs on a GPU: see docs/metal_harness.md for what this verifies.
+"""
+
+import importlib
+import importlib.util
+import math
+import os
+import pathlib
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ORDERS = ("forward", "reverse", "shuffled")
+
+
+def _import_harness():
+    """bitnet_ext._metal_harness, or a standalone build (BITNET_METAL_HARNESS_DIR, build/harness)."""
+    candidates = [os.environ.get("BITNET_METAL_HARNESS_DIR")]
+    for d in candidates:
+        if d and list(pathlib.Path(d).glob("_metal_harness*")):
+            sys.path.insert(0, str(d))
+            return importlib.import_module("_metal_harness")
+    try:
+        return importlib.import_module("bitnet_ext._metal_harness")
+    except Exception:
+        pass
+    d = ROOT / "build" / "harness"
+    if list(d.glob("_metal_harness*")):
+        sys.path.insert(0, str(d))
+        return importlib.import_module("_metal_harness")
+    return None
+
+
+def _import_reference():
+    try:
+        return importlib.import_module("bitnet_ext.reference")
+    except Exception:
+        # The package may be mid-rebuild; the reference is pure MLX, load it by path.
+        spec = importlib.util.spec_from_file_location("_bx_reference", ROOT / "python/bitnet_ext/reference.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+
+H = _import_harness()
+if H is None:
+    pytest.skip(
+        "the CPU shader harness (bitnet_ext._metal_harness) is not built: "
+        "cmake -S csrc/harness -B build/harness && cmake --build build/harness -j2",
+        allow_module_level=True,
+    )
+ref = _import_reference()
+
+DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+U = {"float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+# ---------------------------------------------------------------------------
+# MLX <-> raw NumPy (bfloat16 travels as uint16 bits)
+
+
+def to_raw(a):
+    if a.dtype == mx.bfloat16:
+        return np.ascontiguousarray(np.array(a.view(mx.uint16)))
+    return np.ascontiguousarray(np.array(a))
+
+
+def raw_empty(shape, dtype):
+    np_dtype = {
+        mx.float32: np.float32,
+        mx.float16: np.float16,
+        mx.bfloat16: np.uint16,
+        mx.int8: np.int8,
+        mx.uint32: np.uint32,
+    }[dtype]
+    return np.empty(shape, np_dtype)
+
+
+def from_raw(r, dtype):
+    if dtype == mx.bfloat16:
+        return mx.array(r).view(mx.bfloat16)
+    return mx.array(r)
+
+
+def run(kind, params, inputs, out_specs):
+    """Run a primitive's plan under the three fiber orders; outputs must agree bitwise.
+
+    inputs: MLX arrays in the primitive's order. out_specs: [(shape, mx dtype)].
+    Returns the outputs as MLX arrays.
+    """
+    raw_in = [to_raw(a) for a in inputs]
+    results = []
+    for i, order in enumerate(ORDERS):
+        outs = [raw_empty(s, d) for s, d in out_specs]
+        H.run_plan(kind, params, raw_in, outs, order=order, seed=1000 + i)
+        results.append(outs)
+    for order, outs in zip(ORDERS[1:], results[1:]):
+        for j, (a, b) in enumerate(zip(results[0], outs)):
+            if a.tobytes() != b.tobytes():
+                bad = int(np.sum(a.view(np.uint8) != b.view(np.uint8)))
+                pytest.fail(f"{kind} {params}: output {j} differs between forward and {order} fiber orders "
+                            f"({bad} bytes): a race between threads")
+    return [from_raw(o, d) for o, (_, d) in zip(results[0], out_specs)]
+
+
+# ---------------------------------------------------------------------------
+# data and comparisons
+
+
+def randn(shape, dtype, seed):
+    return mx.random.normal(shape, key=mx.random.key(seed)).astype(dtype)
+
+
+def rand_codes(shape, seed):
+    return mx.random.randint(-1, 2, shape, key=mx.random.key(seed)).astype(mx.int8)
+
+
+def make_scale(per_row, N, seed):
+    shape = (N,) if per_row else ()
+    return mx.random.uniform(0.05, 1.5, shape, key=mx.random.key(seed + 7919))
+
+
+def f64(a):
+    return np.array(a.astype(mx.float32)).astype(np.float64)
+
+
+def assert_equal(actual, expected, what):
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    if mx.array_equal(actual, expected).item():
+        return
+    a, e = np.array(actual.astype(mx.float32) if actual.dtype == mx.bfloat16 else actual), np.array(
+        expected.astype(mx.float32) if expected.dtype == mx.bfloat16 else expected
+    )
+    bad = np.argwhere(a != e)
+    first = [(tuple(int(i) for i in idx), a[tuple(idx)], e[tuple(idx)]) for idx in bad[:5]]
+    pytest.fail(f"{what}: {len(bad)} of {a.size} values differ; first (index, actual, expected): {first}")
+
+
+def assert_close(actual, expected, sumsq, R, dtype_name, what, C=16.0):
+    """float32-accumulation tolerance (as tests/conftest.py's assert_close)."""
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, what
+    a, e = f64(actual), f64(expected)
+    atol = C * 2.0**-24 * math.sqrt(max(R, 1)) * np.sqrt(sumsq)
+    if dtype_name == "float16":
+        atol = atol + 2.0**-24
+    tol = atol + 2 * U[dtype_name] * np.abs(e)
+    err = np.abs(a - e)
+    bad = ~(err <= tol)
+    if bad.any():
+        idx = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(tol, 1e-300), -1)), err.shape)
+        pytest.fail(f"{what}: {int(bad.sum())} of {a.size} out of tolerance; worst at {idx}: actual {a[idx]!r}, "
+                    f"expected {e[idx]!r}, tol {tol[idx]:.3e}")
+
+
+def matmul_sumsq(x, codes, scale, transpose):
+    """Sum of squared terms of each output, counting the kernels' x * code and -x terms."""
+    x2 = f64(x) ** 2
+    N = codes.shape[0]
+    s = f64(scale).reshape(-1)
+    s2 = np.broadcast_to(s, (N,))[:, None] ** 2
+    c = f64(codes) + 1
+    w2 = (c**2 + 1) * s2  # (N, K)
+    return x2 @ (w2.T if transpose else w2)
+
+
+# ---------------------------------------------------------------------------
+# ternary_matmul (GEMV decode, wide GEMV, GEMM prefill; both transpose modes)
+
+# (M, N, K): M = 1 and small M (every bm variant), N tails around the 8 rows of a
+# threadgroup, K tails around the 128-word block, K = 6912 (BitNet 2B FFN).
+MATMUL_T_SHAPES = [
+    (1, 1, 16),
+    (1, 9, 48),
+    (1, 37, 2048 + 64),  # v4: one full block + a 4-word tail
+    (1, 13, 2048 + 16),  # v1: words % 4 != 0
+    (1, 21, 6912),
+    (3, 8, 6912),
+    (4, 11, 80),
+    (5, 7, 2064),
+    (8, 17, 4096),
+    (13, 10, 1024),
+]
+
+
+def check_matmul(M, N, K, dtype_name, transpose, per_row, seed=0):
+    dtype = DTYPES[dtype_name]
+    x = randn((M, K if transpose else N), dtype, seed)
+    codes = rand_codes((N, K), seed + 1)
+    wq = ref.pack(codes)
+    scale = make_scale(per_row, N, seed)
+    params = dict(M=M, N=N, K=K, dtype=dtype_name, transpose=transpose, per_row_scale=per_row)
+    (y,) = run("ternary_matmul", params, [x, wq, scale.reshape(-1)], [((M, N if transpose else K), dtype)])
+    expected = ref.ternary_matmul(x, wq, scale, transpose=transpose)
+    R = K if transpose else N
+    assert_close(y, expected, matmul_sumsq(x, codes, scale, transpose), R, dtype_name,
+                 f"ternary_matmul M={M} N={N} K={K} {dtype_name} transpose={transpose} per_row={per_row}")
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("M,N,K", MATMUL_T_SHAPES, ids=lambda v: str(v))
+def test_ternary_gemv_t(M, N, K, dtype_name):
+    check_matmul(M, N, K, dtype_name, True, per_row=(N % 2 == 1))
+
+
+@pytest.mark.parametrize("wq_offset", [0, 4])
+def test_ternary_gemv_t_unaligned_weights_use_word_loads(wq_offset):
+    """The plan picks the v4 (uint4) variant only for 16-byte aligned rows."""
+    text = H.describe_plan("ternary_matmul", dict(M=1, N=8, K=2048, dtype="float16", wq_byte_offset=wq_offset))
+    assert ("_v4" in text) == (wq_offset == 0), text
+
+
+# (M, N, K) for transpose=False (y = x @ diag(s) W, the VJP): M = 1 (bm1),
+# M <= 16 (bm4 in one or more threadgroup rows), N not a multiple of the 8
+# simdgroups, K tails around the 512 outputs of a threadgroup, K = 6912.
+MATMUL_N_SHAPES = [
+    (1, 1, 16),
+    (1, 9, 528),
+    (1, 40, 6912),
+    (2, 13, 48),
+    (4, 8, 1040),
+    (7, 3, 6912),
+    (16, 21, 96),
+]
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("M,N,K", MATMUL_N_SHAPES, ids=lambda v: str(v))
+def test_ternary_gemv_n(M, N, K, dtype_name):
+    check_matmul(M, N, K, dtype_name, False, per_row=(N % 2 == 1))
+
+
+# ---------------------------------------------------------------------------
+# absmax_quantize (per token int8) and bitlinear (W1.58A8), bit-exact
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("M,K", [(1, 1), (1, 2560), (3, 7), (5, 300), (2, 6912)], ids=lambda v: str(v))
+def test_absmax_quantize(M, K, dtype_name):
+    dtype = DTYPES[dtype_name]
+    x = randn((M, K), dtype, M * 31 + K) * 3
+    xq, xscale = run("absmax_quantize", dict(M=M, K=K, dtype=dtype_name), [x], [((M, K), mx.int8), ((M,), mx.float32)])
+    rq, rs = ref.absmax_quantize(x)
+    assert_equal(xscale, rs.reshape(-1), f"absmax_quantize xscale {dtype_name} M={M} K={K}")
+    assert_equal(xq, rq, f"absmax_quantize xq {dtype_name} M={M} K={K}")
+
+
+def test_absmax_quantize_zero_row_uses_eps():
+    x = mx.zeros((2, 32), mx.float32)
+    xq, xscale = run("absmax_quantize", dict(M=2, K=32, dtype="float32", eps=1e-5), [x],
+                     [((2, 32), mx.int8), ((2,), mx.float32)])
+    rq, rs = ref.absmax_quantize(x)
+    assert_equal(xscale, rs.reshape(-1), "xscale")
+    assert_equal(xq, rq, "xq")
+
+
+# M = 1: the fused kernel (K <= 16384) or the int8 GEMV bm1; M <= 16: int8 GEMV
+# (bm4/bm8); M > 16: the int8 simdgroup GEMM.
+BITLINEAR_SHAPES = [
+    (1, 1, 16),
+    (1, 19, 2560),
+    (1, 10, 6912),
+    (1, 5, 16384 + 16),
+    (3, 9, 80),
+    (8, 17, 2064),
+    (11, 6, 512),
+    (40, 37, 96),
+    (64, 33, 6912),
+]
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("M,N,K", BITLINEAR_SHAPES, ids=lambda v: str(v))
+def test_bitlinear(M, N, K, dtype_name):
+    dtype = DTYPES[dtype_name]
+    x = randn((M, K), dtype, M + N + K)
+    codes = rand_codes((N, K), N)
+    wq = ref.pack(codes)
+    per_row = N % 2 == 1
+    has_bias = M % 2 == 1
+    scale = make_scale(per_row, N, K)
+    inputs = [x, wq, scale.reshape(-1)]
+    bias = None
+    if has_bias:
+        bias = randn((N,), mx.float32, 99)
+        inputs.append(bias)
+    params = dict(M=M, N=N, K=K, dtype=dtype_name, per_row_scale=per_row, has_bias=has_bias)
+    (y,) = run("bitlinear", params, inputs, [((M, N), dtype)])
+    assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), f"bitlinear {params}")
+
+
+def test_bitlinear_int32_accumulation_is_exact_at_large_k():
+    """All weights +1 and every activation at +127 after quantization: |acc| = 127 K."""
+    M, N, K = 2, 3, 16384
+    x = mx.ones((M, K), mx.float32)
+    wq = ref.pack(mx.ones((N, K), mx.int8))
+    scale = mx.array([1.0])
+    (y,) = run("bitlinear", dict(M=M, N=N, K=K, dtype="float32"), [x, wq, scale], [((M, N), mx.float32)])
+    assert_equal(y, ref.bitlinear(x, wq, mx.array(1.0)), "bitlinear K=16384")
+
+
+# ---------------------------------------------------------------------------
+# absmean_quantize (reduction + quantize-and-pack)
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("per_row", [False, True], ids=["tensor", "row"])
+@pytest.mark.parametrize("N,K", [(1, 16), (7, 48), (33, 2560), (5, 6912), (300, 32)], ids=lambda v: str(v))
+def test_absmean_quantize(N, K, per_row, dtype_name):
+    dtype = DTYPES[dtype_name]
+    w = randn((N, K), dtype, N * 7 + K) * 0.02
+    wq, scale = run("absmean_quantize", dict(N=N, K=K, dtype=dtype_name, per_row=per_row),
+                    [w], [((N, K // 16), mx.uint32), ((N if per_row else 1,), mx.float32)])
+    rq, rs = ref.absmean_quantize(w, per_channel=per_row)
+    rs = rs.reshape(-1)
+    # The mean is a float-float sum on the GPU (no float64 in Metal): it must
+    # round to the reference's float32 scale, or at worst to a neighbour.
+    ulps = np.abs(np.array(scale).view(np.int32).astype(np.int64) - np.array(rs).view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1, f"absmean scale off by {ulps.max()} ulp"
+    if ulps.max() == 0:
+        assert_equal(wq, rq, "absmean codes")
+    else:  # codes must follow the scale the kernel chose
+        s = scale.reshape(-1, 1) if per_row else scale.reshape(())
+        codes = mx.clip(mx.round(w.astype(mx.float32) / s), -1, 1).astype(mx.int8)
+        assert_equal(wq, ref.pack(codes), "absmean codes")
+
+
+def test_absmean_quantize_zero_weights_use_eps():
+    w = mx.zeros((3, 32), mx.float32)
+    wq, scale = run("absmean_quantize", dict(N=3, K=32, dtype="float32", per_row=False, eps=1e-5),
+                    [w], [((3, 2), mx.uint32), ((1,), mx.float32)])
+    rq, rs = ref.absmean_quantize(w)
+    assert_equal(scale, rs.reshape(-1), "scale")
+    assert_equal(wq, rq, "codes")
+
+
+# ---------------------------------------------------------------------------
+# pack / unpack / dequantize
+
+
+@pytest.mark.parametrize("N,K", [(1, 16), (5, 48), (70, 160), (3, 6912)], ids=lambda v: str(v))
+def test_pack_unpack(N, K):
+    codes = rand_codes((N, K), N + K)
+    (wq,) = run("pack", dict(N=N, K=K), [codes], [((N, K // 16), mx.uint32)])
+    assert_equal(wq, ref.pack(codes), "pack")
+    (back,) = run("unpack", dict(N=N, K=K), [wq], [((N, K), mx.int8)])
+    assert_equal(back, codes, "unpack")
+
+
+def test_pack_flags_invalid_codes():
+    codes = np.zeros((2, 32), np.int8)
+    codes[1, 5] = 2
+    wq = np.empty((2, 2), np.uint32)
+    # The `invalid` flag is a plan temporary; the kernel must still pack the valid words.
+    H.run_plan("pack", dict(N=2, K=32), [codes], [wq])
+    assert_equal(mx.array(wq[0]), ref.pack(mx.array(codes[:1]))[0], "valid words")
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("per_row", [False, True], ids=["tensor", "row"])
+@pytest.mark.parametrize("N,K", [(1, 16), (9, 80), (4, 6912)], ids=lambda v: str(v))
+def test_dequantize(N, K, per_row, dtype_name):
+    dtype = DTYPES[dtype_name]
+    codes = rand_codes((N, K), 3 * N + K)
+    wq = ref.pack(codes)
+    scale = make_scale(per_row, N, K)
+    (out,) = run("dequantize", dict(N=N, K=K, dtype=dtype_name, per_row_scale=per_row),
+                 [wq, scale.reshape(-1)], [((N, K), dtype)])
+    assert_equal(out, ref.dequantize(wq, scale, dtype=dtype), f"dequantize {dtype_name}")
+
+
+# ---------------------------------------------------------------------------
+# GEMM (prefill, simdgroup_matrix): M > 16, tails in every dimension
+
+GEMM_SHAPES = [
+    (17, 5, 16),
+    (32, 32, 32),
+    (33, 40, 48),
+    (70, 9, 6912),
+    (45, 65, 528),
+]
+
+
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("transpose", [True, False], ids=["t", "n"])
+@pytest.mark.parametrize("M,N,K", GEMM_SHAPES, ids=lambda v: str(v))
+def test_ternary_gemm(M, N, K, transpose, dtype_name):
+    check_matmul(M, N, K, dtype_name, transpose, per_row=(M % 2 == 1))
+
+
+# ---------------------------------------------------------------------------
+# The harness itself (kernels in csrc/harness/testdata/, not shipped)
+
+
+@pytest.mark.parametrize("kernel", ["bnh_check_race", "bnh_check_race_local"])
+def test_harness_exposes_races_across_fiber_orders(kernel):
+    """Threadgroup memory as a [[threadgroup(0)]] parameter or as an array declared in the kernel."""
+    n = 64
+    outs = {}
+    for fixed in (0, 1):
+        for order in ORDERS:
+            out = np.zeros(n, np.float32)
+            H.launch(kernel, (2,), (n,), [out, fixed], threadgroup_memory=[4 * n], order=order, seed=3)
+            outs[fixed, order] = out
+    expected = ((np.arange(n) + 1) % n + 1).astype(np.float32)
+    for order in ORDERS:
+        np.testing.assert_array_equal(outs[1, order], expected)
+    # Without the barrier, forward and reverse orders disagree.
+    assert outs[0, "forward"].tobytes() != outs[0, "reverse"].tobytes()
+
+
+def test_harness_simd_collectives():
+    x = np.random.default_rng(0).standard_normal(64).astype(np.float32)
+    out = np.zeros(5 * 64, np.float32)
+    H.launch("bnh_check_simd", (1,), (64,), [x, out], order="shuffled")
+    out = out.reshape(64, 5)
+    for sg in range(2):
+        v = x[32 * sg : 32 * sg + 32]
+        o = out[32 * sg : 32 * sg + 32]
+        np.testing.assert_allclose(o[:, 0], np.float32(v.astype(np.float64).sum()), rtol=1e-6)
+        np.testing.assert_array_equal(o[:, 1], v.max())
+        np.testing.assert_array_equal(o[:, 2], v[np.arange(32) ^ 1])
+        np.testing.assert_array_equal(o[:, 3], v[3])
+        np.testing.assert_array_equal(o[:, 4], v[np.minimum(np.arange(32) + 1, 31)])
+        assert len(set(o[:, 0].tolist())) == 1  # every lane gets the same sum
+
+
+def test_harness_reports_divergent_collectives_and_deadlocks():
+    out = np.zeros(32, np.float32)
+    with pytest.raises(RuntimeError, match="divergent simdgroup"):
+        H.launch("bnh_check_divergent", (1,), (32,), [out])
+    with pytest.raises(RuntimeError, match="deadlock"):
+        H.launch("bnh_check_deadlock", (1,), (32,), [out])
+
+
+@pytest.mark.parametrize("transpose_b", [0, 1])
+def test_harness_simdgroup_matrix(transpose_b):
+    rng = np.random.default_rng(1)
+    a, b, c = (rng.integers(-4, 5, (8, 8)).astype(np.float32) for _ in range(3))
+    d = np.zeros((8, 8), np.float32)
+    H.launch("bnh_check_mma", (1,), (32,), [a, b, c, d, transpose_b], order="reverse")
+    np.testing.assert_array_equal(d, a @ (b.T if transpose_b else b) + c)
+
+
+# ---------------------------------------------------------------------------
+# Coverage: every [[kernel]] in kernels/ ran (keep this test last)
+
+
+def _shader_kernels():
+    return {name for name, path in H.kernel_sources() if pathlib.Path(path).parent == ROOT / "kernels"}
+
+
+def test_launch_plans_and_shaders_name_the_same_kernels():
+    shaders = _shader_kernels()
+    plans = set(H.plan_kernel_names())
+    assert plans - shaders == set(), f"plans name kernels that kernels/ does not instantiate: {plans - shaders}"
+    assert shaders - plans == set(), f"kernels/ instantiates kernels no plan uses: {shaders - plans}"
+
+
+def test_zz_every_kernel_was_executed(request):
+    module = request.module
+    ran = {item.function.__name__ for item in request.session.items if getattr(item, "module", None) is module}
+    wanted = {name for name in dir(module) if name.startswith("test_")}
+    if wanted - ran:
+        pytest.skip(f"partial run of {pathlib.Path(__file__).name} (not run: {sorted(wanted - ran)[:3]}...)")
+    missing = sorted(_shader_kernels() - set(H.executed_kernels()))
+    assert not missing, f"kernels never executed by the harness tests: {missing}"
+    record = os.environ.get("BITNET_HARNESS_RECORD")
+    if record:
+        recorded = set(pathlib.Path(record).read_text().split())
+        missing = sorted(_shader_kernels() - recorded)
+        assert not missing, f"kernels missing from {record}: {missing}"
