@@ -87,10 +87,14 @@ void check_eps(const std::string& op, float eps) {
   }
 }
 
-// The packed kernels read wq and codes as plain row-major memory. The flags of
-// an unevaluated view are not final yet, so always ask for a contiguous array
-// (free when it already is: the copy shares the buffer).
+// The packed kernels read wq and codes as plain row-major memory. Only an
+// evaluated array's flags are final (a lazy view may still turn out strided),
+// so anything else goes through a contiguous node. Evaluated row-major
+// weights, the common case, skip the extra node and its dispatch cost.
 mx::array row_major(const mx::array& a, mx::Stream s) {
+  if (a.is_available() && a.flags().row_contiguous) {
+    return a;
+  }
   return mx::contiguous(a, false, s);
 }
 
