@@ -43,9 +43,10 @@ inline __attribute__((always_inline)) void opaque(V& v) {
 #endif
 }
 
+// Software prefetch into L2 (prefetcht1): measured best for the cold GEMVs.
 inline __attribute__((always_inline)) void prefetch(const void* p) {
 #if defined(__GNUC__)
-  __builtin_prefetch(p, 0, 3);
+  __builtin_prefetch(p, 0, 2);
 #endif
 }
 

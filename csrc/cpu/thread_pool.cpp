@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,17 +38,19 @@ int default_threads() {
 
 thread_local bool t_in_parallel = false;
 
-// One job at a time (guarded by submit_mutex_). A job is split into chunks
-// (a few per thread) that the caller and the workers claim from a shared
-// ticket, so a worker that is descheduled (the machine is shared) only
-// delays the chunk it has already claimed; the caller runs the rest.
+// One job at a time (guarded by submit_mutex_). A job is cut into chunks (a
+// few per thread); thread t (the caller is 0) owns the t-th contiguous range
+// of chunks, which it claims in order, so the same thread gets the same rows
+// call after call (its L2 keeps them). When its range is exhausted it claims
+// what is left in the other ranges, so a worker that is late or descheduled
+// (the machine is shared) only delays the chunk it has already started.
 //
-// ticket_ = (job id << 32) | next chunk. Claims are CAS operations that
-// check the job id, and the caller closes its job (next = kClosed) before
-// returning, so a late worker can never run a chunk of a finished job. The
-// job fields are written before the ticket is published (release) and are
-// read after it is loaded (acquire); a worker that reads fields of a newer
-// job cannot claim with an older job id.
+// Each range has a ticket (job id << 32 | next chunk). Claims are CAS
+// operations that check the job id, and the caller closes every ticket
+// before returning, so a late worker can never run a chunk of a finished
+// job. Job fields are written before the tickets are published (release)
+// and read after a ticket is loaded (acquire); a worker that reads fields of
+// a newer job cannot claim with an older job id.
 class Pool {
  public:
   static constexpr uint32_t kClosed = 0xffffffffu;
@@ -74,7 +77,8 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> lk(submit_mutex_);
-    const int64_t chunks = std::min<int64_t>(units, int64_t{nthreads_} * kChunksPerThread);
+    const int nt = nthreads_;
+    const int64_t chunks = std::min<int64_t>(units, int64_t{nt} * kChunksPerThread);
     const uint64_t id = ++job_id_ & 0xffffffffu;
     fn_.store(fn, std::memory_order_relaxed);
     ctx_.store(ctx, std::memory_order_relaxed);
@@ -84,12 +88,15 @@ class Pool {
     units_.store(units, std::memory_order_relaxed);
     chunks_.store(chunks, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
-    ticket_.store(id << 32, std::memory_order_release);
+    for (int r = 0; r < nt; ++r) {
+      // Range r = chunks [r * chunks / nt, (r + 1) * chunks / nt).
+      tickets_[r].v.store((id << 32) | static_cast<uint64_t>(r * chunks / nt), std::memory_order_release);
+    }
     wake_.fetch_add(1, std::memory_order_release);
     wake_.notify_all();
 
     t_in_parallel = true;
-    work(id);
+    work(id, 0);
     t_in_parallel = false;
 
     int spins = 0;
@@ -102,33 +109,53 @@ class Pool {
         std::this_thread::yield();
       }
     }
-    ticket_.store((id << 32) | kClosed, std::memory_order_release);
-  }
-
- private:
-  // Claims and runs chunks of job `id` until none is left.
-  void work(uint64_t id) {
-    while (true) {
-      uint64_t t = ticket_.load(std::memory_order_acquire);
-      if ((t >> 32) != id) return;
-      const uint32_t c = static_cast<uint32_t>(t);
-      const int64_t chunks = chunks_.load(std::memory_order_relaxed);
-      if (c == kClosed || c >= chunks) return;
-      if (!ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
-      const int64_t units = units_.load(std::memory_order_relaxed);
-      const int64_t b0 = begin_.load(std::memory_order_relaxed);
-      const int64_t e0 = end_.load(std::memory_order_relaxed);
-      const int64_t grain = grain_.load(std::memory_order_relaxed);
-      const int64_t u0 = c * units / chunks;
-      const int64_t u1 = (c + 1) * units / chunks;
-      const int64_t b = b0 + u0 * grain;
-      const int64_t e = std::min(e0, b0 + u1 * grain);
-      if (b < e) fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), b, e);
-      done_.fetch_add(1, std::memory_order_acq_rel);
+    for (int r = 0; r < nt; ++r) tickets_[r].v.store((id << 32) | kClosed, std::memory_order_release);
+    if (error_) {
+      std::exception_ptr e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
     }
   }
 
-  void worker(uint32_t seen) {
+ private:
+  // Claims and runs chunks of job `id`: first those of range `own`, then
+  // whatever is left in the other ranges.
+  void work(uint64_t id, int own) {
+    const int nt = nthreads_;
+    for (int k = 0; k < nt; ++k) {
+      const int r = (own + k) % nt;
+      std::atomic<uint64_t>& ticket = tickets_[r].v;
+      while (true) {
+        uint64_t t = ticket.load(std::memory_order_acquire);
+        if ((t >> 32) != id) return; // closed or a newer job: nothing of ours is left
+        const uint32_t c = static_cast<uint32_t>(t);
+        const int64_t chunks = chunks_.load(std::memory_order_relaxed);
+        const int64_t range_end = (r + 1) * chunks / nt;
+        if (c == kClosed || c >= range_end) break;
+        if (!ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+        const int64_t units = units_.load(std::memory_order_relaxed);
+        const int64_t b0 = begin_.load(std::memory_order_relaxed);
+        const int64_t e0 = end_.load(std::memory_order_relaxed);
+        const int64_t grain = grain_.load(std::memory_order_relaxed);
+        const int64_t u0 = c * units / chunks;
+        const int64_t u1 = (c + 1) * units / chunks;
+        const int64_t b = b0 + u0 * grain;
+        const int64_t e = std::min(e0, b0 + u1 * grain);
+        if (b < e) {
+          try {
+            fn_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), b, e);
+          } catch (...) {
+            // Kept for the caller (a worker must never terminate the process).
+            std::lock_guard<std::mutex> lk(error_mutex_);
+            if (!error_) error_ = std::current_exception();
+          }
+        }
+        done_.fetch_add(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  void worker(int index, uint32_t seen) {
     t_in_parallel = true;
     while (true) {
       int spins = 0;
@@ -142,16 +169,18 @@ class Pool {
       }
       seen = g;
       if (stop_.load(std::memory_order_acquire)) return;
-      work(ticket_.load(std::memory_order_acquire) >> 32);
+      work(tickets_[index].v.load(std::memory_order_acquire) >> 32, index);
     }
   }
 
   void start(int n) {
     nthreads_ = std::max(1, n);
     stop_.store(false);
+    tickets_ = std::make_unique<Ticket[]>(static_cast<size_t>(nthreads_));
+    for (int r = 0; r < nthreads_; ++r) tickets_[r].v.store(kClosed);
     const uint32_t g = wake_.load();
     for (int i = 1; i < nthreads_; ++i) {
-      workers_.emplace_back([this, g] { worker(g); });
+      workers_.emplace_back([this, i, g] { worker(i, g); });
     }
   }
 
@@ -163,12 +192,18 @@ class Pool {
     workers_.clear();
   }
 
+  struct alignas(64) Ticket {
+    std::atomic<uint64_t> v{0};
+  };
+
   std::mutex submit_mutex_;
+  std::mutex error_mutex_;
+  std::exception_ptr error_; // first exception thrown by a chunk of the current job
   std::vector<std::thread> workers_;
   int nthreads_ = 1;
   uint64_t job_id_ = 0;
+  std::unique_ptr<Ticket[]> tickets_;
   std::atomic<uint32_t> wake_{0};
-  std::atomic<uint64_t> ticket_{kClosed};
   std::atomic<int64_t> done_{0};
   std::atomic<bool> stop_{false};
   std::atomic<RangeFn> fn_{nullptr};

@@ -14,7 +14,8 @@ using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 // The range is cut into a few static chunks per thread that the calling
 // thread and the workers claim in order (the caller takes part, and runs
 // whatever a busy or descheduled worker has not claimed). Returns when all
-// chunks are done. Safe to call from any thread:
+// chunks are done; if a chunk throws, the first exception is rethrown in the
+// caller once every chunk has finished. Safe to call from any thread:
 // a call made from inside a running parallel_for runs inline, and concurrent
 // calls from different threads are serialized.
 void parallel_for_raw(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* ctx);

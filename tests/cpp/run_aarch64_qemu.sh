@@ -9,7 +9,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-build="${BUILD_DIR:-$root/build-aarch64}"
+build="${BUILD_DIR:-$root/build/cpu-aarch64}"
 jobs="${JOBS:-2}"
 
 if ! command -v aarch64-linux-gnu-g++ >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
@@ -40,7 +40,7 @@ file "$exe" | grep -q "ARM aarch64" || { echo "not an aarch64 binary: $exe"; exi
 
 status=0
 run() {
-  echo "== qemu-aarch64 $*"
+  echo "== $*"
   if ! "$@"; then
     echo "FAILED: $*"
     status=1

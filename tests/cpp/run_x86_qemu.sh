@@ -8,7 +8,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-build="${BUILD_DIR:-$root/build-cpu}"
+build="${BUILD_DIR:-$root/build/cpu}"
 
 command -v qemu-x86_64 >/dev/null || { echo "qemu-x86_64 not found (apt-get install -y qemu-user)"; exit 1; }
 cmake -S "$root/csrc/cpu" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBITNET_EXT_BUILD_CPU_TESTS=ON >/dev/null

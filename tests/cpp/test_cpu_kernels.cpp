@@ -2,7 +2,7 @@
 // level this CPU supports, against the scalar level and an independent naive
 // oracle written here. Exit status is non-zero on any failure.
 //
-//   cmake -S csrc/cpu -B build-cpu && cmake --build build-cpu -j2 && ./build-cpu/test_cpu_kernels
+//   cmake -S csrc/cpu -B build/cpu && cmake --build build/cpu -j2 && ./build/cpu/test_cpu_kernels
 //   (optional argument: --quick to skip the largest shapes)
 #include <atomic>
 #include <cmath>
@@ -23,8 +23,8 @@ using namespace bitnet_ext::cpu;
 
 namespace {
 
-int g_failures = 0;
-int g_checks = 0;
+std::atomic<int> g_failures{0};
+std::atomic<int> g_checks{0};
 std::string g_ctx;
 
 #define CHECK(cond, ...)                                                   \
@@ -443,6 +443,21 @@ void test_threading() {
   bool all_once = true;
   for (int h : hits) all_once &= (h == 1);
   CHECK(all_once, "parallel_for did not cover the range exactly once");
+  // An exception thrown by any chunk (on any thread) reaches the caller.
+  bool caught = false;
+  try {
+    parallel_for(0, 64, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t i = b0; i < b1; ++i)
+        if (i == 63) throw std::runtime_error("chunk failure");
+    });
+  } catch (const std::runtime_error& e) {
+    caught = std::string(e.what()) == "chunk failure";
+  }
+  CHECK(caught, "exception from a chunk was not rethrown in the caller");
+  // The pool still works afterwards.
+  std::vector<int32_t> acc(M * N);
+  ternary_matmul_i8(xq.data(), wq.data(), acc.data(), M, N, K);
+  CHECK(acc == ref, "pool broken after an exception");
 }
 
 } // namespace
@@ -506,6 +521,6 @@ int main(int argc, char** argv) {
   }
 
   reset_isa();
-  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  std::printf("%d checks, %d failures\n", g_checks.load(), g_failures.load());
   return g_failures == 0 ? 0 : 1;
 }
