@@ -64,7 +64,27 @@ def _check_activation_bits(cls_name: str, activation_bits) -> None:
         )
 
 
-class BitLinear(nn.Module):
+class _TernaryLinearBase(nn.Module):
+    """What BitLinear and BitLinearQAT share: the configuration, its checks and repr."""
+
+    def __init__(self, input_dims: int, output_dims: int, per_channel: bool, activation_bits: Optional[int]):
+        super().__init__()
+        name = type(self).__name__
+        _check_dims(name, input_dims, output_dims)
+        _check_activation_bits(name, activation_bits)
+        self.input_dims = input_dims
+        self.output_dims = output_dims
+        self.per_channel = bool(per_channel)
+        self.activation_bits = activation_bits
+
+    def _extra_repr(self) -> str:
+        return (
+            f"input_dims={self.input_dims}, output_dims={self.output_dims}, bias={'bias' in self}, "
+            f"per_channel={self.per_channel}, activation_bits={self.activation_bits}"
+        )
+
+
+class BitLinear(_TernaryLinearBase):
     """Inference linear layer with ternary weights, ``y = x @ (scale * W).T + bias``.
 
     Parameters (saved and loaded by ``save_weights``/``load_weights``):
@@ -94,25 +114,13 @@ class BitLinear(nn.Module):
         per_channel: bool = False,
         activation_bits: Optional[int] = 8,
     ):
-        super().__init__()
-        _check_dims("BitLinear", input_dims, output_dims)
-        _check_activation_bits("BitLinear", activation_bits)
-        self.input_dims = input_dims
-        self.output_dims = output_dims
-        self.per_channel = bool(per_channel)
-        self.activation_bits = activation_bits
+        super().__init__(input_dims, output_dims, per_channel, activation_bits)
         # All-zero ternary weights (code 1 everywhere) until loaded.
         self.weight = mx.full((output_dims, input_dims // 16), 0x55555555, dtype=mx.uint32)
         self.scale = mx.ones((output_dims,) if per_channel else (1,), dtype=mx.float32)
         if bias:
             self.bias = mx.zeros((output_dims,))
         self.freeze()
-
-    def _extra_repr(self) -> str:
-        return (
-            f"input_dims={self.input_dims}, output_dims={self.output_dims}, bias={'bias' in self}, "
-            f"per_channel={self.per_channel}, activation_bits={self.activation_bits}"
-        )
 
     def __call__(self, x: mx.array) -> mx.array:
         if self.weight.dtype != mx.uint32:
@@ -161,7 +169,7 @@ def _ste_round_to(value: mx.array, target: mx.array) -> mx.array:
     return mx.stop_gradient(target) + (value - mx.stop_gradient(value))
 
 
-class BitLinearQAT(nn.Module):
+class BitLinearQAT(_TernaryLinearBase):
     """Quantization-aware training layer with latent float weights.
 
     The forward sees ternary weights (``bitnet_ext.fake_quantize``, absmean)
@@ -184,23 +192,11 @@ class BitLinearQAT(nn.Module):
         per_channel: bool = False,
         activation_bits: Optional[int] = 8,
     ):
-        super().__init__()
-        _check_dims("BitLinearQAT", input_dims, output_dims)
-        _check_activation_bits("BitLinearQAT", activation_bits)
-        self.input_dims = input_dims
-        self.output_dims = output_dims
-        self.per_channel = bool(per_channel)
-        self.activation_bits = activation_bits
+        super().__init__(input_dims, output_dims, per_channel, activation_bits)
         bound = math.sqrt(1.0 / input_dims)
         self.weight = mx.random.uniform(-bound, bound, (output_dims, input_dims))
         if bias:
             self.bias = mx.random.uniform(-bound, bound, (output_dims,))
-
-    def _extra_repr(self) -> str:
-        return (
-            f"input_dims={self.input_dims}, output_dims={self.output_dims}, bias={'bias' in self}, "
-            f"per_channel={self.per_channel}, activation_bits={self.activation_bits}"
-        )
 
     def __call__(self, x: mx.array) -> mx.array:
         w = self.weight
