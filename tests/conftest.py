@@ -218,8 +218,14 @@ def pytest_generate_tests(metafunc):
 def run_python(code, env=None, timeout=180):
     full_env = dict(os.environ)
     full_env.update(env or {})
+    code = textwrap.dedent(code)
+    # The macOS workflow picks MLX's default device with BITNET_EXT_TEST_DEVICE
+    # (.github/scripts/pytest_device.py); a child interpreter must pick it too.
+    device = full_env.get("BITNET_EXT_TEST_DEVICE", "").strip().lower()
+    if device in ("cpu", "gpu"):
+        code = f"import mlx.core as _mx\n_mx.set_default_device(_mx.{device})\n" + code
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=full_env,
