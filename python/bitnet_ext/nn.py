@@ -83,6 +83,12 @@ class _TernaryLinearBase(nn.Module):
             f"per_channel={self.per_channel}, activation_bits={self.activation_bits}"
         )
 
+    @classmethod
+    def _shaped_like(cls, linear: nn.Module, per_channel: bool, activation_bits: Optional[int]):
+        """A fresh layer of ``cls`` with ``linear``'s dimensions and bias presence."""
+        output_dims, input_dims = linear.weight.shape
+        return cls(input_dims, output_dims, "bias" in linear, per_channel=per_channel, activation_bits=activation_bits)
+
 
 class BitLinear(_TernaryLinearBase):
     """Inference linear layer with ternary weights, ``y = x @ (scale * W).T + bias``.
@@ -144,13 +150,11 @@ class BitLinear(_TernaryLinearBase):
         activation_bits: Optional[int] = 8,
     ) -> "BitLinear":
         """Absmean-quantize an ``mlx.nn.Linear`` (or a :class:`BitLinearQAT`)."""
-        output_dims, input_dims = linear.weight.shape
-        has_bias = "bias" in linear
-        layer = cls(input_dims, output_dims, has_bias, per_channel=per_channel, activation_bits=activation_bits)
+        layer = cls._shaped_like(linear, per_channel, activation_bits)
         wq, scale = _ext.absmean_quantize(linear.weight, per_channel=per_channel)
         layer.weight = wq
         layer.scale = scale.reshape(-1)
-        if has_bias:
+        if "bias" in linear:
             layer.bias = linear.bias
         return layer
 
@@ -239,11 +243,9 @@ class BitLinearQAT(_TernaryLinearBase):
         activation_bits: Optional[int] = 8,
     ) -> "BitLinearQAT":
         """Start QAT from a float ``mlx.nn.Linear`` (its weights become the latent weights)."""
-        output_dims, input_dims = linear.weight.shape
-        has_bias = "bias" in linear
-        layer = cls(input_dims, output_dims, has_bias, per_channel=per_channel, activation_bits=activation_bits)
+        layer = cls._shaped_like(linear, per_channel, activation_bits)
         layer.weight = linear.weight
-        if has_bias:
+        if "bias" in linear:
             layer.bias = linear.bias
         return layer
 
