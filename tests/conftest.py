@@ -212,6 +212,27 @@ def pytest_generate_tests(metafunc):
 
 
 # ---------------------------------------------------------------------------
+# shapes shared by the op tests
+
+# (M, N, K): decode sizes (M <= 8), prefill sizes with M-block tails, N or M
+# of 1, odd N, K/16 odd and even, K not a multiple of 64/128/512.
+EDGE_SHAPES = [
+    (1, 1, 16),
+    (1, 7, 48),
+    (3, 1, 64),
+    (4, 33, 208),
+    (8, 64, 256),
+    (9, 31, 512),
+    (37, 67, 2560),
+    (130, 17, 160),
+]
+
+
+def shape_id(s):
+    return "M{}_N{}_K{}".format(*s)
+
+
+# ---------------------------------------------------------------------------
 # subprocesses (fresh interpreter for once-per-process behaviour / env vars)
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import bitnet_ext as bx
 from bitnet_ext import reference as ref
 from conftest import (
+    EDGE_SHAPES,
     FLOAT_DTYPES,
     SCALE_KINDS,
     assert_equal,
@@ -17,21 +18,11 @@ from conftest import (
     make_scale,
     make_weights,
     randn,
+    shape_id,
 )
 
-SHAPES = [
-    (1, 1, 16),
-    (1, 7, 48),
-    (3, 1, 64),
-    (4, 33, 208),
-    (8, 64, 256),
-    (9, 31, 512),
-    (37, 67, 2560),
-    (130, 17, 160),
-]
 
-
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "M{}_N{}_K{}".format(*s))
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("kind", SCALE_KINDS)
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])

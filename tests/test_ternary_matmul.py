@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import bitnet_ext as bx
 from conftest import (
+    EDGE_SHAPES,
     FLOAT_DTYPES,
     SCALE_KINDS,
     check_matmul,
@@ -15,29 +16,13 @@ from conftest import (
     make_scale,
     make_weights,
     randn,
+    shape_id,
 )
 
 TRANSPOSE = [pytest.param(True, id="T"), pytest.param(False, id="N")]
 
-# (M, N, K): decode sizes (M <= 8), prefill sizes with M-block tails, N or M
-# of 1, odd N, K/16 odd and even, K not a multiple of 64/128/512.
-SHAPES = [
-    (1, 1, 16),
-    (1, 7, 48),
-    (3, 1, 64),
-    (4, 33, 208),
-    (8, 64, 256),
-    (9, 31, 512),
-    (37, 67, 2560),
-    (130, 17, 160),
-]
 
-
-def shape_id(s):
-    return "M{}_N{}_K{}".format(*s)
-
-
-@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize("shape", EDGE_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("kind", SCALE_KINDS)
 @pytest.mark.parametrize("transpose", TRANSPOSE)
 @pytest.mark.parametrize("dtype", dtype_params())
