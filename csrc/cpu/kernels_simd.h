@@ -150,10 +150,12 @@ struct Simd {
     }
   }
 
-  // Per block v: c0 = v & 3 and c2 = (v >> 4) & 3 are codes; v & 12 and
-  // (v >> 4) & 12 are 4 * codes (of k = 4i + 1 and 4i + 3). The "odd"
-  // accumulator is therefore 4x its share; every lane is a multiple of 4 and
-  // is shifted back exactly before it could overflow (kFlushBlocks).
+  // Per block v (two-accumulator form): c0 = v & 3 and c2 = (v >> 4) & 3 are
+  // codes; v & 12 and (v >> 4) & 12 are 4 * codes (of k = 4i + 1 and 4i + 3).
+  // The "odd" accumulator is therefore 4x its share; every lane is a multiple
+  // of 4 and is shifted back exactly before it could overflow (kFlushBlocks:
+  // also in the in-place form, whose lanes grow by at most 4 * 192 * 128 per
+  // block).
   // Blocks [blk0, blk1) are done per call (nfull full blocks, then a partial
   // tail block of tailw words), so the activations of a call stay in L1.
   static constexpr int64_t kFlushBlocks = 2048;
@@ -168,45 +170,67 @@ struct Simd {
     const uint8_t* w = reinterpret_cast<const uint8_t*>(a.wq) + n0 * RB;
     const int8_t* x = xp + m0 * nblk * KB;
     const int64_t xstride = nblk * KB;
-    vi tot[NB][MB], ev[NB][MB], od[NB][MB];
+    // With an unsigned, non-saturating dot (vpdpbusd) the four fields of a
+    // byte are masked in place (v & 3 << 2s = 4^s * code) without a shift,
+    // each field into its own accumulator, scaled back exactly at the flush
+    // (every lane of accumulator s is a multiple of 4^s). Otherwise the
+    // fields are (v & 3, v & 12, (v >> 4) & 3, (v >> 4) & 12) into two.
+    constexpr bool kInPlace = wide_codes() && MB * NB <= 4;
+    constexpr int NA = kInPlace ? 4 : 2;
+    // Running totals live in memory (touched once per flush), leaving the
+    // registers to the accumulators, activations and masks.
+    alignas(64) int32_t tot[NB][MB][L] = {};
+    vi acc[NA][NB][MB];
     static_for<NB>([&](auto r) BITNET_INLINE {
       static_for<MB>([&](auto m) BITNET_INLINE {
-        tot[r][m] = Ops::zi();
-        ev[r][m] = Ops::zi();
-        od[r][m] = Ops::zi();
+        static_for<NA>([&](auto j) BITNET_INLINE { acc[j][r][m] = Ops::zi(); });
       });
     });
     const vi m3 = Ops::set1i8(3), m12 = Ops::set1i8(12);
     auto block = [&](const vi* v, int64_t blk) BITNET_INLINE {
-      vi c[NB][4];
-      static_for<NB>([&](auto r) BITNET_INLINE {
-        vi vr = v[r];
-        opaque(vr);
-        const vi h = Ops::template srli<4>(vr);
-        c[r][0] = Ops::and_(vr, m3);
-        c[r][1] = Ops::and_(vr, m12);
-        c[r][2] = Ops::and_(h, m3);
-        c[r][3] = Ops::and_(h, m12);
-      });
-      static_for<MB>([&](auto m) BITNET_INLINE {
-        static_for<4>([&](auto s) BITNET_INLINE {
-          const vi xv = Ops::li(x + m * xstride + blk * KB + s * BB);
-          static_for<NB>([&](auto r) BITNET_INLINE {
-            if constexpr (decltype(s)::value % 2 == 0) {
-              ev[r][m] = Ops::dot(ev[r][m], c[r][s], xv);
-            } else {
-              od[r][m] = Ops::dot(od[r][m], c[r][s], xv);
-            }
+      if constexpr (kInPlace) {
+        const vi mask[4] = {m3, m12, Ops::set1i8(48), Ops::set1i8(static_cast<int8_t>(-64))};
+        vi xv[MB][4];
+        static_for<MB>([&](auto m) BITNET_INLINE {
+          static_for<4>([&](auto q) BITNET_INLINE { xv[m][q] = Ops::li(x + m * xstride + blk * KB + q * BB); });
+        });
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          vi vr = v[r];
+          opaque(vr);
+          static_for<4>([&](auto q) BITNET_INLINE {
+            const vi c = Ops::and_(vr, mask[q]);
+            static_for<MB>([&](auto m) BITNET_INLINE { acc[q][r][m] = Ops::dot(acc[q][r][m], c, xv[m][q]); });
           });
         });
-      });
+      } else {
+        vi c[NB][4];
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          vi vr = v[r];
+          opaque(vr);
+          const vi h = Ops::template srli<4>(vr);
+          c[r][0] = Ops::and_(vr, m3);
+          c[r][1] = Ops::and_(vr, m12);
+          c[r][2] = Ops::and_(h, m3);
+          c[r][3] = Ops::and_(h, m12);
+        });
+        static_for<MB>([&](auto m) BITNET_INLINE {
+          static_for<4>([&](auto q) BITNET_INLINE {
+            constexpr int Q = decltype(q)::value;
+            const vi xv = Ops::li(x + m * xstride + blk * KB + Q * BB);
+            static_for<NB>([&](auto r) BITNET_INLINE { acc[Q % 2][r][m] = Ops::dot(acc[Q % 2][r][m], c[r][Q], xv); });
+          });
+        });
+      }
     };
     auto flush = [&]() BITNET_INLINE {
       static_for<NB>([&](auto r) BITNET_INLINE {
         static_for<MB>([&](auto m) BITNET_INLINE {
-          tot[r][m] = Ops::addi(tot[r][m], Ops::addi(ev[r][m], Ops::template srai<2>(od[r][m])));
-          ev[r][m] = Ops::zi();
-          od[r][m] = Ops::zi();
+          vi t = Ops::addi(acc[0][r][m], Ops::template srai<2>(acc[1][r][m]));
+          if constexpr (kInPlace) {
+            t = Ops::addi(t, Ops::addi(Ops::template srai<4>(acc[2][r][m]), Ops::template srai<6>(acc[3][r][m])));
+          }
+          Ops::si(tot[r][m], Ops::addi(Ops::li(tot[r][m]), t));
+          static_for<NA>([&](auto j) BITNET_INLINE { acc[j][r][m] = Ops::zi(); });
         });
       });
     };
@@ -230,9 +254,14 @@ struct Simd {
       block(v, nfull);
       flush();
     }
-    static_for<NB>([&](auto r) BITNET_INLINE {
-      static_for<MB>([&](auto m) BITNET_INLINE { out[r * MB + m] = Ops::hsum_i(tot[r][m]); });
-    });
+    if constexpr (MB == 1 && NB == 4 && has_hsum4()) {
+      const vi t4[4] = {Ops::li(tot[0][0]), Ops::li(tot[1][0]), Ops::li(tot[2][0]), Ops::li(tot[3][0])};
+      Ops::hsum4_i(t4, out);
+    } else {
+      static_for<NB>([&](auto r) BITNET_INLINE {
+        static_for<MB>([&](auto m) BITNET_INLINE { out[r * MB + m] = Ops::hsum_i(Ops::li(tot[r][m])); });
+      });
+    }
   }
 
   template <int MB>
@@ -653,6 +682,20 @@ struct Simd {
   // (shift, vpermps, add) into 2 weights per lane, twice the per-weight rate
   // of decode + FMA; and the 16 row sums come out in one vector.
   template <class O = Ops>
+  static constexpr bool has_hsum4() {
+    return requires(const typename O::vi (&v)[4], int32_t* out) { O::hsum4_i(v, out); };
+  }
+
+  template <class O = Ops>
+  static constexpr bool wide_codes() {
+    if constexpr (requires { O::kWideCodes; }) {
+      return O::kWideCodes;
+    } else {
+      return false;
+    }
+  }
+
+  template <class O = Ops>
   static constexpr bool has_lut() {
     if constexpr (requires { O::kLut; }) {
       return O::kLut;
@@ -666,6 +709,8 @@ struct Simd {
     const int64_t nkb = ceil_div(KW, 16);
     const uint32_t* rows[16];
     for (int r = 0; r < 16; ++r) rows[r] = wq + (n0 + std::min(r, nrows - 1)) * KW;
+    // Prefetch the rows of a later group in the order they will be read (row
+    // r's block kb while reading our block kb), so every line gets the same lead.
     const uint32_t* pf = wq + (n0 + 16 * prefetch_groups(16 * KW * 4)) * KW;
     const vf one = Ops::set1f(1.0f);
     vf acc[4] = {Ops::zf(), Ops::zf(), Ops::zf(), Ops::zf()};
@@ -677,7 +722,7 @@ struct Simd {
       } else {
         static_for<16>([&](auto r) BITNET_INLINE { t[r] = Ops::li_words(rows[r] + kb * 16, nw); });
       }
-      static_for<16>([&](auto r) BITNET_INLINE { prefetch(pf + (kb * 16 + r) * 16); });
+      static_for<16>([&](auto r) BITNET_INLINE { prefetch(pf + r * KW + kb * 16); });
       Ops::transpose16(t);
       const float* tb = tab + kb * 128 * 16;
       static_for<16>([&](auto j) BITNET_INLINE {

@@ -128,6 +128,9 @@ struct OpsAvx512T {
   static constexpr int gemv_nb(int mb) { return mb <= 1 ? 4 : (mb <= 3 ? 2 : 1); }
   static constexpr int gemv_nb_f(int mb) { return mb <= 1 ? 4 : 2; }
   static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 4 ? 2 : 1; }
+  // dot(acc, u, s) takes u as unsigned bytes 0..255 without saturation
+  // (vpdpbusd; the vpmaddubsw fallback saturates to int16).
+  static constexpr bool kWideCodes = Vnni;
 
   using vi = __m512i;
   using vf = __m512;
@@ -225,6 +228,16 @@ struct OpsAvx512T {
   }
   static float hsum_f(vf v) { return _mm512_reduce_add_ps(v); }
   static int32_t hsum_i(vi v) { return _mm512_reduce_add_epi32(v); }
+  // out[i] = sum of the lanes of v[i], 4 vectors at once (13 ops, not 4 x 8).
+  static void hsum4_i(const vi (&v)[4], int32_t* out) {
+    const vi a = _mm512_add_epi32(_mm512_unpacklo_epi32(v[0], v[1]), _mm512_unpackhi_epi32(v[0], v[1]));
+    const vi b = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2], v[3]), _mm512_unpackhi_epi32(v[2], v[3]));
+    // each 128-bit lane: (v0, v1, v2, v3) partial sums of its quarter
+    const vi c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+    const __m256i d = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64(c, 1));
+    const __m128i e = _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), e);
+  }
   static vf abs_f(vf v) { return _mm512_abs_ps(v); }
   static vf max_f(vf a, vf b) { return _mm512_max_ps(a, b); }
   static vf min_f(vf a, vf b) { return _mm512_min_ps(a, b); }
