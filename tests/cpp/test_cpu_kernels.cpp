@@ -508,6 +508,8 @@ int main(int argc, char** argv) {
   test_i8_worst_case(16384);
   test_i8_worst_case(16384 + 16 * 3);
   if (!quick) test_i8_worst_case(65536);
+  // More than one flush of the decode accumulators (kFlushBlocks blocks of 256 weights) plus a tail.
+  if (!quick) test_i8_worst_case(2048 * 256 + 16 * 5);
 
   for (int64_t M : {1, 2, 5, 9}) {
     for (int64_t K : {1, 15, 16, 17, 64, 100, 1000, 2560}) test_absmax(M, K, M % 2 ? 0 : 3);
