@@ -43,7 +43,8 @@ def main(argv=None) -> int:
 
     rows = []
     if not args.no_bench:
-        say("Benchmark (BitNet b1.58 2B-4T shapes, hot weights; bitlinear speedup = baseline time / bitlinear time):")
+        say("Benchmark (BitNet b1.58 2B-4T shapes, hot weights, one call + mx.eval each, so small calls include "
+            "MLX's per-eval cost; bitlinear speedup = baseline time / bitlinear time):")
         rows = run_quick_bench(device, repeats=args.repeats, progress=say)
         say(format_table(rows))
 
