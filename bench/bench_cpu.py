@@ -253,7 +253,6 @@ def child_main(args) -> None:
             mx.eval(x, x16)
             y_np = np.empty((M, N), dtype=np.float32)
 
-
             # One call of an MLX op = graph build + mx.eval, whose round trip to MLX's CPU
             # worker thread (the floor above) dominates small-M calls on some machines. A
             # decode step evaluates hundreds of layer calls per mx.eval, so for M <= graph-max-m
@@ -480,7 +479,7 @@ def analyse(children: list[dict], methods: list[str], noisy: float) -> tuple[lis
         thr, regime, M, N, K = k
         row = {"threads": thr, "regime": regime, "M": M, "N": N, "K": K, "ms": {}, "flags": {},
                "speedup": {}, "GBps": {}, "GOPs": {}, "frac_bw": {}, "frac_bw_4k": {},
-               "call_ms": {}, "graph_ops": {}, "frac_bw_adj": {}, "bw_adj": {}}
+               "call_ms": {}, "frac_bw_adj": {}, "bw_adj": {}}
         for m in methods:
             r = idx.get(k + (m,))
             if r is None or "median_ms" not in r:
@@ -491,7 +490,6 @@ def analyse(children: list[dict], methods: list[str], noisy: float) -> tuple[lis
                 row["bw_adj"][m] = r["read_bw_adjacent"]["read_GBps"]
             if "call" in r:
                 row["call_ms"][m] = r["call"]["median_ms"]
-                row["graph_ops"][m] = r["graph_ops"]
             row["GBps"][m] = r["weight_GBps"]
             row["GOPs"][m] = r["GOPs"]
             row["frac_bw"][m] = r["frac_read_bw"]

@@ -150,6 +150,22 @@ struct Simd {
     }
   }
 
+  // Optional policy features of the int8 GEMV: a 4-vector horizontal sum, and
+  // a dot whose u8 operand may use all 8 bits (see i8_gemv_rows).
+  template <class O = Ops>
+  static constexpr bool has_hsum4() {
+    return requires(const typename O::vi (&v)[4], int32_t* out) { O::hsum4_i(v, out); };
+  }
+
+  template <class O = Ops>
+  static constexpr bool wide_codes() {
+    if constexpr (requires { O::kWideCodes; }) {
+      return O::kWideCodes;
+    } else {
+      return false;
+    }
+  }
+
   // Per block v (two-accumulator form): c0 = v & 3 and c2 = (v >> 4) & 3 are
   // codes; v & 12 and (v >> 4) & 12 are 4 * codes (of k = 4i + 1 and 4i + 3).
   // The "odd" accumulator is therefore 4x its share; every lane is a multiple
@@ -173,9 +189,9 @@ struct Simd {
     // With an unsigned, non-saturating dot (vpdpbusd) the four fields of a
     // byte are masked in place (v & 3 << 2s = 4^s * code) without a shift,
     // each field into its own accumulator, scaled back exactly at the flush
-    // (every lane of accumulator s is a multiple of 4^s). Otherwise the
-    // fields are (v & 3, v & 12, (v >> 4) & 3, (v >> 4) & 12) into two. (MB > 2 in
-    // place measured slower: its 4 x MB accumulators and activations spill.)
+    // (every lane of accumulator s is a multiple of 4^s); otherwise the
+    // two-accumulator form above. MB > 2 in place measured slower (its 4 x MB
+    // accumulators and activations spill).
     constexpr bool kInPlace = wide_codes() && MB * NB <= 4 && MB <= 2;
     constexpr int NA = kInPlace ? 4 : 2;
     // Running totals live in memory (touched once per flush), leaving the
@@ -682,20 +698,6 @@ struct Simd {
   // table T[p][c0 + 4 c1] = x[2p] (c0 - 1) + x[2p+1] (c1 - 1) turns each
   // (shift, vpermps, add) into 2 weights per lane, twice the per-weight rate
   // of decode + FMA; and the 16 row sums come out in one vector.
-  template <class O = Ops>
-  static constexpr bool has_hsum4() {
-    return requires(const typename O::vi (&v)[4], int32_t* out) { O::hsum4_i(v, out); };
-  }
-
-  template <class O = Ops>
-  static constexpr bool wide_codes() {
-    if constexpr (requires { O::kWideCodes; }) {
-      return O::kWideCodes;
-    } else {
-      return false;
-    }
-  }
-
   template <class O = Ops>
   static constexpr bool has_lut() {
     if constexpr (requires { O::kLut; }) {
