@@ -497,6 +497,11 @@ int main(int argc, char** argv) {
   test_matmul_t(3, 45, 2560, false, 16);
   test_matmul_n(1, 67, 2560, true, 0);
   test_matmul_n(2, 301, 160, false, 0);
+  // The int8 GEMV cuts K into equal chunks once M x K bytes of activations
+  // pass its budget (48 KiB): two and three chunks, with a tail block.
+  test_i8(8, 45, 6912 + 16 * 3, true, false);
+  test_i8(7, 33, 16384 + 16, false, true);
+  test_matmul_t(8, 45, 6912 + 16 * 3, false, 0);
   if (!quick) {
     test_i8(130, 75, 2560, true, true);
     test_matmul_t(130, 75, 2560, true, 0);
