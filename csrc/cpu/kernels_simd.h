@@ -572,10 +572,11 @@ struct Simd {
   }
 
   // Each row group runs over all of K: the activations (MB x K floats) are
-  // read from L2 when they exceed L1. Splitting K into L1-sized chunks (as
-  // the int8 GEMV does) measured slower here, up to 35% with cold weights
-  // (M = 8, 2560 x 2560, 1 thread: 1.64 -> 1.07 ms): each chunk pass reads a
-  // short piece of every row, which the weight prefetch covers poorly.
+  // read from L2 when they exceed L1. Splitting K into chunks (as the int8
+  // GEMV does) measured slower at M = 2, 4 and 8 on every shape tried, the
+  // more so the smaller the chunk: up to 35% with cold weights (M = 8,
+  // 2560 x 2560, 1 thread, 20 KiB chunks: 1.64 -> 1.07 ms). Prefetching in
+  // read order did not change that; the cause was not isolated.
   template <int MB>
   static void f_gemv_run(const float* xp, int64_t nblk, const uint32_t* wq, const float* scale, bool per_row, float* y,
                          int64_t N, int64_t K, int64_t m0) {
