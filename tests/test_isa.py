@@ -20,6 +20,7 @@ from conftest import (
     rand_codes,
     randn,
     run_python,
+    shape_id,
     supported_isas,
 )
 
@@ -35,11 +36,7 @@ MATMUL_CASES = [
 ]
 
 
-def case_id(c):
-    return "M{}_N{}_K{}".format(*c)
-
-
-@pytest.mark.parametrize("shape", MATMUL_CASES, ids=case_id)
+@pytest.mark.parametrize("shape", MATMUL_CASES, ids=shape_id)
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("transpose", [True, False], ids=["T", "N"])
 def test_isa_ternary_matmul(isa, threads, shape, dtype, transpose):
@@ -57,7 +54,7 @@ def test_isa_ternary_matmul_f16_strided(isa, threads):
     check_matmul(x, codes, wq, make_scale("scalar", N), True, what=f"ternary_matmul f16 strided [{isa}]")
 
 
-@pytest.mark.parametrize("shape", MATMUL_CASES + [(4, 33, 16400), (2, 5, 16384)], ids=case_id)
+@pytest.mark.parametrize("shape", MATMUL_CASES + [(4, 33, 16400), (2, 5, 16384)], ids=shape_id)
 def test_isa_bitlinear(isa, threads, shape):
     M, N, K = shape
     _, wq = make_weights(N, K, seed=M * N)

@@ -150,20 +150,10 @@ struct Simd {
     }
   }
 
-  // Optional policy features of the int8 GEMV: a 4-vector horizontal sum, and
-  // a dot whose u8 operand may use all 8 bits (see i8_gemv_rows).
+  // Optional policy feature of the int8 GEMV: a 4-vector horizontal sum.
   template <class O = Ops>
   static constexpr bool has_hsum4() {
     return requires(const typename O::vi (&v)[4], int32_t* out) { O::hsum4_i(v, out); };
-  }
-
-  template <class O = Ops>
-  static constexpr bool wide_codes() {
-    if constexpr (requires { O::kWideCodes; }) {
-      return O::kWideCodes;
-    } else {
-      return false;
-    }
   }
 
   // Per block v (two-accumulator form): c0 = v & 3 and c2 = (v >> 4) & 3 are
@@ -197,7 +187,7 @@ struct Simd {
     // (every lane of accumulator s is a multiple of 4^s); otherwise the
     // two-accumulator form above. MB > 2 in place measured slower (its 4 x MB
     // accumulators and activations spill).
-    constexpr bool kInPlace = wide_codes() && MB * NB <= 4 && MB <= 2;
+    constexpr bool kInPlace = Ops::kWideCodes && MB * NB <= 4 && MB <= 2;
     constexpr int NA = kInPlace ? 4 : 2;
     // Running totals live in memory (touched once per flush), leaving the
     // registers to the accumulators, activations and masks.
@@ -699,15 +689,6 @@ struct Simd {
   // table T[p][c0 + 4 c1] = x[2p] (c0 - 1) + x[2p+1] (c1 - 1) turns each
   // (shift, vpermps, add) into 2 weights per lane, twice the per-weight rate
   // of decode + FMA; and the 16 row sums come out in one vector.
-  template <class O = Ops>
-  static constexpr bool has_lut() {
-    if constexpr (requires { O::kLut; }) {
-      return O::kLut;
-    } else {
-      return false;
-    }
-  }
-
   BITNET_FLATTEN static void f_lut_group(const float* tab, const uint32_t* wq, int64_t KW, int64_t n0, int nrows,
                                          const float* scale, bool per_row, float* y) {
     const int64_t nkb = ceil_div(KW, 16);
@@ -781,7 +762,7 @@ struct Simd {
 
   static void matmul_t(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
                        int64_t M, int64_t N, int64_t K) {
-    if constexpr (has_lut()) {
+    if constexpr (Ops::kLut) {
       if (M == 1) {
         f_gemv_lut(x, wq, scale, per_row, y, N, K);
         return;

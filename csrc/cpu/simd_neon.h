@@ -21,6 +21,8 @@ struct OpsNeonT {
   static constexpr int gemv_nb(int mb) { return mb <= 1 ? 4 : (mb <= 3 ? 2 : 1); }
   static constexpr int gemv_nb_f(int mb) { return gemv_nb(mb); }
   static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 4 ? 2 : 1; }
+  static constexpr bool kWideCodes = false; // sdot is signed x signed: no in-place fields (u8 up to 192)
+  static constexpr bool kLut = false;       // no pair-lookup GEMV
 
   using vi = int32x4_t;
   using vf = float32x4_t;

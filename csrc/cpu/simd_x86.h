@@ -21,6 +21,8 @@ struct OpsAvx2 {
   static constexpr int gemv_nb(int mb) { return mb <= 2 ? 2 : 1; }
   static constexpr int gemv_nb_f(int mb) { return gemv_nb(mb); }
   static constexpr int gemv_acc(int mb, int nb) { return mb * nb <= 2 ? 2 : 1; }
+  static constexpr bool kWideCodes = false; // vpmaddubsw saturates: no in-place fields (u8 up to 192)
+  static constexpr bool kLut = false;       // no pair-lookup GEMV (needs 16-lane vpermps)
 
   using vi = __m256i;
   using vf = __m256;
