@@ -1,4 +1,7 @@
 // Python bindings (nanobind, domain "mlx" so mx.array passes through).
+#include <cctype>
+#include <limits>
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
@@ -8,6 +11,7 @@
 
 #include "device_fallback.h"
 #include "kernels.h"
+#include "thread_pool.h"
 #include "mlx/version.h"
 #include "ops.h"
 
@@ -36,9 +40,14 @@ std::vector<std::string> supported_isas() {
   return names;
 }
 
+// Case-insensitive, as BITNET_EXT_ISA is (csrc/cpu/isa.cpp).
 void set_isa(const std::string& name) {
+  std::string lower = name;
+  for (auto& ch : lower) {
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
   for (auto isa : all_isas) {
-    if (name == bitnet_ext::cpu::isa_name(isa)) {
+    if (lower == bitnet_ext::cpu::isa_name(isa)) {
       if (!bitnet_ext::cpu::isa_supported(isa)) {
         break;
       }
@@ -55,8 +64,8 @@ void set_isa(const std::string& name) {
 }
 
 // MLX's own conversion of a `stream=` argument asks for the device's default
-// stream, which fails for mx.gpu on an MLX without a GPU backend. Converting
-// here lets resolve_stream() fall back to the CPU instead.
+// stream at once. Converting here leaves the decision to resolve_stream()
+// (device_fallback.h), which names the op and the reason.
 mx::StreamOrDevice stream_arg(nb::handle h) {
   if (h.is_none()) {
     return std::monostate{};
@@ -73,22 +82,54 @@ mx::StreamOrDevice stream_arg(nb::handle h) {
   throw nb::type_error("stream must be None, an mx.Stream, an mx.Device, mx.cpu or mx.gpu.");
 }
 
-// Scales may be given as Python numbers, as MLX ops accept them.
-mx::array scale_arg(nb::handle h) {
+// Array arguments take whatever mx.array() takes (NumPy arrays, nested
+// lists, scalars), as MLX's own ops do; an mx.array passes through as is.
+mx::array array_arg(nb::handle h, const char* op, const char* name) {
   if (nb::isinstance<mx::array>(h)) {
     return nb::cast<mx::array>(h);
+  }
+  nb::object converted;
+  try {
+    converted = nb::module_::import_("mlx.core").attr("array")(h);
+  } catch (const nb::python_error& e) {
+    throw nb::type_error(
+        (std::string(op) + ": " + name + " must be an mx.array or convertible by mx.array() "
+         "(e.g. a NumPy array or a list), got " + nb::inst_name(h).c_str() + ": " + e.what()).c_str());
+  }
+  return nb::cast<mx::array>(converted);
+}
+
+// Scales may also be Python numbers, as MLX ops accept them; not bools
+// (True would silently mean a scale of 1).
+mx::array scale_arg(nb::handle h, const char* op) {
+  if (PyBool_Check(h.ptr())) {
+    throw nb::type_error((std::string(op) + ": scale must be a float array or number, got a bool.").c_str());
   }
   if (PyFloat_Check(h.ptr()) || PyLong_Check(h.ptr())) {
     return mx::array(nb::cast<float>(h), mx::float32);
   }
-  throw nb::type_error("scale must be an mx.array (shape () or (N,)) or a Python number.");
+  return array_arg(h, op, "scale");
 }
 
-void set_num_threads(int n) {
-  if (n < 1) {
-    throw std::invalid_argument("set_num_threads: n must be >= 1, got " + std::to_string(n) + ".");
+std::optional<mx::array> optional_array_arg(nb::handle h, const char* op, const char* name) {
+  if (h.is_none()) {
+    return std::nullopt;
   }
-  bitnet_ext::cpu::set_num_threads(n);
+  return array_arg(h, op, name);
+}
+
+// Takes any Python int so that 2**40 gets the same clear error as 5000.
+void set_num_threads(nb::handle n) {
+  if (PyBool_Check(n.ptr()) || !PyLong_Check(n.ptr())) {
+    throw nb::type_error(
+        (std::string("set_num_threads: n must be an int, got ") + nb::inst_name(n).c_str() + ".").c_str());
+  }
+  int overflow = 0;
+  long long v = PyLong_AsLongLongAndOverflow(n.ptr(), &overflow);
+  if (overflow != 0) {
+    v = overflow > 0 ? std::numeric_limits<long long>::max() : std::numeric_limits<long long>::min();
+  }
+  bitnet_ext::cpu::set_num_threads(bitnet_ext::cpu::checked_thread_count(v, "set_num_threads"));
 }
 
 } // namespace
@@ -123,21 +164,24 @@ NB_MODULE(_ext, m) {
 #define STREAM_SIG "stream: mlx.core.Stream | mlx.core.Device | mlx.core.DeviceType | None = None"
   m.def(
       "pack",
-      [](const mx::array& codes, nb::handle s) { return bitnet_ext::pack(codes, stream_arg(s)); },
+      [](nb::handle codes, nb::handle s) {
+        return bitnet_ext::pack(array_arg(codes, "pack", "codes"), stream_arg(s));
+      },
       "codes"_a, nb::kw_only(), "stream"_a = nb::none(),
       nb::sig("def pack(codes: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
       "Pack integer codes (N, K) into uint32 (N, K/16). Values are not checked here;\n"
       "bitnet_ext.pack() checks them.");
   m.def(
       "unpack",
-      [](const mx::array& wq, nb::handle s) { return bitnet_ext::unpack(wq, stream_arg(s)); },
+      [](nb::handle wq, nb::handle s) { return bitnet_ext::unpack(array_arg(wq, "unpack", "wq"), stream_arg(s)); },
       "wq"_a, nb::kw_only(), "stream"_a = nb::none(),
       nb::sig("def unpack(wq: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
       "Unpack uint32 (N, K/16) into int8 codes (N, K) in {-1, 0, 1}.");
   m.def(
       "dequantize",
-      [](const mx::array& wq, nb::handle scale, mx::Dtype dtype, nb::handle s) {
-        return bitnet_ext::dequantize(wq, scale_arg(scale), dtype, stream_arg(s));
+      [](nb::handle wq, nb::handle scale, mx::Dtype dtype, nb::handle s) {
+        const char* op = "dequantize";
+        return bitnet_ext::dequantize(array_arg(wq, op, "wq"), scale_arg(scale, op), dtype, stream_arg(s));
       },
       "wq"_a, "scale"_a, nb::kw_only(), "dtype"_a = mx::float16, "stream"_a = nb::none(),
       nb::sig("def dequantize(wq: mlx.core.array, scale: mlx.core.array | float, *, "
@@ -145,8 +189,9 @@ NB_MODULE(_ext, m) {
       "scale * W as dtype, shape (N, K); scale is () or (1,) per tensor, or (N,) per row.");
   m.def(
       "absmean_quantize",
-      [](const mx::array& w, bool per_channel, float eps, nb::handle s) {
-        return bitnet_ext::absmean_quantize(w, per_channel, eps, stream_arg(s));
+      [](nb::handle w, bool per_channel, float eps, nb::handle s) {
+        return bitnet_ext::absmean_quantize(
+            array_arg(w, "absmean_quantize", "w"), per_channel, eps, stream_arg(s));
       },
       "w"_a, nb::kw_only(), "per_channel"_a = false, "eps"_a = 1e-5f, "stream"_a = nb::none(),
       nb::sig("def absmean_quantize(w: mlx.core.array, *, per_channel: bool = False, eps: float = 1e-05, "
@@ -156,8 +201,8 @@ NB_MODULE(_ext, m) {
       "codes = clip(round(w / scale), -1, 1). Returns (wq uint32 (N, K/16), scale).");
   m.def(
       "absmax_quantize",
-      [](const mx::array& x, float eps, nb::handle s) {
-        return bitnet_ext::absmax_quantize(x, eps, stream_arg(s));
+      [](nb::handle x, float eps, nb::handle s) {
+        return bitnet_ext::absmax_quantize(array_arg(x, "absmax_quantize", "x"), eps, stream_arg(s));
       },
       "x"_a, nb::kw_only(), "eps"_a = 1e-5f, "stream"_a = nb::none(),
       nb::sig("def absmax_quantize(x: mlx.core.array, *, eps: float = 1e-05, " STREAM_SIG
@@ -167,8 +212,10 @@ NB_MODULE(_ext, m) {
       "Returns (xq int8 (..., K), xscale float32 (..., 1)).");
   m.def(
       "ternary_matmul",
-      [](const mx::array& x, const mx::array& wq, nb::handle scale, bool transpose, nb::handle s) {
-        return bitnet_ext::ternary_matmul(x, wq, scale_arg(scale), transpose, stream_arg(s));
+      [](nb::handle x, nb::handle wq, nb::handle scale, bool transpose, nb::handle s) {
+        const char* op = "ternary_matmul";
+        return bitnet_ext::ternary_matmul(
+            array_arg(x, op, "x"), array_arg(wq, op, "wq"), scale_arg(scale, op), transpose, stream_arg(s));
       },
       "x"_a, "wq"_a, "scale"_a, nb::kw_only(), "transpose"_a = true, "stream"_a = nb::none(),
       nb::sig("def ternary_matmul(x: mlx.core.array, wq: mlx.core.array, scale: mlx.core.array | float, *, "
@@ -179,9 +226,11 @@ NB_MODULE(_ext, m) {
       "x is float16, bfloat16 or float32; float32 accumulation; the result has x's dtype.");
   m.def(
       "bitlinear",
-      [](const mx::array& x, const mx::array& wq, nb::handle scale,
-         const std::optional<mx::array>& bias, nb::handle s) {
-        return bitnet_ext::bitlinear(x, wq, scale_arg(scale), bias, stream_arg(s));
+      [](nb::handle x, nb::handle wq, nb::handle scale, nb::handle bias, nb::handle s) {
+        const char* op = "bitlinear";
+        return bitnet_ext::bitlinear(
+            array_arg(x, op, "x"), array_arg(wq, op, "wq"), scale_arg(scale, op),
+            optional_array_arg(bias, op, "bias"), stream_arg(s));
       },
       "x"_a, "wq"_a, "scale"_a, "bias"_a = nb::none(), nb::kw_only(), "stream"_a = nb::none(),
       nb::sig("def bitlinear(x: mlx.core.array, wq: mlx.core.array, scale: mlx.core.array | float, "
@@ -197,5 +246,7 @@ NB_MODULE(_ext, m) {
   m.def("set_isa", &set_isa, "name"_a, "Force an instruction-set level (testing, benchmarking).");
   m.def("reset_isa", &bitnet_ext::cpu::reset_isa, "Back to BITNET_EXT_ISA or the best level.");
   m.def("num_threads", &bitnet_ext::cpu::num_threads, "Threads the CPU kernels split work over.");
-  m.def("set_num_threads", &set_num_threads, "n"_a, "Set the CPU kernels' thread count.");
+  m.def("set_num_threads", &set_num_threads, "n"_a, nb::sig("def set_num_threads(n: int) -> None"),
+        "Set the CPU kernels' thread count, 1 to max(256, 4 x hardware threads).\n\n"
+        "If the threads cannot be started, raises and keeps the previous pool.");
 }

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <iostream>
 #include <mutex>
+#include <stdexcept>
 #include <variant>
 
 #include "mlx/device.h"
@@ -12,20 +13,22 @@ namespace bitnet_ext {
 namespace {
 
 std::mutex handler_mutex;
+std::atomic<bool> printed{false};
 std::function<void(const std::string&)> warning_handler = [](const std::string& m) {
-  std::cerr << "[bitnet_ext] warning: " << m << std::endl;
-};
-std::atomic<bool> warned{false};
-
-void warn_once(const char* op_name) {
-  if (warned.exchange(true)) {
-    return;
+  if (!printed.exchange(true)) {
+    std::cerr << "[bitnet_ext] warning: " << m << " (shown once)" << std::endl;
   }
+};
+
+void warn_fallback(const char* op_name) {
   std::string message = std::string(op_name) +
-      ": bitnet_ext has no kernels for this MLX GPU backend; running on the "
-      "CPU instead (this warning is shown once).";
-  std::lock_guard<std::mutex> lock(handler_mutex);
-  warning_handler(message);
+      ": bitnet_ext has no kernels for this MLX GPU backend; running on the CPU instead.";
+  std::function<void(const std::string&)> handler;
+  {
+    std::lock_guard<std::mutex> lock(handler_mutex);
+    handler = warning_handler;
+  }
+  handler(message); // may throw (warnings as errors): then the op is not built
 }
 
 } // namespace
@@ -52,7 +55,14 @@ mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name) {
     requested = *device;
   }
   if (requested.type == mx::Device::gpu && !has_gpu_kernels()) {
-    warn_once(op_name);
+    if (!mx::is_available(mx::Device(mx::Device::gpu))) {
+      // What MLX's own ops do (ValueError from mx.default_stream), said plainly.
+      throw std::invalid_argument(
+          std::string(op_name) +
+          ": stream=mx.gpu, but this MLX has no GPU backend (mx.is_available(mx.gpu) is False); "
+          "use stream=mx.cpu or leave stream unset.");
+    }
+    warn_fallback(op_name);
     return mx::default_stream(mx::Device::cpu);
   }
   return mx::to_stream(s);

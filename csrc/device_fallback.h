@@ -1,9 +1,14 @@
 // Choosing the stream an op runs on.
 //
 // The extension has kernels for the CPU everywhere and (in a Metal build) for
-// Apple GPUs. When a caller asks for a GPU this build has no kernels for
-// (e.g. an MLX CUDA backend, or a Linux mlx-cpu install), the op runs on the
-// CPU instead and warns once: a slower answer beats a crash.
+// Apple GPUs. A request for a GPU gets one of three answers:
+// - this MLX has no usable GPU at all (a Linux mlx-cpu install, or a Metal
+//   build on a machine without a Metal device): ValueError, as plain MLX
+//   raises for its own ops;
+// - this MLX has a GPU backend our build has no kernels for (e.g. CUDA): the
+//   op runs on the CPU and warns, on every such call (the Python warnings
+//   filter decides what is shown; with warnings as errors every call raises);
+// - our GPU kernels serve it: the GPU stream.
 #pragma once
 
 #include <functional>
@@ -19,12 +24,14 @@ namespace mx = mlx::core;
 // Whether this build has GPU kernels for the MLX GPU backend it runs on.
 bool has_gpu_kernels();
 
-// The stream to run on: the requested one, or the CPU's default stream when
-// the request names a GPU without kernels here (warning once per process).
+// The stream to run on (see above). Throws std::invalid_argument when the
+// request names a GPU this MLX does not have.
 mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name);
 
-// Where the one-time fallback warning goes. The Python bindings route it to
-// warnings.warn(RuntimeWarning); the default prints to stderr.
+// Where the CPU-fallback warning goes; called on every fallback. The Python
+// bindings route it to warnings.warn(RuntimeWarning) (and throw when the
+// warnings filter turns it into an error); the default prints to stderr
+// once per process.
 void set_fallback_warning_handler(std::function<void(const std::string&)> f);
 
 } // namespace bitnet_ext

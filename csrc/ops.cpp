@@ -1,7 +1,6 @@
 #include "ops.h"
 
-#include <sstream>
-
+#include "arg_checks.h"
 #include "device_fallback.h"
 #include "mlx/ops.h"
 #include "primitives/bitlinear.h"
@@ -12,80 +11,6 @@
 namespace bitnet_ext {
 
 namespace {
-
-std::string describe(const mx::Shape& shape) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    os << (i ? ", " : "") << shape[i];
-  }
-  os << (shape.size() == 1 ? ",)" : ")");
-  return os.str();
-}
-
-std::string describe(mx::Dtype dtype) {
-  std::ostringstream os;
-  os << dtype;
-  return os.str();
-}
-
-[[noreturn]] void fail(const std::string& op, const std::string& message) {
-  throw ArgumentError(op + ": " + message);
-}
-
-bool is_float(mx::Dtype d) {
-  return d == mx::float32 || d == mx::float16 || d == mx::bfloat16;
-}
-
-void require_float(const std::string& op, const char* arg, const mx::array& a) {
-  if (!is_float(a.dtype())) {
-    throw DTypeError(
-        op + ": " + arg + " must be float16, bfloat16 or float32, got " + describe(a.dtype()) + ".");
-  }
-}
-
-// wq must be uint32 (N, K/16) and non-empty. Returns {N, K}.
-std::pair<int, int> check_packed(const std::string& op, const mx::array& wq) {
-  if (wq.dtype() != mx::uint32) {
-    throw DTypeError(
-        op + ": wq must be uint32 (16 packed 2-bit codes per word, from bitnet_ext.pack or "
-             "absmean_quantize), got " + describe(wq.dtype()) + ".");
-  }
-  if (wq.ndim() != 2 || wq.shape(0) == 0 || wq.shape(1) == 0) {
-    fail(op, "wq must be a non-empty 2-D array of shape (N, K/16), got shape " + describe(wq.shape()) + ".");
-  }
-  return {wq.shape(0), wq.shape(1) * 16};
-}
-
-// scale: float, () or (1,) per tensor, or (N,) per output row. Returns it as float32.
-mx::array check_scale(const std::string& op, const mx::array& scale, int N, mx::Stream s) {
-  require_float(op, "scale", scale);
-  bool per_tensor = scale.size() == 1 && scale.ndim() <= 1;
-  bool per_row = scale.ndim() == 1 && scale.shape(0) == N;
-  if (!per_tensor && !per_row) {
-    fail(op, "scale must have shape () or (1,) (per tensor) or (" + std::to_string(N) +
-             ",) (one per row of W), got " + describe(scale.shape()) + ".");
-  }
-  return mx::astype(scale, mx::float32, s);
-}
-
-mx::array check_x(const std::string& op, const mx::array& x, int expected_last, const char* what) {
-  require_float(op, "x", x);
-  if (x.ndim() == 0) {
-    fail(op, "x must have at least one axis (..., " + std::string(what) + "), got a scalar.");
-  }
-  if (x.shape(-1) != expected_last) {
-    fail(op, "the last axis of x must be " + std::string(what) + " = " + std::to_string(expected_last) +
-             " to match wq, got x of shape " + describe(x.shape()) + ".");
-  }
-  return x;
-}
-
-void check_eps(const std::string& op, float eps) {
-  if (!(eps > 0.0f) || !std::isfinite(eps)) {
-    fail(op, "eps must be a positive finite number, got " + std::to_string(eps) + ".");
-  }
-}
 
 // The packed kernels read wq and codes as plain row-major memory. Only an
 // evaluated array's flags are final (a lazy view may still turn out strided),
@@ -101,40 +26,24 @@ mx::array row_major(const mx::array& a, mx::Stream s) {
 } // namespace
 
 mx::array pack(const mx::array& codes, mx::StreamOrDevice sd) {
-  const std::string op = "pack";
-  auto s = resolve_stream(sd, op.c_str());
-  if (!mx::issubdtype(codes.dtype(), mx::integer)) {
-    throw DTypeError(op + ": codes must be an integer array with values in {-1, 0, 1}, got " +
-                     describe(codes.dtype()) + ".");
-  }
-  if (codes.ndim() != 2) {
-    fail(op, "codes must be 2-D (N, K), got shape " + describe(codes.shape()) + ".");
-  }
-  if (codes.shape(1) % 16 != 0 || codes.shape(1) == 0 || codes.shape(0) == 0) {
-    fail(op, "codes must be non-empty with K a multiple of 16 (16 codes per uint32), got shape " +
-             describe(codes.shape()) + ".");
-  }
+  auto s = resolve_stream(sd, "pack");
+  auto shape = pack_shape(codes);
   auto int8_codes = row_major(mx::astype(codes, mx::int8, s), s);
-  return mx::array(
-      {codes.shape(0), codes.shape(1) / 16}, mx::uint32, std::make_shared<TernaryPack>(s), {int8_codes});
+  return mx::array(std::move(shape), mx::uint32, std::make_shared<TernaryPack>(s), {int8_codes});
 }
 
 mx::array unpack(const mx::array& wq, mx::StreamOrDevice sd) {
-  const std::string op = "unpack";
-  auto s = resolve_stream(sd, op.c_str());
-  auto [N, K] = check_packed(op, wq);
-  return mx::array({N, K}, mx::int8, std::make_shared<TernaryUnpack>(s), {row_major(wq, s)});
+  auto s = resolve_stream(sd, "unpack");
+  auto shape = unpack_shape(wq);
+  return mx::array(std::move(shape), mx::int8, std::make_shared<TernaryUnpack>(s), {row_major(wq, s)});
 }
 
 mx::array dequantize(const mx::array& wq, const mx::array& scale, mx::Dtype dtype, mx::StreamOrDevice sd) {
-  const std::string op = "dequantize";
-  auto s = resolve_stream(sd, op.c_str());
-  auto [N, K] = check_packed(op, wq);
-  auto scale32 = check_scale(op, scale, N, s);
-  if (!is_float(dtype)) {
-    throw DTypeError(op + ": dtype must be float16, bfloat16 or float32, got " + describe(dtype) + ".");
-  }
-  return mx::array({N, K}, dtype, std::make_shared<TernaryDequantize>(s), {row_major(wq, s), scale32});
+  auto s = resolve_stream(sd, "dequantize");
+  auto shape = dequantize_shape(wq, scale, dtype);
+  return mx::array(
+      std::move(shape), dtype, std::make_shared<TernaryDequantize>(s),
+      {row_major(wq, s), mx::astype(scale, mx::float32, s)});
 }
 
 std::pair<mx::array, mx::array> absmean_quantize(
@@ -142,17 +51,9 @@ std::pair<mx::array, mx::array> absmean_quantize(
     bool per_channel,
     float eps,
     mx::StreamOrDevice sd) {
-  const std::string op = "absmean_quantize";
-  auto s = resolve_stream(sd, op.c_str());
-  require_float(op, "w", w);
-  check_eps(op, eps);
-  if (w.ndim() != 2 || w.shape(0) == 0 || w.shape(1) == 0 || w.shape(1) % 16 != 0) {
-    fail(op, "w must be a non-empty 2-D (N, K) array with K a multiple of 16, got shape " +
-             describe(w.shape()) + ".");
-  }
-  mx::Shape scale_shape = per_channel ? mx::Shape{w.shape(0)} : mx::Shape{};
+  auto s = resolve_stream(sd, "absmean_quantize");
   auto outputs = mx::array::make_arrays(
-      {{w.shape(0), w.shape(1) / 16}, scale_shape},
+      absmean_quantize_shapes(w, per_channel, eps),
       {mx::uint32, mx::float32},
       std::make_shared<AbsmeanQuantize>(s, per_channel, eps),
       {w});
@@ -160,17 +61,9 @@ std::pair<mx::array, mx::array> absmean_quantize(
 }
 
 std::pair<mx::array, mx::array> absmax_quantize(const mx::array& x, float eps, mx::StreamOrDevice sd) {
-  const std::string op = "absmax_quantize";
-  auto s = resolve_stream(sd, op.c_str());
-  require_float(op, "x", x);
-  check_eps(op, eps);
-  if (x.ndim() == 0) {
-    fail(op, "x must have at least one axis (quantized per token along the last), got a scalar.");
-  }
-  mx::Shape scale_shape = x.shape();
-  scale_shape.back() = 1;
+  auto s = resolve_stream(sd, "absmax_quantize");
   auto outputs = mx::array::make_arrays(
-      {x.shape(), scale_shape}, {mx::int8, mx::float32}, std::make_shared<AbsmaxQuantize>(s, eps), {x});
+      absmax_quantize_shapes(x, eps), {mx::int8, mx::float32}, std::make_shared<AbsmaxQuantize>(s, eps), {x});
   return {outputs[0], outputs[1]};
 }
 
@@ -180,15 +73,11 @@ mx::array ternary_matmul(
     const mx::array& scale,
     bool transpose,
     mx::StreamOrDevice sd) {
-  const std::string op = "ternary_matmul";
-  auto s = resolve_stream(sd, op.c_str());
-  auto [N, K] = check_packed(op, wq);
-  check_x(op, x, transpose ? K : N, transpose ? "K" : "N");
-  auto scale32 = check_scale(op, scale, N, s);
-  mx::Shape out_shape = x.shape();
-  out_shape.back() = transpose ? N : K;
+  auto s = resolve_stream(sd, "ternary_matmul");
+  auto shape = ternary_matmul_shape(x, wq, scale, transpose);
   return mx::array(
-      out_shape, x.dtype(), std::make_shared<TernaryMatmul>(s, transpose), {x, row_major(wq, s), scale32});
+      std::move(shape), x.dtype(), std::make_shared<TernaryMatmul>(s, transpose),
+      {x, row_major(wq, s), mx::astype(scale, mx::float32, s)});
 }
 
 mx::array bitlinear(
@@ -197,22 +86,13 @@ mx::array bitlinear(
     const mx::array& scale,
     const std::optional<mx::array>& bias,
     mx::StreamOrDevice sd) {
-  const std::string op = "bitlinear";
-  auto s = resolve_stream(sd, op.c_str());
-  auto [N, K] = check_packed(op, wq);
-  check_x(op, x, K, "K");
-  std::vector<mx::array> inputs = {x, row_major(wq, s), check_scale(op, scale, N, s)};
+  auto s = resolve_stream(sd, "bitlinear");
+  auto shape = bitlinear_shape(x, wq, scale, bias ? &*bias : nullptr);
+  std::vector<mx::array> inputs = {x, row_major(wq, s), mx::astype(scale, mx::float32, s)};
   if (bias) {
-    require_float(op, "bias", *bias);
-    if (bias->ndim() != 1 || bias->shape(0) != N) {
-      fail(op, "bias must have shape (" + std::to_string(N) + ",) (one per output), got " +
-               describe(bias->shape()) + ".");
-    }
     inputs.push_back(mx::astype(*bias, mx::float32, s));
   }
-  mx::Shape out_shape = x.shape();
-  out_shape.back() = N;
-  return mx::array(out_shape, x.dtype(), std::make_shared<BitLinear>(s, 1e-5f), inputs);
+  return mx::array(std::move(shape), x.dtype(), std::make_shared<BitLinear>(s, 1e-5f), inputs);
 }
 
 } // namespace bitnet_ext

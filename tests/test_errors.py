@@ -4,6 +4,7 @@ message that names the offending argument (or the violated rule)."""
 import json
 
 import mlx.core as mx
+import numpy as np
 import pytest
 
 import bitnet_ext as bx
@@ -66,6 +67,15 @@ CASES = {
     # quantizers
     "absmax/x_int32": (lambda: bx.absmax_quantize(X.astype(mx.int32)), DTYPE, X_MSG),
     "absmax/x_ndim0": (lambda: bx.absmax_quantize(mx.array(1.0)), SHAPE, X_MSG),
+    # an empty last axis has no per-token maximum (the reference raises too)
+    "absmax/K_empty": (lambda: bx.absmax_quantize(mx.zeros((2, 0))), SHAPE, X_MSG),
+    "absmax/K_empty_3d": (lambda: bx.absmax_quantize(mx.zeros((0, 3, 0))), SHAPE, X_MSG),
+    # a bool is not a scale (True would silently mean 1.0)
+    "matmul/scale_bool": (lambda: bx.ternary_matmul(X, WQ, True), TypeError, SCALE_MSG),
+    "bitlinear/scale_bool": (lambda: bx.bitlinear(X, WQ, False), TypeError, SCALE_MSG),
+    "dequantize/scale_bool": (lambda: bx.dequantize(WQ, True), TypeError, SCALE_MSG),
+    "matmul/x_not_array_like": (lambda: bx.ternary_matmul(object(), WQ, S), TypeError, X_MSG),
+    "bitlinear/bias_not_array_like": (lambda: bx.bitlinear(X, WQ, S, bias="abc"), (TypeError, ValueError), r"\bbias\b"),
     "absmean/w_1d": (lambda: bx.absmean_quantize(W.reshape(-1)), SHAPE, r"\bw\b"),
     "absmean/w_3d": (lambda: bx.absmean_quantize(W.reshape(2, 3, K)), SHAPE, r"\bw\b"),
     "absmean/K_not_multiple_of_16": (lambda: bx.absmean_quantize(randn((N, 40))), SHAPE, r"16"),
@@ -132,3 +142,56 @@ def test_pack_values_outside_ternary():
     for bad, kind, msg in results:
         assert kind == "ValueError", f"pack with value {bad}: got {kind}: {msg}"
         assert "-1" in msg and "1" in msg, f"pack with value {bad}: message should name the allowed values: {msg}"
+
+
+def test_absmax_empty_K_matches_reference():
+    """The reference raises for an empty last axis too (mx.max of nothing)."""
+    with pytest.raises(ValueError):
+        mx.eval(bx.reference.absmax_quantize(mx.zeros((2, 0))))
+    with pytest.raises(ValueError, match=r"absmax_quantize.*\bx\b.*\(2, 0\)"):
+        bx.absmax_quantize(mx.zeros((2, 0)))
+
+
+ARRAY_LIKES = {
+    "numpy": lambda a: np.array(a),
+    "list": lambda a: np.array(a).tolist(),
+}
+
+
+@pytest.mark.parametrize("kind", list(ARRAY_LIKES))
+def test_array_likes_accepted_like_mx_array(kind):
+    """NumPy arrays and nested lists work wherever an mx.array does, with the
+    same result (they are converted by mx.array())."""
+    conv = ARRAY_LIKES[kind]
+    # Packed words as a plain list become int64 in mx.array() (they exceed int32),
+    # which wq rejects as any int64 array: packed weights come from NumPy or MLX.
+    wconv = ARRAY_LIKES["numpy"]
+    b = mx.linspace(-1, 1, N)
+    pairs = [
+        (bx.ternary_matmul(conv(X), WQ, S_ROW), bx.ternary_matmul(X, WQ, S_ROW)),
+        (bx.ternary_matmul(X, wconv(WQ), conv(S_ROW)), bx.ternary_matmul(X, WQ, S_ROW)),
+        (bx.ternary_matmul(conv(XN), WQ, conv(S_ROW), transpose=False), bx.ternary_matmul(XN, WQ, S_ROW, transpose=False)),
+        (bx.bitlinear(conv(X), WQ, conv(S_ROW), bias=conv(b)), bx.bitlinear(X, WQ, S_ROW, bias=b)),
+        (bx.bitlinear(conv(X), WQ, conv([0.5])), bx.bitlinear(X, WQ, mx.array([0.5]))),
+        (bx.dequantize(wconv(WQ), conv(S_ROW)), bx.dequantize(WQ, S_ROW)),
+        (bx.unpack(wconv(WQ)), bx.unpack(WQ)),
+        (bx.absmax_quantize(conv(X))[0], bx.absmax_quantize(X)[0]),
+        (bx.absmean_quantize(conv(W))[0], bx.absmean_quantize(W)[0]),
+    ]
+    for i, (got, want) in enumerate(pairs):
+        assert got.dtype == want.dtype and got.shape == want.shape, i
+        assert mx.array_equal(got, want).item(), i
+
+
+@pytest.mark.parametrize("dtype", [mx.uint8, mx.uint16, mx.uint32, mx.uint64])
+def test_pack_unsigned_codes(dtype):
+    """Unsigned codes can hold 0 and 1 (not -1): packed like the signed ones."""
+    codes01 = (make_weights(N, K, seed=5)[0] != 0).astype(mx.int8)  # values 0 and 1
+    assert mx.array_equal(bx.pack(codes01.astype(dtype)), bx.pack(codes01)).item()
+    bad = codes01.astype(dtype)
+    bad[2, 7] = 2
+    with pytest.raises(ValueError, match=r"(?s)-1, 0 and 1.*max 2"):
+        bx.pack(bad)
+    bad[2, 7] = 255  # would wrap to -1 in int8: must be rejected, not packed as -1
+    with pytest.raises(ValueError, match=r"max 255"):
+        bx.pack(bad)

@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -24,16 +27,27 @@
 namespace bitnet_ext::cpu {
 namespace {
 
-int default_threads() {
-  if (const char* env = std::getenv("BITNET_EXT_NUM_THREADS")) {
-    char* endp = nullptr;
-    long v = std::strtol(env, &endp, 10);
-    if (endp != env && *endp == '\0' && v >= 1) {
-      return static_cast<int>(std::min<long>(v, 1024));
-    }
-  }
+unsigned hardware_threads() {
   unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
+  return hc == 0 ? 1 : hc;
+}
+
+// The thread count from BITNET_EXT_NUM_THREADS (unset or empty: one per
+// hardware thread). Validated by the same rule as set_num_threads.
+int configured_threads() {
+  const char* env = std::getenv("BITNET_EXT_NUM_THREADS");
+  if (env == nullptr || *env == '\0') {
+    return static_cast<int>(std::min<unsigned>(hardware_threads(), static_cast<unsigned>(max_threads())));
+  }
+  errno = 0;
+  char* endp = nullptr;
+  const long long v = std::strtoll(env, &endp, 10);
+  if (endp == env || *endp != '\0' || errno == ERANGE) {
+    throw std::invalid_argument(
+        std::string("BITNET_EXT_NUM_THREADS='") + env + "' is not an integer; expected 1 to " +
+        std::to_string(max_threads()) + " (or unset: one thread per hardware thread).");
+  }
+  return checked_thread_count(v, "BITNET_EXT_NUM_THREADS");
 }
 
 thread_local bool t_in_parallel = false;
@@ -56,16 +70,26 @@ class Pool {
   static constexpr uint32_t kClosed = 0xffffffffu;
   static constexpr int kChunksPerThread = 4;
 
-  explicit Pool(int nthreads) { start(nthreads); }
+  // Starts every worker or none: if a thread cannot be created, those
+  // already started are stopped and the error propagates.
+  explicit Pool(int nthreads) {
+    try {
+      start(nthreads);
+    } catch (...) {
+      stop();
+      throw;
+    }
+  }
   ~Pool() { stop(); }
 
   int size() const { return nthreads_; }
 
-  void resize(int n) {
+  // Stops the workers once no job is running. A caller that still holds
+  // this pool afterwards runs every chunk itself (work() claims all ranges),
+  // so a retired pool stays correct, only serial.
+  void retire() {
     std::lock_guard<std::mutex> lk(submit_mutex_);
-    if (n == nthreads_) return;
     stop();
-    start(n);
   }
 
   void run(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* ctx) {
@@ -211,29 +235,68 @@ class Pool {
   std::atomic<int64_t> begin_{0}, end_{0}, grain_{1}, units_{0}, chunks_{0};
 };
 
-std::mutex g_pool_mutex;
-std::atomic<int> g_requested{0}; // 0: default
+std::mutex g_resize_mutex; // one resize at a time
+std::atomic<Pool*> g_pool{nullptr};
 
+// Pools are created on first use and never deleted: a kernel on another
+// thread may still hold a pool that a resize has just replaced (it then runs
+// its chunks itself), and no worker may be joined during static destruction,
+// when other threads may still call kernels. A retired pool keeps only its
+// bookkeeping (a few hundred bytes); its threads are gone.
 Pool& pool() {
-  // Created on first use; intentionally leaked so that no worker is joined
-  // during static destruction (when other threads may still call kernels).
-  static Pool* p = new Pool(g_requested.load() > 0 ? g_requested.load() : default_threads());
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (p != nullptr) return *p;
+  std::lock_guard<std::mutex> lk(g_resize_mutex);
+  p = g_pool.load(std::memory_order_acquire);
+  if (p == nullptr) {
+    p = new Pool(configured_threads());
+    g_pool.store(p, std::memory_order_release);
+  }
   return *p;
 }
 
 } // namespace
 
+int max_threads() {
+  // Beyond a few threads per hardware thread the kernels only get slower
+  // (each job wakes every worker); 256 leaves room for large machines.
+  return static_cast<int>(std::max<unsigned>(256, 4 * hardware_threads()));
+}
+
+int checked_thread_count(long long n, const char* source) {
+  if (n < 1 || n > max_threads()) {
+    throw std::invalid_argument(
+        std::string(source) + ": the thread count must be 1 to " + std::to_string(max_threads()) +
+        " (max(256, 4 x " + std::to_string(hardware_threads()) + " hardware threads)), got " +
+        std::to_string(n) + ".");
+  }
+  return static_cast<int>(n);
+}
+
 int num_threads() {
-  return pool().size();
+  // Before the first kernel runs, report what the first pool will have
+  // (validating BITNET_EXT_NUM_THREADS) without starting its threads.
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  return p ? p->size() : configured_threads();
 }
 
 void set_num_threads(int n) {
-  if (n < 1) n = default_threads();
+  checked_thread_count(n, "set_num_threads");
   // Resizing from inside a parallel region would wait for ourselves.
   if (t_in_parallel) return;
-  std::lock_guard<std::mutex> lk(g_pool_mutex);
-  g_requested.store(n);
-  pool().resize(n);
+  std::lock_guard<std::mutex> lk(g_resize_mutex);
+  Pool* old = g_pool.load(std::memory_order_acquire);
+  if (old != nullptr && old->size() == n) return;
+  Pool* fresh = nullptr;
+  try {
+    fresh = new Pool(n); // every worker started, or nothing changed
+  } catch (const std::system_error& e) {
+    throw std::runtime_error(
+        "set_num_threads: could not start " + std::to_string(n) + " threads (" + e.what() +
+        "); still using " + std::to_string(old ? old->size() : configured_threads()) + ".");
+  }
+  g_pool.store(fresh, std::memory_order_release);
+  if (old != nullptr) old->retire();
 }
 
 void parallel_for_raw(int64_t begin, int64_t end, int64_t grain, RangeFn fn, void* ctx) {

@@ -7,6 +7,12 @@
 
 namespace bitnet_ext::cpu {
 
+// The thread-count rule shared by set_num_threads (kernels.h), its Python
+// binding and BITNET_EXT_NUM_THREADS: 1 <= n <= max_threads().
+int max_threads();
+// Returns n, or throws std::invalid_argument naming `source` and the limits.
+int checked_thread_count(long long n, const char* source);
+
 using RangeFn = void (*)(void* ctx, int64_t begin, int64_t end);
 
 // Runs fn(ctx, b, e) over disjoint chunks covering [begin, end). Chunk

@@ -1,5 +1,6 @@
 #include "primitives/bitlinear.h"
 
+#include "arg_checks.h"
 #include "kernels.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
@@ -18,6 +19,7 @@ std::optional<mx::array> bias_of(const std::vector<mx::array>& inputs) {
 } // namespace
 
 void BitLinear::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  check_eval_shape("bitlinear", output_shapes(inputs)[0], out);
   allocate(out);
   std::optional<mx::array> bias;
   if (inputs.size() > 3) {
@@ -120,9 +122,8 @@ std::pair<std::vector<mx::array>, std::vector<int>> BitLinear::vmap(
 }
 
 std::vector<mx::Shape> BitLinear::output_shapes(const std::vector<mx::array>& inputs) {
-  mx::Shape shape = inputs[0].shape();
-  shape.back() = inputs[1].shape(0);
-  return {shape};
+  auto bias = bias_of(inputs);
+  return {bitlinear_shape(inputs[0], inputs[1], inputs[2], bias ? &*bias : nullptr)};
 }
 
 bool BitLinear::is_equivalent(const mx::Primitive& other) const {

@@ -1,5 +1,6 @@
 #include "primitives/packing.h"
 
+#include "arg_checks.h"
 #include "kernels.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "primitives/cpu_buffers.h"
@@ -7,6 +8,7 @@
 namespace bitnet_ext {
 
 void TernaryPack::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  check_eval_shape("pack", output_shapes(inputs)[0], out);
   allocate(out);
   auto& encoder = mx::cpu::get_command_encoder(stream());
   // The op hands us a row-contiguous int8 array (see ops.cpp).
@@ -20,10 +22,11 @@ void TernaryPack::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out)
 }
 
 std::vector<mx::Shape> TernaryPack::output_shapes(const std::vector<mx::array>& inputs) {
-  return {{inputs[0].shape(0), inputs[0].shape(1) / 16}};
+  return {pack_shape(inputs[0])};
 }
 
 void TernaryUnpack::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  check_eval_shape("unpack", output_shapes(inputs)[0], out);
   allocate(out);
   auto& encoder = mx::cpu::get_command_encoder(stream());
   encoder.dispatch([wq = mx::array::unsafe_weak_copy(inputs[0]),
@@ -33,10 +36,11 @@ void TernaryUnpack::eval_cpu(const std::vector<mx::array>& inputs, mx::array& ou
 }
 
 std::vector<mx::Shape> TernaryUnpack::output_shapes(const std::vector<mx::array>& inputs) {
-  return {{inputs[0].shape(0), inputs[0].shape(1) * 16}};
+  return {unpack_shape(inputs[0])};
 }
 
 void TernaryDequantize::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  check_eval_shape("dequantize", output_shapes(inputs)[0], out);
   allocate(out);
   auto& encoder = mx::cpu::get_command_encoder(stream());
   encoder.dispatch([wq = mx::array::unsafe_weak_copy(inputs[0]),
@@ -52,7 +56,8 @@ void TernaryDequantize::eval_cpu(const std::vector<mx::array>& inputs, mx::array
 }
 
 std::vector<mx::Shape> TernaryDequantize::output_shapes(const std::vector<mx::array>& inputs) {
-  return {{inputs[0].shape(0), inputs[0].shape(1) * 16}};
+  // The output dtype is this node's own; validating the float output happens in the op.
+  return {dequantize_shape(inputs[0], inputs[1], mx::float32)};
 }
 
 } // namespace bitnet_ext

@@ -1,5 +1,6 @@
 #include "primitives/quantize.h"
 
+#include "arg_checks.h"
 #include "kernels.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "ops.h"
@@ -11,6 +12,7 @@ namespace bitnet_ext {
 void AbsmeanQuantize::eval_cpu(
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs) {
+  check_eval_shapes("absmean_quantize", output_shapes(inputs), outputs);
   allocate(outputs[0]);
   allocate(outputs[1]);
   auto& encoder = mx::cpu::get_command_encoder(stream());
@@ -44,9 +46,7 @@ std::vector<mx::array> AbsmeanQuantize::vjp(
 }
 
 std::vector<mx::Shape> AbsmeanQuantize::output_shapes(const std::vector<mx::array>& inputs) {
-  const auto& w = inputs[0];
-  mx::Shape scale_shape = per_channel_ ? mx::Shape{w.shape(0)} : mx::Shape{};
-  return {{w.shape(0), w.shape(1) / 16}, scale_shape};
+  return absmean_quantize_shapes(inputs[0], per_channel_, eps_);
 }
 
 bool AbsmeanQuantize::is_equivalent(const mx::Primitive& other) const {
@@ -57,6 +57,7 @@ bool AbsmeanQuantize::is_equivalent(const mx::Primitive& other) const {
 void AbsmaxQuantize::eval_cpu(
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs) {
+  check_eval_shapes("absmax_quantize", output_shapes(inputs), outputs);
   allocate(outputs[0]);
   allocate(outputs[1]);
   auto& encoder = mx::cpu::get_command_encoder(stream());
@@ -94,9 +95,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> AbsmaxQuantize::vmap(
 }
 
 std::vector<mx::Shape> AbsmaxQuantize::output_shapes(const std::vector<mx::array>& inputs) {
-  mx::Shape scale_shape = inputs[0].shape();
-  scale_shape.back() = 1;
-  return {inputs[0].shape(), scale_shape};
+  return absmax_quantize_shapes(inputs[0], eps_);
 }
 
 bool AbsmaxQuantize::is_equivalent(const mx::Primitive& other) const {

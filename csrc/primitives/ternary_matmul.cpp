@@ -1,5 +1,6 @@
 #include "primitives/ternary_matmul.h"
 
+#include "arg_checks.h"
 #include "kernels.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
@@ -10,6 +11,7 @@
 namespace bitnet_ext {
 
 void TernaryMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  check_eval_shape("ternary_matmul", output_shapes(inputs)[0], out);
   allocate(out);
   auto& encoder = mx::cpu::get_command_encoder(stream());
   encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]),
@@ -103,10 +105,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> TernaryMatmul::vmap(
 }
 
 std::vector<mx::Shape> TernaryMatmul::output_shapes(const std::vector<mx::array>& inputs) {
-  mx::Shape shape = inputs[0].shape();
-  const auto& wq = inputs[1];
-  shape.back() = transpose_ ? wq.shape(0) : wq.shape(1) * 16;
-  return {shape};
+  return {ternary_matmul_shape(inputs[0], inputs[1], inputs[2], transpose_)};
 }
 
 bool TernaryMatmul::is_equivalent(const mx::Primitive& other) const {

@@ -42,5 +42,7 @@ __all__ = [
 ]
 
 # Fail at import, not inside a kernel, when BITNET_EXT_ISA names a level this
-# CPU cannot run.
+# CPU cannot run or BITNET_EXT_NUM_THREADS is not a valid thread count
+# (reading it starts no threads).
 cpu.active_isa()
+cpu.num_threads()

@@ -14,7 +14,8 @@ def pack(codes, *, stream: StreamOrDevice = None) -> mx.array:
 
     Args:
         codes: integer array (N, K) with values in {-1, 0, 1}; K % 16 == 0.
-            NumPy arrays and nested lists are accepted.
+            NumPy arrays and nested lists are accepted; an unsigned dtype
+            can only hold 0 and 1.
 
     Returns:
         uint32 array (N, K/16): code ``w + 1`` of ``codes[n, k]`` sits at bits
@@ -27,7 +28,12 @@ def pack(codes, *, stream: StreamOrDevice = None) -> mx.array:
         codes = mx.array(codes)
     packed = _ext.pack(codes, stream=stream)  # checks dtype and shape
     # The check runs on the CPU: it is tiny, and works whatever `stream` names.
-    outside = mx.logical_or(codes < -1, codes > 1, stream=mx.cpu).sum(stream=mx.cpu)
+    # Unsigned codes cannot hold -1 (and `codes < -1` would not even convert):
+    # only 0 and 1 are valid there.
+    if mx.issubdtype(codes.dtype, mx.unsignedinteger):
+        outside = (codes > 1).sum(stream=mx.cpu)
+    else:
+        outside = mx.logical_or(codes < -1, codes > 1, stream=mx.cpu).sum(stream=mx.cpu)
     if outside.item() > 0:
         raise ValueError(
             f"pack: codes must contain only -1, 0 and 1, but {outside.item()} of the "
