@@ -240,6 +240,9 @@ NB_MODULE(_ext, m) {
       "int32, then y = (acc * xscale) * scale + bias in float32.");
 #undef STREAM_SIG
 
+  m.def("_pretend_gpu_backend_for_testing", &bitnet_ext::pretend_gpu_backend_for_testing, "on"_a,
+        "Tests only: treat stream=mx.gpu as an MLX GPU backend without bitnet_ext kernels.");
+
   m.def("supported_isas", &supported_isas, "CPU instruction-set levels this machine can run.");
   m.def("active_isa", [] { return std::string(bitnet_ext::cpu::isa_name(bitnet_ext::cpu::active_isa())); },
         "The instruction-set level the CPU kernels use now.");

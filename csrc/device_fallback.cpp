@@ -12,6 +12,7 @@ namespace bitnet_ext {
 
 namespace {
 
+std::atomic<bool> pretend_gpu_backend{false};
 std::mutex handler_mutex;
 std::atomic<bool> printed{false};
 std::function<void(const std::string&)> warning_handler = [](const std::string& m) {
@@ -55,7 +56,7 @@ mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name) {
     requested = *device;
   }
   if (requested.type == mx::Device::gpu && !has_gpu_kernels()) {
-    if (!mx::is_available(mx::Device(mx::Device::gpu))) {
+    if (!pretend_gpu_backend.load() && !mx::is_available(mx::Device(mx::Device::gpu))) {
       // What MLX's own ops do (ValueError from mx.default_stream), said plainly.
       throw std::invalid_argument(
           std::string(op_name) +
@@ -66,6 +67,10 @@ mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name) {
     return mx::default_stream(mx::Device::cpu);
   }
   return mx::to_stream(s);
+}
+
+void pretend_gpu_backend_for_testing(bool on) {
+  pretend_gpu_backend.store(on);
 }
 
 void set_fallback_warning_handler(std::function<void(const std::string&)> f) {

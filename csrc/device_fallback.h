@@ -34,4 +34,9 @@ mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name);
 // once per process.
 void set_fallback_warning_handler(std::function<void(const std::string&)> f);
 
+// Tests only: answer as if this MLX had a GPU backend that our build has no
+// kernels for (an MLX CUDA build), so that the CPU-fallback path (warning and
+// all) runs on a CPU-only machine. The ops still run on the CPU stream.
+void pretend_gpu_backend_for_testing(bool on);
+
 } // namespace bitnet_ext

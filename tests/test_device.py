@@ -112,3 +112,61 @@ def test_gpu_request_without_gpu_backend_raises_every_time():
         assert "no GPU backend" in msg and "stream=mx.cpu" in msg, msg
         op = name.replace("_N", "").replace("fake_quantize", "absmean_quantize")
         assert msg.startswith(op + ":"), f"{name}: the message should name the op: {msg}"
+
+
+def test_gpu_backend_without_our_kernels_warns_on_every_call():
+    """An MLX GPU backend we have no kernels for (CUDA; simulated here with a
+    test hook): the op runs on the CPU with the right result and warns on every
+    call, so the warnings filter decides: 'error' raises on every call (not
+    only the first), 'always' shows every call, 'default' once per place."""
+    code = r"""
+        import json, warnings
+        import mlx.core as mx
+        import bitnet_ext as bx
+        if mx.is_available(mx.gpu):
+            print("REPORT null")
+            raise SystemExit(0)
+        bx._ext._pretend_gpu_backend_for_testing(True)
+        mx.random.seed(0)
+        N, K = 7, 64
+        codes = mx.random.randint(-1, 2, (N, K)).astype(mx.int8)
+        wq = bx.pack(codes, stream=mx.cpu)
+        x, s = mx.random.normal((3, K)), mx.random.uniform(0.1, 1.0, (N,))
+        calls = {
+            "ternary_matmul": lambda **kw: bx.ternary_matmul(x, wq, s, **kw),
+            "bitlinear": lambda **kw: bx.bitlinear(x, wq, s, **kw),
+            "unpack": lambda **kw: bx.unpack(wq, **kw),
+        }
+        report = {}
+        for filt in ("error", "always", "default"):
+            rows = []
+            with warnings.catch_warnings(record=True) as rec:
+                warnings.simplefilter(filt)
+                for rep in range(3):
+                    for name, call in calls.items():
+                        n0 = len(rec)
+                        try:
+                            got = call(stream=mx.gpu)
+                            same = mx.array_equal(got, call(stream=mx.cpu)).item()
+                            rows.append([rep, name, "ok", same, [str(w.message) for w in rec[n0:]]])
+                        except Exception as e:
+                            rows.append([rep, name, type(e).__name__, str(e), []])
+            report[filt] = rows
+        print("REPORT " + json.dumps(report), flush=True)
+    """
+    proc = run_python(code)
+    assert proc.returncode == 0, f"child died (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    line = [x for x in proc.stdout.splitlines() if x.startswith("REPORT ")]
+    assert line, proc.stdout + proc.stderr
+    rep = json.loads(line[0][len("REPORT ") :])
+    if rep is None:
+        pytest.skip("this MLX has a GPU backend")
+    for rep_i, name, kind, msg, _ in rep["error"]:
+        assert kind == "RuntimeWarning", f"filter 'error', call {rep_i} of {name}: got {kind} {msg}"
+        assert msg.startswith(name + ":") and "running on the CPU" in msg, msg
+    for rep_i, name, kind, same, warned in rep["always"]:
+        assert kind == "ok" and same, f"{name} call {rep_i}: {kind} {same}"
+        assert len(warned) == 1 and "no kernels for this MLX GPU backend" in warned[0], warned
+    for rep_i, name, kind, same, warned in rep["default"]:
+        assert kind == "ok" and same, f"{name} call {rep_i}: {kind} {same}"
+        assert len(warned) == (1 if rep_i == 0 else 0), f"'default' filter, {name} call {rep_i}: {warned}"
