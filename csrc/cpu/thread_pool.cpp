@@ -249,7 +249,14 @@ Pool& pool() {
   std::lock_guard<std::mutex> lk(g_resize_mutex);
   p = g_pool.load(std::memory_order_acquire);
   if (p == nullptr) {
-    p = new Pool(configured_threads());
+    // configured_threads() was validated at import (bitnet_ext/__init__.py).
+    // This runs inside a kernel task, where an exception would abort the
+    // process: if the threads cannot be started, run on the caller alone.
+    try {
+      p = new Pool(configured_threads());
+    } catch (const std::system_error&) {
+      p = new Pool(1);
+    }
     g_pool.store(p, std::memory_order_release);
   }
   return *p;
