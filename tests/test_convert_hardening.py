@@ -307,6 +307,12 @@ def test_non_string_weight_map_value(src, value, match):
     refused(src, match)
 
 
+def test_reason_stays_on_one_line(src):
+    """File names come from the checkpoint and may hold newlines: the reason is still one line."""
+    write_index(src, {k: "evil\nmodel.safetensors" for k in tensor_names(src)})
+    refused(src, "missing from <tmp>/src: evil\\nmodel.safetensors")
+
+
 @pytest.mark.parametrize(
     "index, match",
     [({"weight_map": []}, "weight_map must be a JSON object"), ({"metadata": [1]}, "metadata must be a JSON object")],

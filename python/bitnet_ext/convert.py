@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import mmap
+import operator
 import os
 import re
 import shutil
@@ -139,7 +140,7 @@ def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out
             f"from_hf_bitnet: weight must be a 2-D uint8 array (ceil(out/4), in), got {w.dtype} of shape {w.shape}"
         )
     P, K = w.shape
-    N = 4 * P if out_features is None else int(out_features)
+    N = 4 * P if out_features is None else _integer("from_hf_bitnet", "out_features", out_features)
     _check_packed_shape("from_hf_bitnet", (P, K), N, K)
     ws = _to_numpy(weight_scale).astype(np.float32).reshape(-1)
     if ws.size != 1:
@@ -154,6 +155,16 @@ def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out
         words[i * P : i * P + r1] = _codes_to_words(codes)
     scale = _scale_from_hf(ws[0], linear_class, "from_hf_bitnet")
     return mx.array(words.astype(np.uint32)), mx.array(np.array([scale], dtype=np.float32))
+
+
+def _integer(where: str, arg: str, value) -> int:
+    """value as an int: Python or NumPy integers only (int(2.7) would silently give 2)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{where}: {arg} must be an integer, got {type(value).__name__} {value!r}"[:200]) from None
 
 
 def _to_numpy(a) -> np.ndarray:
@@ -668,6 +679,9 @@ def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) 
 
     Returns a summary dict (layers converted, bytes, notes).
     """
+    for arg, value in (("src", src), ("dst", dst)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"convert_checkpoint: {arg} must be a path (str or os.PathLike), got {type(value).__name__}")
     src, dst = Path(src).absolute(), Path(dst).absolute()
     try:
         return _convert_checkpoint(src, dst, force, progress)
@@ -792,7 +806,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = convert_checkpoint(args.src, args.dst, force=args.force, progress=not args.quiet)
     except ConversionError as e:
-        print(f"bitnet_ext convert: error: {e}", file=sys.stderr)
+        # One line, whatever file or tensor names the checkpoint holds.
+        reason = str(e).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"bitnet_ext convert: error: {reason}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary, indent=2))
