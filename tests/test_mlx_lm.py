@@ -322,5 +322,6 @@ def test_load_rejects_code_3_in_converted_weights(tmp_path):
     w[3, 2] |= np.uint32(0b11 << 8)
     weights[name] = mx.array(w)
     mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
-    with pytest.raises(ValueError, match=r"model.layers.1.mlp.up_proj.weight \(shape \(128, 4\)\): 1 packed word.*code 3"):
+    match = r"model.layers.1.mlp.up_proj.weight \(shape \(128, 4\)\): 1 packed word.*code 3"
+    with pytest.raises(ValueError, match=match):
         bx_mlx_lm.load_model(dst)

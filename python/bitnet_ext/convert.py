@@ -157,6 +157,12 @@ def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out
     return mx.array(words.astype(np.uint32)), mx.array(np.array([scale], dtype=np.float32))
 
 
+def _short(value) -> str:
+    """repr(value), cut to a length that fits in a one-line error message."""
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 def _integer(where: str, arg: str, value) -> int:
     """value as an int: Python or NumPy integers only (int(2.7) would silently give 2)."""
     try:
@@ -164,7 +170,7 @@ def _integer(where: str, arg: str, value) -> int:
             raise TypeError
         return operator.index(value)
     except TypeError:
-        raise TypeError(f"{where}: {arg} must be an integer, got {type(value).__name__} {value!r}"[:200]) from None
+        raise TypeError(f"{where}: {arg} must be an integer, got {type(value).__name__} {_short(value)}") from None
 
 
 def _to_numpy(a) -> np.ndarray:
@@ -246,7 +252,7 @@ def _read_header(path: Path, what: str) -> Tuple[Dict[str, _Tensor], dict]:
             b, en = _offsets_or_shape(e.get("data_offsets"), 2)
             t = _Tensor(name, e["dtype"], _offsets_or_shape(e.get("shape"), None), base + b, base + en, path)
         except ValueError:
-            raise ConversionError(f"{what}: malformed safetensors entry for {name!r}: {e!r}"[:400]) from None
+            raise ConversionError(f"{what}: malformed safetensors entry for {_short(name)}: {_short(e)}") from None
         itemsize = _DTYPE_SIZE.get(t.dtype)
         if t.end > size or t.begin > t.end or (itemsize and t.nbytes != itemsize * math.prod(t.shape)):
             raise ConversionError(f"{what}: safetensors entry {name!r} ({t.dtype} {t.shape}) has bad offsets {b}..{en}")
@@ -329,7 +335,7 @@ def _config_int(config: dict, key: str) -> Optional[int]:
     if v is None:
         return None
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ConversionError(f"config.json: {key} must be a positive integer, got {v!r}"[:300])
+        raise ConversionError(f"config.json: {key} must be a positive integer, got {_short(v)}")
     return v
 
 
@@ -369,9 +375,8 @@ def _modules_to_not_convert(qc: dict) -> List[str]:
     # A string would be iterated character by character: refuse it rather than guess.
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ConversionError(
-            f"config.json: quantization_config.modules_to_not_convert must be a list of module names, got {names!r}"[
-                :300
-            ]
+            "config.json: quantization_config.modules_to_not_convert must be a list of module names, "
+            f"got {_short(names)}"
         )
     return names
 
@@ -472,7 +477,7 @@ def _plan(files: SourceDir) -> _Plan:
             )
         P, K = w.shape
         if P == 0 or K == 0:
-            raise ConversionError(f"{prefix}.weight has shape {[P, K]}: a BitNet linear has at least one row and column")
+            raise ConversionError(f"{prefix}.weight has shape {[P, K]}: a BitNet linear needs a row and a column")
         m = _PROJ.search(prefix)
         if expected is not None and m:
             layer = int(m.group(1))
@@ -681,7 +686,7 @@ def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) 
     """
     for arg, value in (("src", src), ("dst", dst)):
         if not isinstance(value, (str, os.PathLike)):
-            raise TypeError(f"convert_checkpoint: {arg} must be a path (str or os.PathLike), got {type(value).__name__}")
+            raise TypeError(f"convert_checkpoint: {arg} must be a path (str or PathLike), got {type(value).__name__}")
     src, dst = Path(src).absolute(), Path(dst).absolute()
     try:
         return _convert_checkpoint(src, dst, force, progress)
@@ -707,35 +712,25 @@ def _convert_checkpoint(src: Path, dst: Path, force: bool, progress: bool) -> di
         raise ConversionError(f"the parent directory of DST, {dst.parent}, does not exist")
 
     source = _Source()
-    for lin in plan.linears.values():
-        lin.scale = _scale_from_hf(_scalar_value(source, lin.weight_scale), plan.linear_class, lin.weight_scale.name)
-    total = sum(e[3] for shard in plan.shards for e in _out_entries(plan, shard))
-    remove_stale(dst)
-    bar = _Progress(total, progress)
-    staging = Staging(dst)
-    tmp = staging.path
     try:
-        weight_map = {}
-        for shard in plan.shards:  # plain names (checked by _plan): every write stays in tmp
-            weight_map.update(_write_shard(source, plan, shard, tmp / shard, bar))
-        (tmp / "config.json").write_text(json.dumps(_new_config(plan), indent=2) + "\n")
-        if plan.index is not None:
-            index = dict(plan.index)
-            index["metadata"] = dict(index.get("metadata") or {})
-            index["metadata"]["total_size"] = total
-            index["weight_map"] = dict(sorted(weight_map.items()))
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        handled = set(plan.shards) | {"config.json", "model.safetensors.index.json"}
-        # Top-level *.safetensors not in the index are not part of the model.
-        _copy_other_files(files, Path("."), tmp, skip=lambda n: n in handled or n.endswith(".safetensors"))
-        bar.close()
+        for lin in plan.linears.values():
+            ws = _scalar_value(source, lin.weight_scale)
+            lin.scale = _scale_from_hf(ws, plan.linear_class, lin.weight_scale.name)
+        total = sum(e[3] for shard in plan.shards for e in _out_entries(plan, shard))
+        remove_stale(dst)
+        staging = Staging(dst)
+        bar = _Progress(total, progress)
+        try:
+            _write_output(files, source, plan, staging.path, total, bar)
+            bar.close()
+            source.close()  # before the rename: no map of SRC outlives the conversion
+            staging.commit()
+        except BaseException:
+            bar.close()
+            staging.discard()
+            raise
+    finally:
         source.close()
-        staging.commit()
-    except BaseException:
-        bar.close()
-        source.close()
-        staging.discard()
-        raise
     return {
         "src": str(src),
         "dst": str(dst),
@@ -745,6 +740,23 @@ def _convert_checkpoint(src: Path, dst: Path, force: bool, progress: bool) -> di
         "shards": list(plan.shards),
         "notes": plan.notes,
     }
+
+
+def _write_output(files: SourceDir, source: _Source, plan: _Plan, tmp: Path, total: int, bar: _Progress) -> None:
+    """Write the converted model into ``tmp``, the staging directory: every write stays inside it."""
+    weight_map = {}
+    for shard in plan.shards:  # plain file names, checked by _plan
+        weight_map.update(_write_shard(source, plan, shard, tmp / shard, bar))
+    (tmp / "config.json").write_text(json.dumps(_new_config(plan), indent=2) + "\n")
+    if plan.index is not None:
+        index = dict(plan.index)
+        index["metadata"] = dict(index.get("metadata") or {})
+        index["metadata"]["total_size"] = total
+        index["weight_map"] = dict(sorted(weight_map.items()))
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    handled = set(plan.shards) | {"config.json", "model.safetensors.index.json"}
+    # Top-level *.safetensors not in the index are not part of the model.
+    _copy_other_files(files, Path("."), tmp, skip=lambda n: n in handled or n.endswith(".safetensors"))
 
 
 def _copy_other_files(files: SourceDir, rel: Path, out: Path, skip=lambda name: False, _seen=None) -> None:

@@ -41,7 +41,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
-from .convert import QUANT_METHOD, from_hf_bitnet
+from .convert import QUANT_METHOD, _short, from_hf_bitnet
 from .nn import BitLinear, _check_module, _check_packed_weight
 
 __all__ = ["patch_model", "load", "load_model"]
@@ -109,7 +109,7 @@ def _quantization_config(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise TypeError(
             f"bitnet_ext.mlx_lm: quantization_config.modules_to_not_convert must be a list of module names, "
-            f"got {type(names).__name__} {names!r}"[:300]
+            f"got {type(names).__name__} {_short(names)}"
         )
     return qc
 

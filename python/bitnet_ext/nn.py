@@ -67,7 +67,7 @@ def _check_activation_bits(cls_name: str, activation_bits) -> None:
 
 def _check_module(where: str, arg: str, value) -> None:
     if not isinstance(value, nn.Module):
-        raise TypeError(f"{where}: {arg} must be an mlx.nn.Module, got {type(value).__name__} {value!r}"[:300])
+        raise TypeError(f"{where}: {arg} must be an mlx.nn.Module, got {type(value).__name__}")
 
 
 def _check_linear(where: str, linear) -> None:
