@@ -687,7 +687,7 @@ def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) 
     for arg, value in (("src", src), ("dst", dst)):
         if not isinstance(value, (str, os.PathLike)):
             raise TypeError(f"convert_checkpoint: {arg} must be a path (str or PathLike), got {type(value).__name__}")
-    src, dst = Path(src).absolute(), Path(dst).absolute()
+    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))  # also normalises "x/.."
     try:
         return _convert_checkpoint(src, dst, force, progress)
     except OSError as e:  # a full disk, an unreadable file, ...: a reason, not a traceback

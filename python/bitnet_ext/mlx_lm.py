@@ -168,7 +168,10 @@ def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Di
     Accepts both the Hugging Face / mlx-lm layout (``quant_method: "bitnet"``;
     mlx-lm loads it, then :func:`patch_model` converts the layers) and the
     output of ``python -m bitnet_ext convert`` (``quant_method: "bitnet_ext"``;
-    loaded directly, nothing to convert).
+    loaded directly, nothing to convert). The packed weights read from files
+    are checked: code 3 (never written by :func:`bitnet_ext.pack`) raises
+    ValueError naming the tensor; with ``lazy=True`` the check of a converted
+    directory is skipped, as nothing is read yet.
     """
     _check_args(path_or_hf_repo, model_config=model_config)
     utils, _ = _mlx_lm()
