@@ -91,8 +91,9 @@ class Staging:
         new = parent / f".{self.dst.name}.{_TAG}.{tag}.new"
         os.mkdir(new, 0o777)  # the umask applies, as for any new directory
         self.path = new
-        self._fd = os.open(new, _DIR_FLAGS)
-        _lock(self._fd)
+        if fcntl is not None:  # (Windows cannot open a directory; nothing is judged stale there anyway)
+            self._fd = os.open(new, _DIR_FLAGS)
+            _lock(self._fd)
         final = parent / f".{self.dst.name}.{_TAG}.{tag}.tmp"
         if final.exists() or final.is_symlink():
             raise FileExistsError(f"{final} exists")
