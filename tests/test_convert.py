@@ -123,6 +123,17 @@ def test_from_hf_bitnet_bad_input():
         from_hf_bitnet(good, 0.0)
     with pytest.raises(ConversionError, match="one value"):
         from_hf_bitnet(good, np.ones(8, np.float32))
+    assert from_hf_bitnet(good, 1.0, out_features=np.int64(7))[0].shape == (7, 1)
+    for bad_n in (7.9, "7", True):  # int(7.9) would silently convert a 7-row layer
+        with pytest.raises(TypeError, match="from_hf_bitnet: out_features must be an integer"):
+            from_hf_bitnet(good, 1.0, out_features=bad_n)
+
+
+def test_convert_checkpoint_argument_types(tmp_path):
+    with pytest.raises(TypeError, match="convert_checkpoint: src must be a path"):
+        convert_checkpoint(42, tmp_path / "dst")
+    with pytest.raises(TypeError, match="convert_checkpoint: dst must be a path"):
+        convert_checkpoint(tmp_path, None)
 
 
 def _transformers_bitnet():
@@ -135,9 +146,9 @@ def _transformers_bitnet():
 
 @pytest.mark.parametrize("N", [4, 5, 7, 16, 30])
 def test_from_hf_bitnet_vs_transformers(N):
+    tb = _transformers_bitnet()  # skips without torch: import it only after
     import torch
 
-    tb = _transformers_bitnet()
     unpack = getattr(tb.unpack_weights, "_torchdynamo_orig_callable", tb.unpack_weights)  # skip torch.compile
     codes = rand_codes((N, 32), 7 + N)
     packed = tb.pack_weights(torch.from_numpy(codes.astype(np.int64)).clone())

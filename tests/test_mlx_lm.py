@@ -276,3 +276,52 @@ def test_patched_model_runs_bitnet_ext_kernels():
     assert mx.array_equal(layer(x), bx.ternary_matmul(x, layer.weight, layer.scale)).item()
     with mx.stream(mx.cpu):
         mx.eval(model(tokens((1, 4), 14)))
+
+
+# ---------------------------------------------------------------------------
+# argument and file validation
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: bx_mlx_lm.patch_model(42), "patch_model: model must be an mlx.nn.Module, got int"),
+        (lambda: bx_mlx_lm.load(42), "path_or_hf_repo must be a path"),
+        (lambda: bx_mlx_lm.load_model(None), "path_or_hf_repo must be a path"),
+        (lambda: bx_mlx_lm.load("x", model_config=[("a", 1)]), "model_config must be a dict or None, got list"),
+        (lambda: bx_mlx_lm.load("x", tokenizer_config="{}"), "tokenizer_config must be a dict or None, got str"),
+    ],
+    ids=["patch_model", "load", "load_model", "model_config", "tokenizer_config"],
+)
+def test_entry_points_reject_wrong_argument_types(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_modules_to_not_convert_must_be_a_list(tmp_path):
+    """A string would be matched by substring (mlx-lm tests `path not in names`): refused, not guessed."""
+    model, _ = make_models(seed=15)
+    src = tmp_path / "src"
+    save_hf_dir(model, src, "autobitlinear")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"]["modules_to_not_convert"] = "lm_head"
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TypeError, match="modules_to_not_convert must be a list of module names, got str 'lm_head'"):
+        bx_mlx_lm.load_model(src)
+
+
+def test_load_rejects_code_3_in_converted_weights(tmp_path):
+    """A converted directory whose packed weights hold code 3 (never written by pack or convert)."""
+    model, _ = make_models(seed=16)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save_hf_dir(model, src, "autobitlinear")
+    convert_checkpoint(src, dst, progress=False)
+    weights = mx.load(str(dst / "model.safetensors"))
+    name = "model.layers.1.mlp.up_proj.weight"
+    w = np.array(weights[name])
+    w[3, 2] |= np.uint32(0b11 << 8)
+    weights[name] = mx.array(w)
+    mx.save_safetensors(str(dst / "model.safetensors"), weights, metadata={"format": "mlx"})
+    match = r"model.layers.1.mlp.up_proj.weight \(shape \(128, 4\)\): 1 packed word.*code 3"
+    with pytest.raises(ValueError, match=match):
+        bx_mlx_lm.load_model(dst)

@@ -17,7 +17,10 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from mlx.utils import tree_flatten
 
 import bitnet_ext as bx
@@ -279,6 +282,64 @@ def test_save_load_qat_latent_weights(tmp_path):
     fresh.load_weights(str(tmp_path / "qat.safetensors"))
     t = mx.array([[0, 4, 8]])
     assert_identical(fresh(t), m(t))
+
+
+def _with_code3(layer: BitLinear, row: int, word: int, field: int) -> mx.array:
+    """layer's packed weight with the two-bit field `field` of one word set to 3 (bits 11)."""
+    w = np.array(layer.weight)
+    w[row, word] |= np.uint32(3 << (2 * field))
+    return mx.array(w)
+
+
+@pytest.mark.parametrize("field", [0, 7, 15])
+def test_load_weights_rejects_code_3(tmp_path, field):
+    """Code 3 is never written by pack: a file holding it is not a ternary weight."""
+    good = BitLinear.from_linear(nn.Linear(64, 8, bias=True))
+    bad = _with_code3(good, 5, 2, field)
+    layer = BitLinear(64, 8, bias=True)
+    before = mx.array(layer.weight)
+    with pytest.raises(ValueError, match=r"BitLinear.load_weights: weight \(shape \(8, 4\)\): 1 packed word.*code 3"):
+        layer.load_weights([("weight", bad), ("scale", good.scale), ("bias", good.bias)])
+    path = str(tmp_path / "bad.safetensors")
+    mx.save_safetensors(path, {"weight": bad, "scale": good.scale, "bias": good.bias})
+    with pytest.raises(ValueError, match="code 3"):
+        layer.load_weights(path)
+    assert mx.array_equal(layer.weight, before).item(), "the layer changed although the load was refused"
+    # a valid file loads, from a path or a list
+    good.save_weights(str(tmp_path / "good.safetensors"))
+    assert layer.load_weights(str(tmp_path / "good.safetensors")) is layer
+    assert mx.array_equal(layer.weight, good.weight).item()
+    with pytest.raises(TypeError, match="must be the packed uint32 array, got mlx.core.float32"):
+        layer.load_weights([("weight", mx.zeros((8, 4))), ("scale", good.scale), ("bias", good.bias)])
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=64))
+def test_code_3_check_matches_fieldwise_definition(words):
+    """The vectorised check refuses a weight exactly when some two-bit field of some word is 3."""
+    has_code3 = any(((w >> (2 * i)) & 3) == 3 for w in words for i in range(16))
+    layer = BitLinear(16, len(words))
+    weights = [("weight", mx.array(np.array(words, np.uint32).reshape(-1, 1))), ("scale", layer.scale)]
+    if has_code3:
+        with pytest.raises(ValueError, match="code 3"):
+            layer.load_weights(weights)
+    else:
+        layer.load_weights(weights)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: quantize(42), "quantize: model must be an mlx.nn.Module, got int"),
+        (lambda: quantize(nn.Linear(16, 4), class_predicate=5), "quantize: class_predicate must be a callable"),
+        (lambda: to_inference("model"), "to_inference: model must be an mlx.nn.Module, got str"),
+        (lambda: BitLinear.from_linear(42), "BitLinear.from_linear: linear must be an mlx.nn.Linear"),
+        (lambda: BitLinearQAT.from_linear(nn.ReLU()), "BitLinearQAT.from_linear: linear must be an mlx.nn.Linear"),
+    ],
+    ids=["quantize", "class_predicate", "to_inference", "BitLinear.from_linear", "BitLinearQAT.from_linear"],
+)
+def test_entry_points_reject_wrong_argument_types(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
 
 
 # ---------------------------------------------------------------------------

@@ -28,17 +28,20 @@ import argparse
 import json
 import math
 import mmap
+import operator
 import os
 import re
 import shutil
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+
+from ._checkpoint_files import ConversionError, SourceDir, check_plain_name, open_regular, parse_json, resolve
+from ._staging import Staging, remove_stale
 
 __all__ = [
     "ConversionError",
@@ -62,10 +65,6 @@ _DTYPE_SIZE = {
 
 _CHUNK_BYTES = 8 << 20  # bytes of SRC touched at a time
 _PAGE = mmap.PAGESIZE
-
-
-class ConversionError(ValueError):
-    """A checkpoint that cannot be converted; the message says why."""
 
 
 # ---------------------------------------------------------------------------
@@ -141,7 +140,7 @@ def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out
             f"from_hf_bitnet: weight must be a 2-D uint8 array (ceil(out/4), in), got {w.dtype} of shape {w.shape}"
         )
     P, K = w.shape
-    N = 4 * P if out_features is None else int(out_features)
+    N = 4 * P if out_features is None else _integer("from_hf_bitnet", "out_features", out_features)
     _check_packed_shape("from_hf_bitnet", (P, K), N, K)
     ws = _to_numpy(weight_scale).astype(np.float32).reshape(-1)
     if ws.size != 1:
@@ -156,6 +155,22 @@ def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out
         words[i * P : i * P + r1] = _codes_to_words(codes)
     scale = _scale_from_hf(ws[0], linear_class, "from_hf_bitnet")
     return mx.array(words.astype(np.uint32)), mx.array(np.array([scale], dtype=np.float32))
+
+
+def _short(value) -> str:
+    """repr(value), cut to a length that fits in a one-line error message."""
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def _integer(where: str, arg: str, value) -> int:
+    """value as an int: Python or NumPy integers only (int(2.7) would silently give 2)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{where}: {arg} must be an integer, got {type(value).__name__} {_short(value)}") from None
 
 
 def _to_numpy(a) -> np.ndarray:
@@ -203,31 +218,44 @@ class _Tensor:
         return self.end - self.begin
 
 
-def _read_header(path: Path) -> Tuple[Dict[str, _Tensor], dict]:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+def _offsets_or_shape(v, n: Optional[int]) -> Tuple[int, ...]:
+    """v as a tuple of non-negative ints (of length n if given); ValueError otherwise."""
+    if not isinstance(v, list) or (n is not None and len(v) != n):
+        raise ValueError
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
+        raise ValueError
+    return tuple(v)
+
+
+def _read_header(path: Path, what: str) -> Tuple[Dict[str, _Tensor], dict]:
+    """The tensors and ``__metadata__`` of the safetensors file ``path`` (resolved), checked against its size."""
+    with open_regular(path, what) as f:
+        size = os.fstat(f.fileno()).st_size
         raw = f.read(8)
         if len(raw) < 8:
-            raise ConversionError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+            raise ConversionError(f"{what}: not a safetensors file (shorter than 8 bytes)")
         (n,) = struct.unpack("<Q", raw)
         if n > size - 8 or n > 100 << 20:
-            raise ConversionError(f"{path}: not a safetensors file (header length {n} for a {size}-byte file)")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConversionError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
+            raise ConversionError(f"{what}: not a safetensors file (header length {n} for a {size}-byte file)")
+        header = parse_json(f.read(n), f"{what}: not a safetensors file: its header", dict)
     base = 8 + n
-    meta = header.pop("__metadata__", None) or {}
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise ConversionError(f"{what}: safetensors __metadata__ must be a JSON object, got {type(meta).__name__}")
     tensors = {}
     for name, e in header.items():
         try:
-            b, en = (int(v) for v in e["data_offsets"])
-            t = _Tensor(name, str(e["dtype"]), tuple(int(s) for s in e["shape"]), base + b, base + en, path)
-        except (KeyError, TypeError, ValueError):
-            raise ConversionError(f"{path}: malformed safetensors entry for {name!r}: {e!r}") from None
+            if not isinstance(e, dict) or not isinstance(e.get("dtype"), str):
+                raise ValueError
+            b, en = _offsets_or_shape(e.get("data_offsets"), 2)
+            t = _Tensor(name, e["dtype"], _offsets_or_shape(e.get("shape"), None), base + b, base + en, path)
+        except ValueError:
+            raise ConversionError(f"{what}: malformed safetensors entry for {_short(name)}: {_short(e)}") from None
         itemsize = _DTYPE_SIZE.get(t.dtype)
         if t.end > size or t.begin > t.end or (itemsize and t.nbytes != itemsize * math.prod(t.shape)):
-            raise ConversionError(f"{path}: safetensors entry {name!r} ({t.dtype} {t.shape}) has bad offsets {b}..{en}")
+            raise ConversionError(f"{what}: safetensors entry {name!r} ({t.dtype} {t.shape}) has bad offsets {b}..{en}")
         tensors[name] = t
     return tensors, meta
 
@@ -240,7 +268,7 @@ class _Source:
 
     def map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
-            f = open(path, "rb")
+            f = open_regular(path, "SRC file")
             self._maps[path] = (f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
         return self._maps[path][1]
 
@@ -301,16 +329,23 @@ class _Plan:
 _PROJ = re.compile(r"(?:^|\.)layers\.(\d+)\.(self_attn\.(?:q|k|v|o)_proj|mlp\.(?:gate|up|down)_proj)$")
 
 
-def _expected_dims(config: dict) -> Optional[Dict[str, Tuple[int, int]]]:
-    """(out, in) of each projection of a Llama-style BitNet block, from config.json."""
-    try:
-        d = int(config["hidden_size"])
-        heads = int(config["num_attention_heads"])
-        kv = int(config.get("num_key_value_heads") or heads)
-        hd = int(config.get("head_dim") or d // heads)
-        ff = int(config["intermediate_size"])
-    except (KeyError, TypeError, ValueError):
+def _config_int(config: dict, key: str) -> Optional[int]:
+    """config[key] as a positive int; None when absent or null; ConversionError when anything else."""
+    v = config.get(key)
+    if v is None:
         return None
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConversionError(f"config.json: {key} must be a positive integer, got {_short(v)}")
+    return v
+
+
+def _expected_dims(config: dict) -> Optional[Dict[str, Tuple[int, int]]]:
+    """(out, in) of each projection of a Llama-style BitNet block, from config.json (None if it does not say)."""
+    d, heads, ff = (_config_int(config, k) for k in ("hidden_size", "num_attention_heads", "intermediate_size"))
+    kv, hd = _config_int(config, "num_key_value_heads"), _config_int(config, "head_dim")
+    if d is None or heads is None or ff is None:
+        return None
+    kv, hd = kv or heads, hd or d // heads
     return {
         "self_attn.q_proj": (heads * hd, d),
         "self_attn.k_proj": (kv * hd, d),
@@ -322,20 +357,56 @@ def _expected_dims(config: dict) -> Optional[Dict[str, Tuple[int, int]]]:
     }
 
 
-def _plan(src: Path) -> _Plan:
-    if not src.exists():
-        raise ConversionError(f"SRC {src} does not exist")
-    if not src.is_dir():
-        raise ConversionError(f"SRC {src} is not a directory (expected a model directory with config.json)")
+def _quantization_config(config: dict) -> Optional[dict]:
+    """quantization_config, top-level or (multimodal models) under text_config."""
+    qc = config.get("quantization_config")
+    if qc is None:
+        text = config.get("text_config")
+        if text is not None and not isinstance(text, dict):
+            raise ConversionError(f"config.json: text_config must be a JSON object, got {type(text).__name__}")
+        qc = (text or {}).get("quantization_config")
+    return qc if isinstance(qc, dict) else None
+
+
+def _modules_to_not_convert(qc: dict) -> List[str]:
+    names = qc.get("modules_to_not_convert")
+    if names is None:
+        return []
+    # A string would be iterated character by character: refuse it rather than guess.
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConversionError(
+            "config.json: quantization_config.modules_to_not_convert must be a list of module names, "
+            f"got {_short(names)}"
+        )
+    return names
+
+
+def _read_index(files: SourceDir) -> Tuple[Optional[dict], List[str]]:
+    """(index, shard names) from model.safetensors.index.json; (None, []) without one."""
+    what = "model.safetensors.index.json"
+    index = files.read_json(what, what)
+    if index is None:
+        return None, []
+    weight_map, meta = index.get("weight_map"), index.get("metadata")
+    if not isinstance(weight_map, dict):
+        raise ConversionError(f"{what}: malformed index (weight_map must be a JSON object of tensor -> file name)")
+    if meta is not None and not isinstance(meta, dict):
+        raise ConversionError(f"{what}: malformed index (metadata must be a JSON object)")
+    for k, shard in weight_map.items():
+        check_plain_name(shard, f"{what}: the file of tensor {k!r}")
+        if not shard.endswith(".safetensors"):
+            raise ConversionError(f"{what}: tensor {k!r} is mapped to {shard!r}, which is not a .safetensors file")
+    return index, sorted(set(weight_map.values()))
+
+
+def _plan(files: SourceDir) -> _Plan:
+    src = files.path
     cfg_path = src / "config.json"
-    if not cfg_path.is_file():
+    config = files.read_json("config.json", "config.json")
+    if config is None:
         raise ConversionError(f"SRC {src} has no config.json")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"{cfg_path}: not valid JSON: {e}") from None
-    qc = config.get("quantization_config") or config.get("text_config", {}).get("quantization_config")
-    if not isinstance(qc, dict):
+    qc = _quantization_config(config)
+    if qc is None:
         raise ConversionError(
             f"{cfg_path} has no quantization_config: this is not a packed BitNet checkpoint (for float models "
             "use bitnet_ext.nn.quantize, which quantizes weights with absmean)"
@@ -350,6 +421,7 @@ def _plan(src: Path) -> _Plan:
         )
     linear_class = qc.get("linear_class") or "bitlinear"
     _check_linear_class(linear_class)
+    not_convert = set(_modules_to_not_convert(qc))
     plan = _Plan(config=config, linear_class=linear_class)
     if "linear_class" not in qc:
         plan.notes.append(
@@ -358,28 +430,26 @@ def _plan(src: Path) -> _Plan:
 
     # Shards: the index if there is one, else every *.safetensors.
     index_path = src / "model.safetensors.index.json"
-    if index_path.is_file():
-        try:
-            plan.index = json.loads(index_path.read_text())
-            names = sorted(set(plan.index["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError) as e:
-            raise ConversionError(f"{index_path}: malformed index ({e})") from None
-        missing = [n for n in names if not (src / n).is_file()]
-        if missing:
-            raise ConversionError(f"{index_path} names shard(s) that are missing from {src}: {', '.join(missing)}")
-    else:
-        names = sorted(p.name for p in src.glob("*.safetensors"))
+    plan.index, names = _read_index(files)
+    if plan.index is None:
+        names = [n for n in files.listing() if n.endswith(".safetensors")]
+    paths = {n: files.file(n, "weight file") for n in names}
+    missing = [n for n, p in paths.items() if p is None]
+    if missing:
+        raise ConversionError(f"{index_path} names shard(s) that are missing from {src}: {', '.join(missing)}")
     if not names:
-        others = sorted(p.name for p in src.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf", ".npz"))
+        others = [n for n in files.listing() if os.path.splitext(n)[1] in (".bin", ".pt", ".pth", ".gguf", ".npz")]
         hint = f" (found {', '.join(others)}: only safetensors is supported)" if others else ""
         raise ConversionError(f"SRC {src} has no *.safetensors weight files{hint}")
 
     everything: Dict[str, _Tensor] = {}
+    shard_of: Dict[str, str] = {}
     for n in names:
-        tensors, meta = _read_header(src / n)
+        tensors, meta = _read_header(paths[n], str(src / n))
         for k in tensors:
             if k in everything:
-                raise ConversionError(f"tensor {k!r} is in both {everything[k].file.name} and {n}")
+                raise ConversionError(f"tensor {k!r} is in both {shard_of[k]} and {n}")
+            shard_of[k] = n
         everything.update(tensors)
         plan.shards[n] = tensors
         plan.metadata[n] = meta
@@ -390,7 +460,7 @@ def _plan(src: Path) -> _Plan:
 
     # The BitNet linears: every X.weight with an X.weight_scale.
     expected = _expected_dims(config) if config.get("model_type") == "bitnet" else None
-    not_convert = set(qc.get("modules_to_not_convert") or [])
+    n_layers = _config_int(config, "num_hidden_layers") if expected is not None else None
     for name, ws in everything.items():
         if not name.endswith(".weight_scale"):
             continue
@@ -406,13 +476,13 @@ def _plan(src: Path) -> _Plan:
                 "float BitNet weights (online quantization / master weights) are not a packed checkpoint"
             )
         P, K = w.shape
+        if P == 0 or K == 0:
+            raise ConversionError(f"{prefix}.weight has shape {[P, K]}: a BitNet linear needs a row and a column")
         m = _PROJ.search(prefix)
         if expected is not None and m:
             layer = int(m.group(1))
-            if layer >= int(config.get("num_hidden_layers", layer + 1)):
-                raise ConversionError(
-                    f"{prefix}: layer {layer} but config.json says num_hidden_layers = {config['num_hidden_layers']}"
-                )
+            if n_layers is not None and layer >= n_layers:
+                raise ConversionError(f"{prefix}: layer {layer} but config.json says num_hidden_layers = {n_layers}")
             out_f, in_f = expected[m.group(2)]
             if (P, K) != ((out_f + 3) // 4, in_f):
                 raise ConversionError(
@@ -431,16 +501,26 @@ def _plan(src: Path) -> _Plan:
 
     if not plan.linears:
         raise ConversionError(f"no BitNet linear (a U8 X.weight with an X.weight_scale) found in {src}")
-    if expected is not None:
-        n_layers = int(config.get("num_hidden_layers", 0))
-        found = {_PROJ.search(lin.prefix).groups() for lin in plan.linears.values() if _PROJ.search(lin.prefix)}
-        missing = [f"layers.{i}.{p}" for i in range(n_layers) for p in expected if (str(i), p) not in found]
-        if missing:
-            raise ConversionError(
-                f"config.json says num_hidden_layers = {n_layers} but {len(missing)} BitNet linear(s) are missing, "
-                f"e.g. {', '.join(missing[:3])}"
-            )
+    if expected is not None and n_layers:
+        _check_all_layers_present(plan, expected, n_layers)
     return plan
+
+
+def _check_all_layers_present(plan: _Plan, expected: Dict[str, Tuple[int, int]], n_layers: int) -> None:
+    # Every found (layer, projection) is < n_layers (checked above), so the
+    # missing ones are counted, not listed: n_layers comes from the checkpoint.
+    found = {(int(m.group(1)), m.group(2)) for m in (_PROJ.search(lin.prefix) for lin in plan.linears.values()) if m}
+    n_missing = n_layers * len(expected) - len(found)
+    if n_missing:
+        examples = []
+        for i in range(n_layers):
+            examples += [f"layers.{i}.{p}" for p in expected if (i, p) not in found]
+            if len(examples) >= 3:
+                break
+        raise ConversionError(
+            f"config.json says num_hidden_layers = {n_layers} but {n_missing} BitNet linear(s) are missing, "
+            f"e.g. {', '.join(examples[:3])}"
+        )
 
 
 def _out_entries(plan: _Plan, shard: str) -> List[Tuple[str, str, Tuple[int, ...], int, object]]:
@@ -572,7 +652,7 @@ def _convert_tensor(src: _Source, lin: _Linear, f, start: int, progress: _Progre
 
 def _new_config(plan: _Plan) -> dict:
     config = json.loads(json.dumps(plan.config))
-    target = config if "quantization_config" in config else config["text_config"]
+    target = config if isinstance(config.get("quantization_config"), dict) else config["text_config"]
     source = target["quantization_config"]
     target["quantization_config"] = {
         "quant_method": QUANT_METHOD,
@@ -595,17 +675,34 @@ def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) 
     config.json gets ``quantization_config.quant_method = "bitnet_ext"``.
     The shard structure (and index) is kept. ``dst`` is written in a temporary
     directory next to it and renamed at the end, so an error leaves no partial
-    ``dst``. Raises :class:`ConversionError` with the reason on bad input.
+    ``dst``; temporary directories of killed runs for ``dst`` are removed.
+
+    ``src`` is untrusted: only plain file names of regular files inside it are
+    read (see :mod:`bitnet_ext._checkpoint_files`), and nothing in it is
+    written. Raises :class:`ConversionError` with a one-line reason on bad
+    input, including any OS error while reading or writing.
 
     Returns a summary dict (layers converted, bytes, notes).
     """
-    src, dst = Path(src).absolute(), Path(dst).absolute()
-    src_r, dst_r = src.resolve(), dst.resolve()
+    for arg, value in (("src", src), ("dst", dst)):
+        if not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"convert_checkpoint: {arg} must be a path (str or PathLike), got {type(value).__name__}")
+    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))  # also normalises "x/.."
+    try:
+        return _convert_checkpoint(src, dst, force, progress)
+    except OSError as e:  # a full disk, an unreadable file, ...: a reason, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        raise ConversionError(f"{where}{e.strerror or e}") from None
+
+
+def _convert_checkpoint(src: Path, dst: Path, force: bool, progress: bool) -> dict:
+    files = SourceDir(src)
+    src_r, dst_r = files.root, resolve(dst, "DST")
     if src_r == dst_r or src_r in dst_r.parents:
         raise ConversionError(f"DST {dst} must not be SRC or inside it (SRC is never modified)")
     if dst_r in src_r.parents:
         raise ConversionError(f"DST {dst} contains SRC {src}; refusing to write there")
-    plan = _plan(src)
+    plan = _plan(files)
     if dst.exists() or dst.is_symlink():
         if not force:
             raise ConversionError(f"DST {dst} already exists (pass --force to replace it)")
@@ -615,42 +712,25 @@ def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) 
         raise ConversionError(f"the parent directory of DST, {dst.parent}, does not exist")
 
     source = _Source()
-    for lin in plan.linears.values():
-        lin.scale = _scale_from_hf(_scalar_value(source, lin.weight_scale), plan.linear_class, lin.weight_scale.name)
-    total = sum(e[3] for shard in plan.shards for e in _out_entries(plan, shard))
-    bar = _Progress(total, progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     try:
-        weight_map = {}
-        for shard in plan.shards:
-            weight_map.update(_write_shard(source, plan, shard, tmp / shard, bar))
-        (tmp / "config.json").write_text(json.dumps(_new_config(plan), indent=2) + "\n")
-        if plan.index is not None:
-            index = dict(plan.index)
-            index["metadata"] = dict(index.get("metadata") or {})
-            index["metadata"]["total_size"] = sum(e[3] for shard in plan.shards for e in _out_entries(plan, shard))
-            index["weight_map"] = dict(sorted(weight_map.items()))
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-        handled = set(plan.shards) | {"config.json", "model.safetensors.index.json"}
-        for p in sorted(src.iterdir()):
-            if p.name in handled or p.name.startswith("."):
-                continue
-            if p.is_dir():
-                shutil.copytree(p, tmp / p.name, symlinks=False)
-            elif p.suffix == ".safetensors":
-                continue  # not in the index: not part of the model
-            else:
-                shutil.copy2(p, tmp / p.name)
-        bar.close()
+        for lin in plan.linears.values():
+            ws = _scalar_value(source, lin.weight_scale)
+            lin.scale = _scale_from_hf(ws, plan.linear_class, lin.weight_scale.name)
+        total = sum(e[3] for shard in plan.shards for e in _out_entries(plan, shard))
+        remove_stale(dst)
+        staging = Staging(dst)
+        bar = _Progress(total, progress)
+        try:
+            _write_output(files, source, plan, staging.path, total, bar)
+            bar.close()
+            source.close()  # before the rename: no map of SRC outlives the conversion
+            staging.commit()
+        except BaseException:
+            bar.close()
+            staging.discard()
+            raise
+    finally:
         source.close()
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        bar.close()
-        source.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "src": str(src),
         "dst": str(dst),
@@ -660,6 +740,46 @@ def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) 
         "shards": list(plan.shards),
         "notes": plan.notes,
     }
+
+
+def _write_output(files: SourceDir, source: _Source, plan: _Plan, tmp: Path, total: int, bar: _Progress) -> None:
+    """Write the converted model into ``tmp``, the staging directory: every write stays inside it."""
+    weight_map = {}
+    for shard in plan.shards:  # plain file names, checked by _plan
+        weight_map.update(_write_shard(source, plan, shard, tmp / shard, bar))
+    (tmp / "config.json").write_text(json.dumps(_new_config(plan), indent=2) + "\n")
+    if plan.index is not None:
+        index = dict(plan.index)
+        index["metadata"] = dict(index.get("metadata") or {})
+        index["metadata"]["total_size"] = total
+        index["weight_map"] = dict(sorted(weight_map.items()))
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    handled = set(plan.shards) | {"config.json", "model.safetensors.index.json"}
+    # Top-level *.safetensors not in the index are not part of the model.
+    _copy_other_files(files, Path("."), tmp, skip=lambda n: n in handled or n.endswith(".safetensors"))
+
+
+def _copy_other_files(files: SourceDir, rel: Path, out: Path, skip=lambda name: False, _seen=None) -> None:
+    """Copy the non-hidden files and directories of SRC/rel to out, under SourceDir's rules.
+
+    A symlink is followed (its target must lie in SRC) and copied as what it
+    points to; a directory symlink that leads back into a directory being
+    copied is a loop and refused, as is a FIFO, socket or device.
+    """
+    for name in files.listing(rel):
+        if name.startswith(".") or skip(name):
+            continue
+        real, kind = files.entry(rel / name, "SRC entry")
+        if kind == "dir":
+            seen = _seen or (files.root,)  # the real paths of SRC/rel and the directories above it
+            if real in seen:
+                raise ConversionError(f"SRC entry {files.root / rel / name} is a symlink loop (it leads to {real})")
+            (out / name).mkdir()
+            _copy_other_files(files, rel / name, out / name, _seen=(*seen, real))
+        elif kind == "file":
+            with open_regular(real, "SRC file") as fin, open(out / name, "wb") as fout:
+                shutil.copyfileobj(fin, fout, _CHUNK_BYTES)
+            shutil.copystat(real, out / name)
 
 
 # ---------------------------------------------------------------------------
@@ -698,7 +818,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = convert_checkpoint(args.src, args.dst, force=args.force, progress=not args.quiet)
     except ConversionError as e:
-        print(f"bitnet_ext convert: error: {e}", file=sys.stderr)
+        # One line, whatever file or tensor names the checkpoint holds.
+        reason = str(e).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"bitnet_ext convert: error: {reason}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -32,6 +32,7 @@ Requires the optional package ``mlx-lm`` (``pip install bitnet_ext[mlx-lm]``).
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -40,8 +41,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
-from .convert import QUANT_METHOD, from_hf_bitnet
-from .nn import BitLinear
+from .convert import QUANT_METHOD, _short, from_hf_bitnet
+from .nn import BitLinear, _check_module, _check_packed_weight
 
 __all__ = ["patch_model", "load", "load_model"]
 
@@ -79,6 +80,7 @@ def patch_model(model: nn.Module) -> nn.Module:
     dropped. Returns ``model``. Layers that are already bitnet_ext's are left
     alone, so patching twice is harmless.
     """
+    _check_module("patch_model", "model", model)
     _, bitlinear_layers = _mlx_lm()
     MlxLmBitLinear = bitlinear_layers.BitLinear
 
@@ -98,8 +100,35 @@ def patch_model(model: nn.Module) -> nn.Module:
 def _quantization_config(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     qc = config.get("quantization_config")
     if qc is None:
-        qc = config.get("text_config", {}).get("quantization_config")
-    return qc if isinstance(qc, dict) else None
+        text = config.get("text_config")
+        qc = text.get("quantization_config") if isinstance(text, dict) else None
+    if not isinstance(qc, dict):
+        return None
+    names = qc.get("modules_to_not_convert")
+    # mlx-lm tests `path not in names`: a string would match its substrings.
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise TypeError(
+            f"bitnet_ext.mlx_lm: quantization_config.modules_to_not_convert must be a list of module names, "
+            f"got {type(names).__name__} {_short(names)}"
+        )
+    return qc
+
+
+def _check_packed_weights(model: nn.Module, where) -> None:
+    """Refuse packed weights (read from files) that hold code 3, which bitnet_ext.pack never writes."""
+    for path, m in model.named_modules():
+        if isinstance(m, BitLinear):
+            _check_packed_weight(m.weight, f"{where}: {path}.weight")
+
+
+def _check_args(path_or_hf_repo, **dicts) -> None:
+    if not isinstance(path_or_hf_repo, (str, os.PathLike)):
+        raise TypeError(
+            f"path_or_hf_repo must be a path or a Hugging Face repo id (str), got {type(path_or_hf_repo).__name__}"
+        )
+    for name, value in dicts.items():
+        if value is not None and not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}")
 
 
 def _converted_model_classes(config: Dict[str, Any]):
@@ -139,8 +168,12 @@ def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Di
     Accepts both the Hugging Face / mlx-lm layout (``quant_method: "bitnet"``;
     mlx-lm loads it, then :func:`patch_model` converts the layers) and the
     output of ``python -m bitnet_ext convert`` (``quant_method: "bitnet_ext"``;
-    loaded directly, nothing to convert).
+    loaded directly, nothing to convert). The packed weights read from files
+    are checked: code 3 (never written by :func:`bitnet_ext.pack`) raises
+    ValueError naming the tensor; with ``lazy=True`` the check of a converted
+    directory is skipped, as nothing is read yet.
     """
+    _check_args(path_or_hf_repo, model_config=model_config)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     config = utils.load_config(model_path)
@@ -170,6 +203,8 @@ def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Di
         )
     if not lazy:
         mx.eval(model.parameters())
+        if method == QUANT_METHOD:  # (the "bitnet" layout was checked while patch_model converted it)
+            _check_packed_weights(model, model_path)
     return model, config
 
 
@@ -187,6 +222,7 @@ def load(
     The model then works with ``mlx_lm.generate``, ``mlx_lm.stream_generate``,
     prompt caches and batching, on any device MLX supports.
     """
+    _check_args(path_or_hf_repo, tokenizer_config=tokenizer_config, model_config=model_config)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     model, config = load_model(model_path, lazy=lazy, model_config=model_config)
