@@ -135,9 +135,9 @@ def _transformers_bitnet():
 
 @pytest.mark.parametrize("N", [4, 5, 7, 16, 30])
 def test_from_hf_bitnet_vs_transformers(N):
+    tb = _transformers_bitnet()  # skips (with the reason) before torch is imported
     import torch
 
-    tb = _transformers_bitnet()
     unpack = getattr(tb.unpack_weights, "_torchdynamo_orig_callable", tb.unpack_weights)  # skip torch.compile
     codes = rand_codes((N, 32), 7 + N)
     packed = tb.pack_weights(torch.from_numpy(codes.astype(np.int64)).clone())

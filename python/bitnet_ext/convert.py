@@ -36,9 +36,12 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:  # mlx is imported where it is used, for the annotations only here
+    import mlx.core as mx
 
 __all__ = [
     "ConversionError",
@@ -114,7 +117,13 @@ def _check_linear_class(linear_class: str) -> None:
         )
 
 
-def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out_features: Optional[int] = None):
+def from_hf_bitnet(
+    weight: Union[np.ndarray, mx.array],
+    weight_scale: Union[float, np.ndarray, mx.array],
+    *,
+    linear_class: str = "bitlinear",
+    out_features: Optional[int] = None,
+) -> Tuple[mx.array, mx.array]:
     """Convert one Hugging Face BitNet weight to ``(wq, scale)`` in our layout.
 
     Args:
@@ -158,7 +167,7 @@ def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out
     return mx.array(words.astype(np.uint32)), mx.array(np.array([scale], dtype=np.float32))
 
 
-def _to_numpy(a) -> np.ndarray:
+def _to_numpy(a: Union[np.ndarray, mx.array]) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     if isinstance(a, (int, float)):
@@ -586,7 +595,9 @@ def _new_config(plan: _Plan) -> dict:
     return config
 
 
-def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) -> dict:
+def convert_checkpoint(
+    src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *, force: bool = False, progress: bool = True
+) -> dict:
     """Convert the model directory ``src`` (HF BitNet layout) into ``dst`` (ours).
 
     Every BitNet linear (a U8 ``X.weight`` with an ``X.weight_scale``) becomes
@@ -673,7 +684,7 @@ _DESCRIPTION = (
 )
 
 
-def add_subparser(subparsers) -> argparse.ArgumentParser:
+def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``convert`` subcommand to an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "convert",
@@ -712,7 +723,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m bitnet_ext.convert SRC DST [--force] [--quiet] [--json]``."""
     p = argparse.ArgumentParser(prog="python -m bitnet_ext convert", description=_DESCRIPTION)
     _add_arguments(p)

@@ -56,7 +56,7 @@ def _check_dims(cls_name: str, input_dims: int, output_dims: int) -> None:
         )
 
 
-def _check_activation_bits(cls_name: str, activation_bits) -> None:
+def _check_activation_bits(cls_name: str, activation_bits: object) -> None:
     if activation_bits not in _ACTIVATION_BITS:
         raise ValueError(
             f"{cls_name}: activation_bits must be 8 (BitNet b1.58 int8 activations) or None (float activations), "
@@ -84,7 +84,7 @@ class _TernaryLinearBase(nn.Module):
         )
 
     @classmethod
-    def _shaped_like(cls, linear: nn.Module, per_channel: bool, activation_bits: Optional[int]):
+    def _shaped_like(cls, linear: nn.Module, per_channel: bool, activation_bits: Optional[int]) -> _TernaryLinearBase:
         """A fresh layer of ``cls`` with ``linear``'s dimensions and bias presence."""
         output_dims, input_dims = linear.weight.shape
         return cls(input_dims, output_dims, "bias" in linear, per_channel=per_channel, activation_bits=activation_bits)
@@ -158,7 +158,7 @@ class BitLinear(_TernaryLinearBase):
             layer.bias = linear.bias
         return layer
 
-    def dequantized_weight(self, dtype=mx.float32) -> mx.array:
+    def dequantized_weight(self, dtype: mx.Dtype = mx.float32) -> mx.array:
         """The effective float weight ``scale * W``, shape (output_dims, input_dims)."""
         return _ext.dequantize(self.weight, self.scale, dtype=dtype)
 
