@@ -84,7 +84,7 @@ class _TernaryLinearBase(nn.Module):
         )
 
     @classmethod
-    def _shaped_like(cls, linear: nn.Module, per_channel: bool, activation_bits: Optional[int]) -> _TernaryLinearBase:
+    def _shaped_like(cls, linear: nn.Module, per_channel: bool, activation_bits: Optional[int]):
         """A fresh layer of ``cls`` with ``linear``'s dimensions and bias presence."""
         output_dims, input_dims = linear.weight.shape
         return cls(input_dims, output_dims, "bias" in linear, per_channel=per_channel, activation_bits=activation_bits)

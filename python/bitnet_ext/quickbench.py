@@ -71,10 +71,11 @@ def run_quick_bench(device, repeats: int = 10, full: bool = False,
                     times[name] = None
                     continue
                 times[name] = median_ms(fn, min(repeats, FULL_REPEATS_SLOW) if slow else repeats)
+            ours = times["bitlinear"]
+            assert ours is not None  # always timed
             baselines = [t for name, t in times.items() if name not in ("bitlinear", "ternary_mm") and t]
-            row = dict(M=M, N=N, K=K, median_ms=times,
-                       bitlinear_speedup=min(baselines) / times["bitlinear"],
-                       bitlinear_GOPs=2 * M * N * K / (times["bitlinear"] * 1e-3) / 1e9)
+            row = dict(M=M, N=N, K=K, median_ms=times, bitlinear_speedup=min(baselines) / ours,
+                       bitlinear_GOPs=2 * M * N * K / (ours * 1e-3) / 1e9)
             rows.append(row)
             progress(row)
     return rows
