@@ -65,7 +65,7 @@ def run_blocks(path, tmp_path, langs=("python", "bash")):
 def test_readme_blocks_run(tmp_path):
     pytest.importorskip("mlx_lm", reason="the README's model section needs mlx-lm (pip install '.[mlx-lm]')")
     out = "\n".join(run_blocks(README, tmp_path))
-    assert "MiB packed" in out and "max relative difference" in out
+    assert "weights: 25 MiB float32 -> 1.56 MiB packed" in out and "max relative difference: 0.0079" in out
     assert "inference logits identical: True" in out
     assert "Generation: 8 tokens" in out
 
@@ -73,7 +73,10 @@ def test_readme_blocks_run(tmp_path):
 @pytest.mark.parametrize("doc", DOCS_WITH_EXAMPLES, ids=lambda p: p.name)
 def test_docs_python_blocks_run(doc, tmp_path):
     assert any(lang == "python" for lang, _ in blocks(doc)), f"{doc.name} has no python example"
-    run_blocks(doc, tmp_path, langs=("python",))  # their shell lines name placeholder paths
+    out = "\n".join(run_blocks(doc, tmp_path, langs=("python",)))  # their shell lines name placeholder paths
+    expected = {"api.md": "(2560, 160) mlx.core.uint32 True", "layers.md": "to_inference keeps the outputs: True",
+                "models.md": "(2560, 160) mlx.core.uint32"}[doc.name]
+    assert expected in out, out
 
 
 def test_setup_commands_are_what_ci_runs():
