@@ -40,7 +40,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "bitnet-ext") -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-bench", action="store_true", help="run the self-check only")
     parser.add_argument("--full", action="store_true",
-                        help="also time MLX's float and 2-bit CPU matmuls at M=128 (about a minute)")
+                        help="also time MLX's float and 2-bit CPU matmuls at M=128 (about 30 s on 2 cores)")
     parser.add_argument("--repeats", type=_positive_int, default=10, help="timed repeats per case (median reported)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _convert.add_subparser(commands)
@@ -66,7 +66,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "bitnet-ext") -> int:
         say("\nBenchmark, 2B-4T layer shapes: median ms per call (hot weights, one call + mx.eval each)"
             + ("" if args.full else "; MLX baselines at M=1 only, --full for all"))
         say(format_header())
-        rows = run_quick_bench(device, repeats=args.repeats, full=args.full, progress=lambda r: say(format_row(r)))
+        rows = run_quick_bench(device, repeats=args.repeats, full=args.full, progress=lambda r: say(format_row(r)),
+                               note=say)
 
     if args.json:
         print(json.dumps({

@@ -47,9 +47,11 @@ def _methods(device, x, wq, w_float, w_np, group_scales, scale) -> Dict[str, Cal
 
 
 def run_quick_bench(device, repeats: int = 10, full: bool = False,
-                    progress: Callable[[Dict], None] = lambda row: None) -> List[Dict]:
+                    progress: Callable[[Dict], None] = lambda row: None,
+                    note: Callable[[str], None] = lambda text: None) -> List[Dict]:
     """One row per (M, N, K): median ms per method (None where not run) and
-    bitlinear's speedup over the fastest baseline that ran."""
+    bitlinear's speedup over the fastest baseline that ran. ``progress`` gets
+    each row when done; ``note`` is told before each slow (seconds-long) case."""
     rows = []
     # The MLX float baseline per device: float32 on the CPU, float16 on a GPU.
     dtype = mx.float32 if device.type == mx.cpu else mx.float16
@@ -70,6 +72,8 @@ def run_quick_bench(device, repeats: int = 10, full: bool = False,
                 if slow and not full:
                     times[name] = None
                     continue
+                if slow:
+                    note(f"  ... timing {name} at M={M} N={N} K={K} (seconds per call)")
                 times[name] = median_ms(fn, min(repeats, FULL_REPEATS_SLOW) if slow else repeats)
             ours = times["bitlinear"]
             assert ours is not None  # always timed
