@@ -9,13 +9,18 @@ Same as `python -m bitnet_ext convert SRC DST`. It streams tensor by tensor thro
 quant_method "bitnet_ext". The result loads with `bitnet_ext.mlx_lm.load(DST)`.
 """
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-import mlx.core as mx
+# mlx-lm imports transformers, which advises installing PyTorch on import ("PyTorch was not found"):
+# nothing here needs PyTorch, so silence that advice (an env var transformers reads at import).
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from bitnet_ext.convert import main as convert_main
+import mlx.core as mx  # noqa: E402
+
+from bitnet_ext.convert import main as convert_main  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_bitnet import write_tiny_bitnet  # noqa: E402

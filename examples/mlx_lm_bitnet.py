@@ -6,17 +6,22 @@
 
 mlx-lm's own BitNet layer is a Metal-only kernel, so `mlx_lm.load` + `mlx_lm.generate` fails on Linux
 ("No Metal back-end"). `bitnet_ext.mlx_lm.load` loads the same model (or a `bitnet_ext convert` output)
-with bitnet_ext's layers, and everything else in mlx-lm works unchanged. Needs: pip install 'bitnet_ext[mlx-lm]'.
+with bitnet_ext's layers, and everything else in mlx-lm works unchanged. Needs mlx-lm: pip install '.[mlx-lm]' from a bitnet_ext checkout.
 """
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-import mlx_lm
+# mlx-lm imports transformers, which advises installing PyTorch on import ("PyTorch was not found"):
+# nothing here needs PyTorch, so silence that advice (an env var transformers reads at import).
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-from bitnet_ext.mlx_lm import load
+import mlx_lm  # noqa: E402
+
+from bitnet_ext.mlx_lm import load  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_bitnet import write_tiny_bitnet  # noqa: E402

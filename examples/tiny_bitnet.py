@@ -4,7 +4,7 @@ It stands in for a real download (e.g. microsoft/bitnet-b1.58-2B-4T) in the
 examples, which must run offline: same file layout (config.json with
 ``quantization_config: {"quant_method": "bitnet", ...}``, model.safetensors with
 uint8-packed ternary weights and a ``weight_scale`` per linear, a tokenizer),
-only a few hundred kilobytes.
+about 35 KB (a 32 KB model.safetensors).
 
     python examples/tiny_bitnet.py OUT_DIR
 """

@@ -146,7 +146,7 @@ def _transformers_bitnet():
 
 @pytest.mark.parametrize("N", [4, 5, 7, 16, 30])
 def test_from_hf_bitnet_vs_transformers(N):
-    tb = _transformers_bitnet()  # skips without torch: import it only after
+    tb = _transformers_bitnet()  # skips (with the reason) before torch is imported
     import torch
 
     unpack = getattr(tb.unpack_weights, "_torchdynamo_orig_callable", tb.unpack_weights)  # skip torch.compile

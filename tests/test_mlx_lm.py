@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never wait on the network
-mlx_lm = pytest.importorskip("mlx_lm", reason="mlx-lm is not installed (pip install 'bitnet_ext[mlx-lm]')")
+mlx_lm = pytest.importorskip("mlx_lm", reason="mlx-lm is not installed (pip install '.[mlx-lm]' in a checkout)")
 
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402

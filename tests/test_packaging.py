@@ -2,6 +2,8 @@
 
 import importlib.resources
 import json
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -74,3 +76,59 @@ def test_main_module_self_check_json():
     names = {c["name"] for c in report["checks"]}
     for op in ("pack", "unpack", "dequantize", "absmean_quantize", "absmax_quantize"):
         assert op in names
+
+
+def _run_main(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "bitnet_ext", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_namespace_is_the_public_api():
+    # A fresh interpreter: what `import bitnet_ext` alone binds (no `mx`, no helpers).
+    code = "import bitnet_ext as bx; print(sorted(n for n in vars(bx) if not n.startswith('_')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == str(sorted(bx.__all__))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--repeats", "0"], "--repeats: must be >= 1, got 0"),
+    (["--repeats", "x"], "--repeats: expected a positive integer, got 'x'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])  # fmt: skip
+def test_main_rejects_bad_arguments_without_traceback(args, message):
+    out = _run_main(*args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.startswith("usage: python -m bitnet_ext")
+
+
+def test_console_script_names_itself():
+    script = pathlib.Path(sys.executable).parent / "bitnet-ext"
+    if not script.exists():
+        pytest.skip(f"no bitnet-ext script next to {sys.executable} (not a pip-installed environment)")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("usage: bitnet-ext ")
+
+
+def test_main_benchmark_has_numpy_and_skips_slow_baselines_by_default():
+    out = _run_main("--json", "--repeats", "1")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["benchmark"]
+    assert {(r["M"], r["N"], r["K"]) for r in rows} == {(1, 2560, 2560), (128, 2560, 2560), (1, 6912, 2560),
+                                                          (128, 6912, 2560)}  # fmt: skip
+    for r in rows:
+        t = r["median_ms"]
+        assert all(t[m] > 0 for m in ("bitlinear", "ternary_mm", "NumPy f32"))
+        slow = [t["MLX f32"], t["mx qmm 2b"]]
+        assert all(v is None for v in slow) if r["M"] > 1 else all(v > 0 for v in slow)
+        fastest_other = min(v for m, v in t.items() if m not in ("bitlinear", "ternary_mm") and v)
+        assert r["bitlinear_speedup"] == pytest.approx(fastest_other / t["bitlinear"])
+    assert "bitlinear vs fastest other" in out.stderr  # the text table streams to stderr with --json
+
+
+def test_user_wheel_leaves_the_shader_harness_out():
+    # The harness is a test tool: OFF by default in CMake and explicitly OFF for pip builds
+    # (a reused build dir would otherwise keep a cached ON).
+    root = pathlib.Path(__file__).resolve().parents[1]
+    assert 'BITNET_EXT_BUILD_METAL_HARNESS = "OFF"' in (root / "pyproject.toml").read_text()
+    cmake = (root / "CMakeLists.txt").read_text()
+    assert re.search(r'option\(BITNET_EXT_BUILD_METAL_HARNESS "[^"]*" OFF\)', cmake)

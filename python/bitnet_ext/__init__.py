@@ -7,11 +7,10 @@ op, and has a pure-MLX twin in :mod:`bitnet_ext.reference`.
 """
 
 # mlx.core must be loaded first: it brings libmlx, which the extension links.
-import mlx.core as mx
+# _compat imports it; nothing but the public API is bound in this namespace.
+from ._compat import check_mlx_version as _check_mlx_version
 
-from ._compat import check_mlx_version
-
-check_mlx_version()
+_check_mlx_version()
 
 from . import _ext, convert, cpu, nn, reference  # noqa: E402
 from ._ext import (  # noqa: E402

@@ -36,12 +36,15 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._checkpoint_files import ConversionError, SourceDir, check_plain_name, open_regular, parse_json, resolve
 from ._staging import Staging, remove_stale
+
+if TYPE_CHECKING:  # mlx is imported where it is used, for the annotations only here
+    import mlx.core as mx
 
 __all__ = [
     "ConversionError",
@@ -113,7 +116,13 @@ def _check_linear_class(linear_class: str) -> None:
         )
 
 
-def from_hf_bitnet(weight, weight_scale, *, linear_class: str = "bitlinear", out_features: Optional[int] = None):
+def from_hf_bitnet(
+    weight: Union[np.ndarray, mx.array],
+    weight_scale: Union[float, np.ndarray, mx.array],
+    *,
+    linear_class: str = "bitlinear",
+    out_features: Optional[int] = None,
+) -> Tuple[mx.array, mx.array]:
     """Convert one Hugging Face BitNet weight to ``(wq, scale)`` in our layout.
 
     Args:
@@ -173,7 +182,7 @@ def _integer(where: str, arg: str, value) -> int:
         raise TypeError(f"{where}: {arg} must be an integer, got {type(value).__name__} {_short(value)}") from None
 
 
-def _to_numpy(a) -> np.ndarray:
+def _to_numpy(a: Union[np.ndarray, mx.array]) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     if isinstance(a, (int, float)):
@@ -666,7 +675,9 @@ def _new_config(plan: _Plan) -> dict:
     return config
 
 
-def convert_checkpoint(src, dst, *, force: bool = False, progress: bool = True) -> dict:
+def convert_checkpoint(
+    src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *, force: bool = False, progress: bool = True
+) -> dict:
     """Convert the model directory ``src`` (HF BitNet layout) into ``dst`` (ours).
 
     Every BitNet linear (a U8 ``X.weight`` with an ``X.weight_scale``) becomes
@@ -793,7 +804,7 @@ _DESCRIPTION = (
 )
 
 
-def add_subparser(subparsers) -> argparse.ArgumentParser:
+def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``convert`` subcommand to an argparse ``subparsers`` object."""
     p = subparsers.add_parser(
         "convert",
@@ -834,7 +845,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m bitnet_ext.convert SRC DST [--force] [--quiet] [--json]``."""
     p = argparse.ArgumentParser(prog="python -m bitnet_ext convert", description=_DESCRIPTION)
     _add_arguments(p)

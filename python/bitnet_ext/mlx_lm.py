@@ -27,7 +27,7 @@ Usage::
 
 or patch a model mlx-lm already loaded: ``bitnet_ext.mlx_lm.patch_model(model)``.
 
-Requires the optional package ``mlx-lm`` (``pip install bitnet_ext[mlx-lm]``).
+Requires the optional package ``mlx-lm`` (``pip install '.[mlx-lm]'`` from a checkout).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -47,20 +47,20 @@ from .nn import BitLinear, _check_module, _check_packed_weight
 __all__ = ["patch_model", "load", "load_model"]
 
 
-def _mlx_lm():
+def _mlx_lm() -> Tuple[Any, Any]:
     try:
         import mlx_lm  # noqa: F401  (absolute import: the PyPI package, not this module)
         import mlx_lm.utils
         from mlx_lm.models import bitlinear_layers
     except ImportError as e:
         raise ImportError(
-            "bitnet_ext.mlx_lm needs the optional package mlx-lm: pip install 'bitnet_ext[mlx-lm]' "
-            f"(import failed: {e})"
+            "bitnet_ext.mlx_lm needs the optional package mlx-lm: run pip install '.[mlx-lm]' "
+            f"in a bitnet_ext checkout (import failed: {e})"
         ) from e
     return mlx_lm.utils, bitlinear_layers
 
 
-def _convert_layer(m) -> BitLinear:
+def _convert_layer(m: nn.Module) -> BitLinear:
     linear_class = "bitlinear" if m.invert_weight_scales else "autobitlinear"
     bias = getattr(m, "bias", None)
     layer = BitLinear(m.in_features, m.out_features, bias is not None, activation_bits=None)
@@ -131,7 +131,7 @@ def _check_args(path_or_hf_repo, **dicts) -> None:
             raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}")
 
 
-def _converted_model_classes(config: Dict[str, Any]):
+def _converted_model_classes(config: Dict[str, Any]) -> Tuple[Callable[[Any], nn.Module], Any]:
     """get_model_classes for mlx-lm's load_model: the model with empty bitnet_ext layers."""
     utils, bitlinear_layers = _mlx_lm()
     model_class, args_class = utils._get_classes(config)
@@ -154,7 +154,7 @@ def _converted_model_classes(config: Dict[str, Any]):
     return build, args_class
 
 
-def _resolve(path_or_hf_repo, revision=None) -> Path:
+def _resolve(path_or_hf_repo: Union[str, Path], revision: Optional[str] = None) -> Path:
     p = Path(path_or_hf_repo)
     if p.exists():
         return p
@@ -162,7 +162,13 @@ def _resolve(path_or_hf_repo, revision=None) -> Path:
     return Path(utils._download(str(path_or_hf_repo), revision=revision))
 
 
-def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Dict[str, Any]] = None, revision=None):
+def load_model(
+    path_or_hf_repo: Union[str, Path],
+    *,
+    lazy: bool = False,
+    model_config: Optional[Dict[str, Any]] = None,
+    revision: Optional[str] = None,
+) -> Tuple[nn.Module, Dict[str, Any]]:
     """Load a BitNet model with bitnet_ext layers; returns ``(model, config)``.
 
     Accepts both the Hugging Face / mlx-lm layout (``quant_method: "bitnet"``;
@@ -209,14 +215,14 @@ def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Di
 
 
 def load(
-    path_or_hf_repo,
+    path_or_hf_repo: Union[str, Path],
     tokenizer_config: Optional[Dict[str, Any]] = None,
     model_config: Optional[Dict[str, Any]] = None,
     *,
     lazy: bool = False,
     return_config: bool = False,
-    revision=None,
-):
+    revision: Optional[str] = None,
+) -> Union[Tuple[nn.Module, Any], Tuple[nn.Module, Any, Dict[str, Any]]]:
     """Like ``mlx_lm.load`` for BitNet models: ``(model, tokenizer[, config])`` with bitnet_ext layers.
 
     The model then works with ``mlx_lm.generate``, ``mlx_lm.stream_generate``,

@@ -57,7 +57,7 @@ def _check_dims(cls_name: str, input_dims: int, output_dims: int) -> None:
         )
 
 
-def _check_activation_bits(cls_name: str, activation_bits) -> None:
+def _check_activation_bits(cls_name: str, activation_bits: object) -> None:
     if activation_bits not in _ACTIVATION_BITS:
         raise ValueError(
             f"{cls_name}: activation_bits must be 8 (BitNet b1.58 int8 activations) or None (float activations), "
@@ -212,7 +212,7 @@ class BitLinear(_TernaryLinearBase):
                 _check_packed_weight(value, "BitLinear.load_weights: weight")
         return super().load_weights(weights, strict=strict)
 
-    def dequantized_weight(self, dtype=mx.float32) -> mx.array:
+    def dequantized_weight(self, dtype: mx.Dtype = mx.float32) -> mx.array:
         """The effective float weight ``scale * W``, shape (output_dims, input_dims)."""
         return _ext.dequantize(self.weight, self.scale, dtype=dtype)
 

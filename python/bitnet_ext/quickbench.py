@@ -1,76 +1,95 @@
 """A short benchmark on BitNet b1.58 2B-4T layer shapes, for `python -m bitnet_ext`.
 
-The full, side-by-side benchmark with cold/hot weights and bandwidth limits
-is bench/bench_cpu.py in the repository; this one answers "how fast is it
-here" in a few seconds.
+The default run takes a few seconds: our two ops beside NumPy float32 (the
+strongest CPU float baseline here: OpenBLAS on a float32 W) and, at M = 1 only,
+MLX's float matmul and 2-bit quantized_matmul (MLX's CPU kernels for these take
+0.7-2 s per call at M = 128, so they run only with ``--full``). The full,
+side-by-side benchmark with cold/hot weights and bandwidth limits is
+bench/bench_cpu.py in the repository.
 """
 
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import mlx.core as mx
+import numpy as np
 
 from . import _ext, reference
 
-SHAPES = [(2560, 2560), (6912, 2560)]  # (N, K): attention/MLP-in projections of 2B-4T
-BATCHES = [1, 128]
+SHAPES = [(2560, 2560), (6912, 2560)]  # (N, K): attention / MLP-in projections of 2B-4T
+BATCHES = [1, 128]  # decode (one token) and prefill
+SLOW_BASELINES = ("MLX f32", "mx qmm 2b")  # seconds per call at M = 128 on a CPU
+FULL_REPEATS_SLOW = 3
+COLUMNS = ("bitlinear", "ternary_mm", "NumPy f32", "MLX f32", "mx qmm 2b")
 
 
-def median_ms(fn: Callable[[], mx.array], repeats: int) -> float:
-    mx.eval(fn())  # warm up (allocations, caches)
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm up (allocations, caches)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        mx.eval(fn())
+        fn()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 
 
-def run_quick_bench(device, repeats: int = 10, progress=lambda s: None) -> List[Dict]:
+def _methods(device, x, wq, w_float, w_np, group_scales, scale) -> Dict[str, Callable[[], object]]:
+    x_np = np.array(x.astype(mx.float32))
+    return {
+        "bitlinear": lambda: mx.eval(_ext.bitlinear(x, wq, scale, stream=device)),
+        "ternary_mm": lambda: mx.eval(_ext.ternary_matmul(x, wq, scale, stream=device)),
+        "NumPy f32": lambda: x_np @ w_np.T,
+        "MLX f32": lambda: mx.eval(mx.matmul(x, w_float.T, stream=device)),
+        "mx qmm 2b": lambda: mx.eval(mx.quantized_matmul(
+            x, wq, group_scales, -group_scales, transpose=True, group_size=64, bits=2, stream=device)),
+    }
+
+
+def run_quick_bench(device, repeats: int = 10, full: bool = False,
+                    progress: Callable[[Dict], None] = lambda row: None,
+                    note: Callable[[str], None] = lambda text: None) -> List[Dict]:
+    """One row per (M, N, K): median ms per method (None where not run) and
+    bitlinear's speedup over the fastest baseline that ran. ``progress`` gets
+    each row when done; ``note`` is told before each slow (seconds-long) case."""
     rows = []
+    # The MLX float baseline per device: float32 on the CPU, float16 on a GPU.
+    dtype = mx.float32 if device.type == mx.cpu else mx.float16
     for N, K in SHAPES:
         codes = mx.random.randint(-1, 2, (N, K), key=mx.random.key(N)).astype(mx.int8)
         wq = reference.pack(codes)
         scale = mx.array(0.5)
         group_scales = mx.full((N, K // 64), 0.5)
-        # The strongest float baseline per device: float32 BLAS on the CPU,
-        # float16 on a GPU. Activations use the same dtype.
-        dtype = mx.float32 if device.type == mx.cpu else mx.float16
         w_float = (0.5 * codes.astype(mx.float32)).astype(dtype)
         mx.eval(wq, group_scales, w_float)
+        w_np = np.array(w_float.astype(mx.float32))
         for M in BATCHES:
-            x = mx.random.normal((M, K)).astype(dtype)
-            methods = {
-                "ternary_matmul": (lambda: _ext.ternary_matmul(x, wq, scale, stream=device), N * K / 4),
-                "bitlinear": (lambda: _ext.bitlinear(x, wq, scale, stream=device), N * K / 4),
-                "mx.quantized_matmul b2": (
-                    lambda: mx.quantized_matmul(x, wq, group_scales, -group_scales, transpose=True,
-                                                group_size=64, bits=2, stream=device),
-                    N * K / 4 + 2 * group_scales.nbytes),
-                f"{str(dtype).split('.')[-1]} matmul": (
-                    lambda: mx.matmul(x, w_float.T, stream=device), w_float.itemsize * N * K),
-            }
-            base = None
-            for name, (fn, weight_bytes) in methods.items():
-                # The MLX CPU baselines are slow at large M; fewer repeats keep this short.
-                reps = repeats if M == 1 or name in ("ternary_matmul", "bitlinear") else 3
-                ms = median_ms(fn, reps)
-                row = dict(M=M, N=N, K=K, method=name, median_ms=ms,
-                           weight_GBps=weight_bytes / (ms * 1e-3) / 1e9,
-                           GOPs=2 * M * N * K / (ms * 1e-3) / 1e9)
-                rows.append(row)
-                progress(f"  M={M:<4d} N={N:<5d} K={K:<5d} {name:24s} {ms:9.3f} ms")
-            ours = {r["method"]: r["median_ms"] for r in rows[-len(methods):]}
-            for r in rows[-len(methods):]:
-                r["speedup_of_bitlinear"] = r["median_ms"] / ours["bitlinear"]
+            x = mx.random.normal((M, K), key=mx.random.key(M)).astype(dtype)
+            mx.eval(x)
+            times: Dict[str, Optional[float]] = {}
+            for name, fn in _methods(device, x, wq, w_float, w_np, group_scales, scale).items():
+                slow = M > 1 and name in SLOW_BASELINES
+                if slow and not full:
+                    times[name] = None
+                    continue
+                if slow:
+                    note(f"  ... timing {name} at M={M} N={N} K={K} (seconds per call)")
+                times[name] = median_ms(fn, min(repeats, FULL_REPEATS_SLOW) if slow else repeats)
+            ours = times["bitlinear"]
+            assert ours is not None  # always timed
+            baselines = [t for name, t in times.items() if name not in ("bitlinear", "ternary_mm") and t]
+            row = dict(M=M, N=N, K=K, median_ms=times, bitlinear_speedup=min(baselines) / ours,
+                       bitlinear_GOPs=2 * M * N * K / (ours * 1e-3) / 1e9)
+            rows.append(row)
+            progress(row)
     return rows
 
 
-def format_table(rows: List[Dict]) -> str:
-    lines = ["| M | N | K | method | median ms | weight GB/s | GOP/s | bitlinear speedup |",
-             "|---:|---:|---:|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['M']} | {r['N']} | {r['K']} | {r['method']} | {r['median_ms']:.3f} | "
-                     f"{r['weight_GBps']:.1f} | {r['GOPs']:.1f} | {r['speedup_of_bitlinear']:.1f}x |")
-    return "\n".join(lines)
+def format_header() -> str:
+    return f"{'M':>4} {'N':>5} {'K':>5} " + " ".join(f"{c:>10}" for c in COLUMNS) + "  bitlinear vs fastest other"
+
+
+def format_row(row: Dict) -> str:
+    cells = " ".join("         -" if row["median_ms"][c] is None else f"{row['median_ms'][c]:10.3f}"
+                     for c in COLUMNS)
+    return f"{row['M']:>4} {row['N']:>5} {row['K']:>5} {cells}  {row['bitlinear_speedup']:.1f}x"
