@@ -22,8 +22,8 @@
 //   full warp (lane distances 1, 2, 4, ..., 16: the fiber harness's order, so
 //   float sums agree bitwise); simd_shuffle* / simd_broadcast -> __shfl_*_sync
 //   with the full mask (MSL's collectives involve every lane of the
-//   simdgroup; a partial simdgroup is undefined there and reported by
-//   compute-sanitizer synccheck / the fiber harness here).
+//   simdgroup: one reached by a partial simdgroup traps with a message,
+//   check_full_simdgroup below).
 // - half = __half, bfloat = __nv_bfloat16: conversions round to nearest even;
 //   arithmetic on half stays in half (cuda_fp16 operators), as in MSL.
 // - precise::divide -> __fdiv_rn (correctly rounded); rint -> rintf (ties to
@@ -45,6 +45,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <type_traits>
 
 typedef unsigned int uint;
@@ -111,6 +112,21 @@ __device__ inline void simdgroup_barrier(mem_flags) {
 
 constexpr unsigned kFullWarp = 0xFFFFFFFFu;
 
+// MSL's simdgroup functions involve the whole simdgroup here (full mask): a
+// collective reached by part of a warp (lanes returned or diverged) is
+// reported and the kernel traps (cudaErrorLaunchFailure names the kernel).
+// Off with -DBNC_NO_SIMD_CHECK.
+__device__ inline void check_full_simdgroup(const char* what) {
+#ifndef BNC_NO_SIMD_CHECK
+  const unsigned active = __activemask();
+  if (active != kFullWarp) {
+    printf("msl_cuda: %s reached by a partial simdgroup (active lanes 0x%08x) in block (%u, %u, %u)\n", what, active,
+           blockIdx.x, blockIdx.y, blockIdx.z);
+    __trap();
+  }
+#endif
+}
+
 // [[thread_index_in_simdgroup]]: the linear thread index modulo 32 (CUDA forms
 // warps from consecutive linear indices, as Metal forms simdgroups).
 __device__ inline unsigned lane_id() {
@@ -137,6 +153,7 @@ __device__ inline T add(T a, T b) {
 // fiber harness's (adjacent pairs first).
 template <class T>
 __device__ inline T simd_sum(T x) {
+  check_full_simdgroup("simd_sum");
   for (int d = 1; d < 32; d <<= 1) {
     T o = detail::shfl_xor(x, d);
     x = (lane_id() & unsigned(d)) ? detail::add(o, x) : detail::add(x, o);
@@ -145,6 +162,7 @@ __device__ inline T simd_sum(T x) {
 }
 template <class T>
 __device__ inline T simd_max(T x) {
+  check_full_simdgroup("simd_max");
   for (int d = 1; d < 32; d <<= 1) {
     T o = detail::shfl_xor(x, d);
     x = x < o ? o : x;
@@ -153,6 +171,7 @@ __device__ inline T simd_max(T x) {
 }
 template <class T>
 __device__ inline T simd_min(T x) {
+  check_full_simdgroup("simd_min");
   for (int d = 1; d < 32; d <<= 1) {
     T o = detail::shfl_xor(x, d);
     x = o < x ? o : x;
@@ -161,22 +180,27 @@ __device__ inline T simd_min(T x) {
 }
 template <class T>
 __device__ inline T simd_shuffle(T x, ushort lane) {
+  check_full_simdgroup("simd_shuffle");
   return __shfl_sync(kFullWarp, x, int(lane));
 }
 template <class T>
 __device__ inline T simd_broadcast(T x, ushort lane) {
+  check_full_simdgroup("simd_broadcast");
   return __shfl_sync(kFullWarp, x, int(lane));
 }
 template <class T>
 __device__ inline T simd_shuffle_xor(T x, ushort mask) {
+  check_full_simdgroup("simd_shuffle_xor");
   return __shfl_xor_sync(kFullWarp, x, int(mask));
 }
 template <class T>
 __device__ inline T simd_shuffle_down(T x, ushort delta) {
+  check_full_simdgroup("simd_shuffle_down");
   return __shfl_down_sync(kFullWarp, x, unsigned(delta));
 }
 template <class T>
 __device__ inline T simd_shuffle_up(T x, ushort delta) {
+  check_full_simdgroup("simd_shuffle_up");
   return __shfl_up_sync(kFullWarp, x, unsigned(delta));
 }
 
@@ -281,6 +305,7 @@ __device__ inline void simdgroup_multiply_accumulate(
     simdgroup_matrix<T, 8, 8>& d, const simdgroup_matrix<T, 8, 8>& a, const simdgroup_matrix<T, 8, 8>& b,
     const simdgroup_matrix<T, 8, 8>& c) {
   int r, col;
+  check_full_simdgroup("simdgroup_multiply_accumulate");
   simdgroup_lane_rc(lane_id(), r, col);
   float acc[2] = {0.0f, 0.0f};
   for (int k = 0; k < 8; ++k) {
