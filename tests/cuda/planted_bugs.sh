@@ -2,7 +2,8 @@
 # Plants each bug of tests/cuda/planted_bugs/*.patch, one at a time, in a
 # scratch copy of the tree, and records which target catches it:
 #   fibers  the CPU shader harness (tests/test_metal_harness.py)
-#   cuda    the GPU tests (tests/test_metal_on_cuda.py) and compute-sanitizer
+#   cuda    the GPU tests (tests/test_metal_on_cuda.py, debug build with the
+#           mem_flags check) and compute-sanitizer
 #           (memcheck, racecheck, synccheck, initcheck over tests/cuda/plan_cases.py)
 # The patches never touch the real tree.
 #
@@ -28,7 +29,9 @@ build() {
     cmake -S csrc/harness -B build/harness -DPython_EXECUTABLE="$(command -v $py)" > build.log 2>&1 &&
       cmake --build build/harness -j"$jobs" --target _metal_harness >> build.log 2>&1
   else
-    cmake -S csrc/harness/cuda -B build/cuda -DPython_EXECUTABLE="$(command -v $py)" > build.log 2>&1 &&
+    # the debug build: kernels with the mem_flags check (it changes nothing else)
+    cmake -S csrc/harness/cuda -B build/cuda -DBNC_CHECK_MEM_FLAGS=ON -DPython_EXECUTABLE="$(command -v $py)" \
+      > build.log 2>&1 &&
       cmake --build build/cuda -j"$jobs" >> build.log 2>&1
   fi
 }

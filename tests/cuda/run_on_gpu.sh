@@ -28,8 +28,12 @@ eval "$(bash .cuda-bundle/install.sh)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/gpu.txt" 2>&1
 
 start=$(date +%s)
+# The target, and its debug build with the mem_flags check (BNC_CHECK_MEM_FLAGS).
 cmake -S csrc/harness/cuda -B build/cuda -DPython_EXECUTABLE="$(command -v python3)" > "$OUT/build.log" 2>&1 &&
-  cmake --build build/cuda -j"$jobs" >> "$OUT/build.log" 2>&1
+  cmake --build build/cuda -j"$jobs" >> "$OUT/build.log" 2>&1 &&
+  cmake -S csrc/harness/cuda -B build/cuda-check -DBNC_CHECK_MEM_FLAGS=ON -DPython_EXECUTABLE="$(command -v python3)" \
+    >> "$OUT/build.log" 2>&1 &&
+  cmake --build build/cuda-check -j"$jobs" >> "$OUT/build.log" 2>&1
 build_rc=$?
 echo "build_rc=$build_rc seconds=$(( $(date +%s) - start ))" >> "$OUT/build.log"
 if [ $build_rc -ne 0 ]; then
@@ -59,6 +63,11 @@ BITNET_HARNESS_RECORD="$OUT/executed.txt" timeout 360 python3 -m pytest tests/te
   -p no:cacheprovider -q -rs --junitxml="$OUT/pytest.xml" > "$OUT/pytest.log" 2>&1
 echo "pytest_rc=$?" >> "$OUT/pytest.log"
 tail -n 5 "$OUT/pytest.log"
+# the same tests on the debug build (every barrier's mem_flags checked)
+BITNET_METAL_CUDA_DIR=$PWD/build/cuda-check timeout 360 python3 -m pytest tests/test_metal_on_cuda.py --noconftest \
+  -p no:cacheprovider -q -rs --junitxml="$OUT/pytest_check.xml" > "$OUT/pytest_check.log" 2>&1
+echo "pytest_rc=$?" >> "$OUT/pytest_check.log"
+tail -n 2 "$OUT/pytest_check.log"
 wait
 for tool in memcheck racecheck synccheck initcheck; do tail -n 3 "$OUT/sanitizer_$tool.log"; done
 

@@ -32,22 +32,29 @@ def instantiated_kernels():
         return []
 
 
-def main():
-    out = pathlib.Path(sys.argv[1])
-    s = {"label": "kernels/*.metal on an NVIDIA GPU through the CUDA shim (NVIDIA, not Apple)",
-         "gpu": read(out / "gpu.txt").strip()}
-    s["build_rc"] = rc(read(out / "build.log"), "build_rc")
+def junit(xml, log):
+    """Counts of a pytest run (its JUnit XML and log)."""
     tests = {}
-    if (out / "pytest.xml").exists():
-        suite = ET.parse(out / "pytest.xml").getroot()
+    if xml.exists():
+        suite = ET.parse(xml).getroot()
         suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
         for k in ("tests", "failures", "errors", "skipped"):
             tests[k] = int(suite.get(k, 0))
         tests["seconds"] = float(suite.get("time", 0))
         tests["failed"] = [c.get("name") for c in suite.iter("testcase")
                            if c.find("failure") is not None or c.find("error") is not None][:50]
-    tests["rc"] = rc(read(out / "pytest.log"), "pytest_rc")
-    s["gpu_tests"] = tests
+    tests["rc"] = rc(read(log), "pytest_rc")
+    return tests
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    s = {"label": "kernels/*.metal on an NVIDIA GPU through the CUDA shim (NVIDIA, not Apple)",
+         "gpu": read(out / "gpu.txt").strip()}
+    s["build_rc"] = rc(read(out / "build.log"), "build_rc")
+    s["gpu_tests"] = junit(out / "pytest.xml", out / "pytest.log")
+    s["gpu_tests_mem_flags_check_build"] = junit(out / "pytest_check.xml", out / "pytest_check.log")
+    tests, tests_check = s["gpu_tests"], s["gpu_tests_mem_flags_check_build"]
     san = {}
     for tool in ("memcheck", "racecheck", "synccheck", "initcheck"):
         text = read(out / f"sanitizer_{tool}.log")
@@ -64,7 +71,8 @@ def main():
                     "not_executed": sorted(set(all_kernels) - executed)}
     timing = out / "timing.json"
     s["timing_rows"] = len(json.loads(timing.read_text())["rows"]) if timing.exists() else 0
-    ok = (s["build_rc"] == 0 and tests.get("rc") == 0 and tests.get("failures") == 0 and tests.get("errors") == 0
+    ok = (s["build_rc"] == 0
+          and all(t.get("rc") == 0 and t.get("failures") == 0 and t.get("errors") == 0 for t in (tests, tests_check))
           and all(v["rc"] == 0 and v["errors"] == 0 and not v["hazards"] for v in san.values())
           and all_kernels and not s["kernels"]["not_executed"])
     s["all_passed"] = bool(ok)

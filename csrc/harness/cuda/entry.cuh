@@ -35,8 +35,6 @@ __device__ inline A from_u3(uint3 v) {
   }
 }
 
-extern __shared__ __align__(16) unsigned char bnc_threadgroup_memory[];
-
 template <class A, int Enc>
 __device__ inline A bind(const KernelArgs& a) {
   constexpr ParamKind kind = ParamKind(Enc / 256);
@@ -94,6 +92,15 @@ struct Entry<F, void (*)(A...), Enc...> {
 
 template <auto F, int... Enc>
 __global__ void entry(KernelArgs a) {
+#ifdef BNC_CHECK_MEM_FLAGS
+  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+    const unsigned block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    bnc_check::snapshot = a.threadgroup_snapshot ? a.threadgroup_snapshot + size_t(block) * a.threadgroup_bytes : nullptr;
+    bnc_check::bytes = a.threadgroup_bytes;
+  }
+  __syncthreads();
+  bnc_check::barrier_flags(true); // the start: uninitialized memory, as the fiber harness's snapshot
+#endif
   Entry<F, decltype(F), Enc...>::run(a);
 }
 

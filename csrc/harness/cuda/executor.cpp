@@ -108,7 +108,7 @@ KernelTimes execute_plan(
     size_t shared;
   };
   std::vector<Prepared> launches;
-  std::vector<std::unique_ptr<DeviceBuffer>> consts;
+  std::vector<std::unique_ptr<DeviceBuffer>> consts; // constants and mem_flags-check scratch
   for (const auto& k : plan.kernels) {
     const KernelInfo* info = find_kernel(k.name);
     if (!info) {
@@ -167,6 +167,13 @@ KernelTimes execute_plan(
       if (kind == bnh::ParamKind::Threadgroup && !tg_bound[index]) {
         throw std::runtime_error(where + "[[threadgroup(" + std::to_string(index) + ")]] has no memory");
       }
+    }
+    // Scratch for the debug build's mem_flags check (unused otherwise; cheap).
+    if (p.shared > 0) {
+      const uint64_t blocks = uint64_t(k.grid.x) * k.grid.y * k.grid.z;
+      consts.push_back(std::make_unique<DeviceBuffer>(blocks * p.shared));
+      p.args.threadgroup_snapshot = static_cast<unsigned char*>(consts.back()->get());
+      p.args.threadgroup_bytes = uint32_t(p.shared);
     }
     launches.push_back(p);
   }

@@ -15,9 +15,9 @@
 // - threadgroup -> thread block, simdgroup -> warp (the host asserts that
 //   threadgroup sizes are multiples of 32), lane = linear thread index % 32.
 // - threadgroup_barrier(flags) -> __syncthreads() (CUDA orders shared and
-//   global memory at every barrier, so a barrier with too weak mem_flags is
-//   invisible here: the fiber harness checks mem_flags), simdgroup_barrier ->
-//   __syncwarp().
+//   global memory at every barrier, so a barrier with too weak mem_flags works
+//   here: the debug build checks mem_flags, bnc_check below, as the fiber
+//   harness does), simdgroup_barrier -> __syncwarp().
 // - simd_sum / simd_max / simd_min -> a butterfly of __shfl_xor_sync over the
 //   full warp (lane distances 1, 2, 4, ..., 16: the fiber harness's order, so
 //   float sums agree bitwise); simd_shuffle* / simd_broadcast -> __shfl_*_sync
@@ -54,6 +54,46 @@ typedef unsigned char uchar;
 typedef unsigned long ulong;
 // `half` is cuda_fp16.h's typedef of __half.
 typedef __nv_bfloat16 bfloat;
+
+// The block's [[threadgroup(i)]] memory (dynamic shared memory, carved by the
+// generated entry, entry.cuh).
+extern __shared__ __align__(16) unsigned char bnc_threadgroup_memory[];
+
+// Debug build (-DBNC_CHECK_MEM_FLAGS, cmake -DBNC_CHECK_MEM_FLAGS=ON): the
+// fiber harness's mem_flags check on the GPU. CUDA's __syncthreads orders
+// shared memory whatever the flags, so a barrier without mem_threadgroup
+// works here and fails on Apple GPUs; instead, each barrier with
+// mem_threadgroup copies the block's threadgroup memory to a snapshot in
+// global memory, and a barrier without it traps if threadgroup memory
+// changed since (writes it would not publish).
+namespace bnc_check {
+static __shared__ unsigned char* snapshot; // this block's copy, or null
+static __shared__ unsigned bytes;
+
+__device__ inline void barrier_flags(bool orders_threadgroup) {
+  unsigned char* snap = snapshot;
+  if (!snap) {
+    return;
+  }
+  const unsigned tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+  bool changed = false;
+  for (unsigned i = tid; i < bytes; i += threads) {
+    if (orders_threadgroup) {
+      snap[i] = bnc_threadgroup_memory[i];
+    } else {
+      changed = changed || snap[i] != bnc_threadgroup_memory[i];
+    }
+  }
+  if (__syncthreads_or(changed)) {
+    if (tid == 0) {
+      printf("msl_cuda: threadgroup memory was written before a threadgroup_barrier without "
+             "mem_flags::mem_threadgroup (block (%u, %u, %u))\n", blockIdx.x, blockIdx.y, blockIdx.z);
+    }
+    __trap();
+  }
+}
+} // namespace bnc_check
 
 namespace metal {
 
@@ -100,8 +140,14 @@ __device__ inline mem_flags operator|(mem_flags a, mem_flags b) {
   return mem_flags(int(a) | int(b));
 }
 
-__device__ inline void threadgroup_barrier(mem_flags) {
+
+__device__ inline void threadgroup_barrier(mem_flags f) {
   __syncthreads();
+#ifdef BNC_CHECK_MEM_FLAGS
+  bnc_check::barrier_flags((int(f) & int(mem_flags::mem_threadgroup)) != 0);
+#else
+  (void)f;
+#endif
 }
 __device__ inline void simdgroup_barrier(mem_flags) {
   __syncwarp();

@@ -20,6 +20,10 @@ constexpr int kMaxThreadgroup = 8; // [[threadgroup(0..7)]]
 struct KernelArgs {
   void* buffers[kMaxBuffers];
   uint32_t threadgroup_offset[kMaxThreadgroup];
+  // Debug build only (BNC_CHECK_MEM_FLAGS): threadgroup_bytes per block of
+  // global scratch for the mem_flags check (msl_cuda.h's bnc_check).
+  unsigned char* threadgroup_snapshot;
+  uint32_t threadgroup_bytes;
 };
 
 struct KernelInfo {
