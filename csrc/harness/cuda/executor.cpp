@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -188,7 +189,9 @@ KernelTimes execute_plan(
     }
     g_executed.add(p.info->name);
     launch(p);
-    check(cudaDeviceSynchronize(), "kernel " + p.info->name + " (" + p.info->file + ") failed");
+    const cudaError_t e = cudaDeviceSynchronize();
+    std::fflush(stdout); // the kernel's printf (msl_cuda.h's checks print before they trap)
+    check(e, "kernel " + p.info->name + " (" + p.info->file + ") failed (if it trapped, msl_cuda's message is on stdout)");
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
     check(cudaMemcpy(outputs[i].data, out[i]->get(), outputs[i].bytes, cudaMemcpyDeviceToHost), "copy of an output");

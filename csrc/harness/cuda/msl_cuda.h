@@ -90,6 +90,7 @@ __device__ inline void barrier_flags(bool orders_threadgroup) {
       printf("msl_cuda: threadgroup memory was written before a threadgroup_barrier without "
              "mem_flags::mem_threadgroup (block (%u, %u, %u))\n", blockIdx.x, blockIdx.y, blockIdx.z);
     }
+    __syncthreads(); // the message is out before any thread traps
     __trap();
   }
 }
