@@ -8,25 +8,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "param_kind.h"
 #include "shim.h"
 
 namespace bnh {
-
-enum class ParamKind : int {
-  Buffer,
-  Threadgroup,
-  ThreadPositionInGrid,
-  ThreadPositionInThreadgroup,
-  ThreadgroupPositionInGrid,
-  ThreadsPerThreadgroup,
-  ThreadgroupsPerGrid,
-  ThreadsPerGrid,
-  ThreadIndexInThreadgroup,
-  ThreadIndexInSimdgroup,
-  SimdgroupIndexInThreadgroup,
-  ThreadsPerSimdgroup,
-  SimdgroupsPerThreadgroup,
-};
 
 struct Param {
   ParamKind kind;

@@ -11,10 +11,12 @@
 #include <memory>
 
 #include "executor.h"
+#include "module_common.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 namespace gpu = bitnet_ext::gpu;
+using bnh::make_plan;
 
 namespace {
 
@@ -26,67 +28,6 @@ bnh::LaunchOptions options(const std::string& order, uint64_t seed, int threads)
   o.seed = seed;
   o.threads = threads;
   return o;
-}
-
-gpu::Dtype parse_dtype(const std::string& s) {
-  if (s == "float32") {
-    return gpu::Dtype::float32;
-  }
-  if (s == "float16") {
-    return gpu::Dtype::float16;
-  }
-  if (s == "bfloat16") {
-    return gpu::Dtype::bfloat16;
-  }
-  throw nb::value_error(("dtype must be float32, float16 or bfloat16, got " + s).c_str());
-}
-
-template <class T>
-T get(const nb::dict& d, const char* key, T fallback) {
-  return d.contains(key) ? nb::cast<T>(d[key]) : fallback;
-}
-template <class T>
-T need(const nb::dict& d, const char* key) {
-  if (!d.contains(key)) {
-    throw nb::key_error((std::string("missing plan parameter '") + key + "'").c_str());
-  }
-  return nb::cast<T>(d[key]);
-}
-
-gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p) {
-  if (kind == "ternary_matmul") {
-    gpu::TernaryMatmulArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                             parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "transpose", true),
-                             get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0)};
-    return gpu::plan_ternary_matmul(a);
-  }
-  if (kind == "bitlinear") {
-    gpu::BitLinearArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                         parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
-                         get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
-                         get<int64_t>(p, "wq_byte_offset", 0)};
-    return gpu::plan_bitlinear(a);
-  }
-  if (kind == "absmax_quantize") {
-    return gpu::plan_absmax_quantize(need<int64_t>(p, "M"), need<int64_t>(p, "K"),
-                                     parse_dtype(need<std::string>(p, "dtype")), get<float>(p, "eps", 1e-5f));
-  }
-  if (kind == "absmean_quantize") {
-    return gpu::plan_absmean_quantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                                      parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row", false),
-                                      get<float>(p, "eps", 1e-5f));
-  }
-  if (kind == "pack") {
-    return gpu::plan_pack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
-  }
-  if (kind == "unpack") {
-    return gpu::plan_unpack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
-  }
-  if (kind == "dequantize") {
-    return gpu::plan_dequantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                                parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false));
-  }
-  throw nb::value_error(("unknown plan kind " + kind).c_str());
 }
 
 std::vector<bnh::HostBuffer> host_buffers(const std::vector<Array>& arrays) {
@@ -102,34 +43,7 @@ std::vector<bnh::HostBuffer> host_buffers(const std::vector<Array>& arrays) {
 NB_MODULE(_metal_harness, m) {
   m.doc() = "CPU execution harness for the bitnet_ext Metal shaders (tests and kernel development).";
 
-  m.def(
-      "kernel_names",
-      [] {
-        std::vector<std::string> names;
-        for (const auto& k : bnh::kernels()) {
-          names.push_back(k.name);
-        }
-        return names;
-      },
-      "Host names of every [[kernel]] instantiated in kernels/*.metal.");
-  m.def(
-      "kernel_sources",
-      [] {
-        std::vector<std::pair<std::string, std::string>> v;
-        for (const auto& k : bnh::kernels()) {
-          v.push_back({k.name, k.file});
-        }
-        return v;
-      },
-      "(host name, .metal file) of every kernel.");
-  m.def("plan_kernel_names", &gpu::all_kernel_names, "Every kernel name the launch plans can produce.");
-  m.def("executed_kernels", &bnh::executed_kernels, "Kernels launched so far in this process.");
-  m.def("reset_executed_kernels", &bnh::reset_executed_kernels);
-
-  m.def(
-      "describe_plan",
-      [](const std::string& kind, const nb::dict& params) { return gpu::describe(make_plan(kind, params)); },
-      "kind"_a, "params"_a, "The launch plan of a primitive, as text.");
+  bnh::def_kernel_queries(m, &bnh::kernels, &bnh::executed_kernels, &bnh::reset_executed_kernels);
 
   m.def(
       "run_plan",

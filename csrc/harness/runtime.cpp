@@ -3,6 +3,8 @@
 // launch() over a grid of threadgroups.
 #include "runtime.h"
 
+#include "kernel_record.h"
+
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -127,55 +129,37 @@ namespace bnh {
 
 namespace {
 
-std::vector<KernelInfo>& registry() {
-  static std::vector<KernelInfo> r;
-  return r;
-}
-
-std::mutex g_record_mutex;
-std::set<std::string> g_executed;
+ExecutedRecord g_executed;
 
 void record_executed(const std::string& name) {
-  std::lock_guard<std::mutex> lock(g_record_mutex);
-  g_executed.insert(name);
-  if (const char* path = std::getenv("BITNET_HARNESS_RECORD"); path && *path) {
-    std::ofstream(path, std::ios::app) << name << "\n";
-  }
+  g_executed.add(name);
 }
 
 } // namespace
 
 void register_kernel(const char* name, const char* file, KernelFn fn) {
-  for (const auto& k : registry()) {
-    if (k.name == name) {
-      std::fprintf(stderr, "bnh: kernel %s instantiated twice (%s, %s)\n", name, k.file.c_str(), file);
-      std::abort();
-    }
+  try {
+    KernelRegistry<KernelInfo>::add({name, file, fn});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bnh: %s\n", e.what());
+    std::abort();
   }
-  registry().push_back({name, file, fn});
 }
 
 const std::vector<KernelInfo>& kernels() {
-  return registry();
+  return KernelRegistry<KernelInfo>::all();
 }
 
 const KernelInfo* find_kernel(const std::string& name) {
-  for (const auto& k : registry()) {
-    if (k.name == name) {
-      return &k;
-    }
-  }
-  return nullptr;
+  return KernelRegistry<KernelInfo>::find(name);
 }
 
 std::vector<std::string> executed_kernels() {
-  std::lock_guard<std::mutex> lock(g_record_mutex);
-  return {g_executed.begin(), g_executed.end()};
+  return g_executed.list();
 }
 
 void reset_executed_kernels() {
-  std::lock_guard<std::mutex> lock(g_record_mutex);
-  g_executed.clear();
+  g_executed.reset();
 }
 
 Order parse_order(const std::string& s) {
@@ -235,6 +219,12 @@ struct Group {
   std::vector<SimdGroup> simd;
   int live = 0;
   int barrier_arrived = 0;
+  int exited = 0;                 // threads that returned
+  bool barrier_orders_tg = true;  // every arrival at the current barrier had mem_threadgroup
+  // [[threadgroup(i)]] memory and its contents at the last barrier that
+  // ordered threadgroup memory (or the threadgroup's start).
+  std::vector<std::pair<unsigned char*, size_t>> tg_memory;
+  std::vector<unsigned char> tg_snapshot;
   void* sched_sp = nullptr;
 #ifndef BNH_ASM_SWITCH
   ucontext_t sched_ctx;
@@ -399,10 +389,52 @@ void try_complete_simd(Group* g, SimdGroup& s, uint32_t sg) {
   s.op = nullptr;
 }
 
+void snapshot_tg_memory(Group* g) {
+  g->tg_snapshot.clear();
+  for (const auto& [p, n] : g->tg_memory) {
+    g->tg_snapshot.insert(g->tg_snapshot.end(), p, p + n);
+  }
+}
+
+// Offset of the first threadgroup-memory byte changed since the snapshot, or -1.
+int64_t tg_memory_changed(const Group* g) {
+  size_t off = 0;
+  for (const auto& [p, n] : g->tg_memory) {
+    for (size_t i = 0; i < n; ++i) {
+      if (p[i] != g->tg_snapshot[off + i]) {
+        return int64_t(off + i);
+      }
+    }
+    off += n;
+  }
+  return -1;
+}
+
+void fail_group(Group* g, const std::string& message) {
+  if (!g->failed) {
+    g->failed = true;
+    g->error = message;
+  }
+}
+
 void try_complete_barrier(Group* g) {
   if (g->barrier_arrived == 0 || g->barrier_arrived != g->live) {
     return;
   }
+  if (g->exited > 0) {
+    fail_group(g, "threadgroup_barrier reached after " + std::to_string(g->exited) +
+                      " thread(s) of the threadgroup returned (undefined on a GPU: every thread must reach it)");
+    return;
+  }
+  if (g->barrier_orders_tg) {
+    snapshot_tg_memory(g);
+  } else if (int64_t at = tg_memory_changed(g); at >= 0) {
+    fail_group(g, "threadgroup memory (byte " + std::to_string(at) +
+                      ") was written before a threadgroup_barrier without mem_flags::mem_threadgroup, "
+                      "which does not make it visible to other threads");
+    return;
+  }
+  g->barrier_orders_tg = true;
   for (uint32_t i = 0; i < g->fibers.size(); ++i) {
     if (g->fibers[i].state == State::WaitBarrier) {
       set_ready(g, i);
@@ -414,6 +446,7 @@ void try_complete_barrier(Group* g) {
 void fiber_exit(Group* g, Fiber* f) {
   f->state = State::Done;
   --g->live;
+  ++g->exited;
   uint32_t sg = f->ids.simdgroup_index_in_threadgroup;
   auto& s = g->simd[sg];
   s.live &= ~(1u << f->ids.thread_index_in_simdgroup);
@@ -559,6 +592,8 @@ void run_threadgroup(
   g.simd.assign(nsg, SimdGroup{});
   g.live = int(n);
   g.barrier_arrived = 0;
+  g.exited = 0;
+  g.barrier_orders_tg = true;
   g.failed = false;
   g.error.clear();
 
@@ -567,6 +602,11 @@ void run_threadgroup(
   for (auto& m : w.tg_memory) {
     std::memset(m.data(), 0xCD, m.size());
   }
+  g.tg_memory.clear();
+  for (size_t i = 0; i < w.tg_ptrs.size(); ++i) {
+    g.tg_memory.push_back({static_cast<unsigned char*>(w.tg_ptrs[i]), w.tg_memory[i].size() - 16});
+  }
+  snapshot_tg_memory(&g);
 
   for (uint32_t i = 0; i < n; ++i) {
     Fiber& f = g.fibers[i];
@@ -674,7 +714,7 @@ void simd_collective(const SimdOp* op, const void* in, void* out, uint32_t arg) 
   switch_to_scheduler(f, false);
 }
 
-void threadgroup_barrier_wait() {
+void threadgroup_barrier_wait(bool orders_threadgroup) {
   Fiber* f = t_fiber;
   Group* g = t_group;
   if (!f) {
@@ -682,6 +722,7 @@ void threadgroup_barrier_wait() {
   }
   f->state = State::WaitBarrier;
   ++g->barrier_arrived;
+  g->barrier_orders_tg = g->barrier_orders_tg && orders_threadgroup;
   try_complete_barrier(g);
   switch_to_scheduler(f, false);
 }
@@ -702,7 +743,30 @@ thread_local const char* t_kernel_name = nullptr;
 struct sigaction g_old_segv, g_old_bus;
 
 void on_fault(int sig, siginfo_t* info, void*) {
-  if (const char* k = t_kernel_name) {
+  const char* k = t_kernel_name;
+  Fiber* f = t_fiber;
+  Group* g = t_group;
+  if (k && f && g) {
+    // A fault in a kernel's fiber (an access that hit a guard page): fail the
+    // launch instead of the process, so that the message reaches Python as a
+    // RuntimeError (a crash's stderr is lost under pytest's capture). The
+    // fiber is abandoned (its stack is prepared afresh before reuse) and the
+    // scheduler reports the error. Safe enough for a test harness: the fault
+    // is synchronous, in kernel code, which takes no locks and allocates
+    // nothing. SA_NODEFER keeps SIGSEGV deliverable after this jump.
+    char msg[256];
+    std::snprintf(msg, sizeof msg,
+                  "faulted at address %p: an out-of-bounds access (tests/harness/run_sanitizers.sh reports the "
+                  ".metal line)",
+                  info ? info->si_addr : nullptr);
+    std::ostringstream os;
+    os << msg << " (thread " << f->ids.thread_index_in_threadgroup << " of threadgroup ("
+       << f->ids.threadgroup_position_in_grid.x << ", " << f->ids.threadgroup_position_in_grid.y << ", "
+       << f->ids.threadgroup_position_in_grid.z << "))";
+    fail_group(g, os.str());
+    switch_to_scheduler(f, true);
+  }
+  if (k) {
     char msg[512];
     int n = std::snprintf(msg, sizeof msg,
                           "\nbnh: kernel %s faulted at address %p: an out-of-bounds access? "
@@ -721,7 +785,7 @@ void install_fault_handler() {
   std::call_once(once, [] {
     struct sigaction sa {};
     sa.sa_sigaction = &on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, &g_old_segv);
     sigaction(SIGBUS, &sa, &g_old_bus);
@@ -748,6 +812,14 @@ void launch(
   if (threads == 0 || threads > 1024) {
     throw std::runtime_error("bnh: " + name + ": threads per threadgroup must be 1..1024, got " +
                              std::to_string(threads));
+  }
+  size_t tg_total = 0;
+  for (size_t b : tg_memory_bytes) {
+    tg_total += (b + 15) / 16 * 16;
+  }
+  if (tg_total > kMaxThreadgroupMemory) {
+    throw std::runtime_error("bnh: " + name + ": " + std::to_string(tg_total) +
+                             " bytes of threadgroup memory requested; Apple GPUs allow 32768");
   }
   record_executed(name);
 #ifndef BNH_ASAN

@@ -82,7 +82,12 @@ struct SimdOp {
   const char* name;
 };
 void simd_collective(const SimdOp* op, const void* in, void* out, uint32_t arg);
-void threadgroup_barrier_wait();
+// orders_threadgroup: the barrier's mem_flags include mem_threadgroup. A
+// barrier without it orders no threadgroup memory: if threadgroup memory was
+// written since the last barrier that did, the launch fails (a conservative
+// check: MSL leaves such a write's visibility to other threads undefined).
+// A barrier reached after some thread of the threadgroup returned fails too.
+void threadgroup_barrier_wait(bool orders_threadgroup);
 void simdgroup_barrier_wait();
 const ThreadIds& current_ids();
 // A threadgroup array declared in a kernel body (static thread_local in the
@@ -112,6 +117,10 @@ void launch(
     const std::vector<void*>& buffers,
     const std::vector<size_t>& tg_memory_bytes,
     const LaunchOptions& options);
+
+// Apple GPUs give a threadgroup at most 32 KiB of threadgroup memory; launch()
+// rejects more (the harness itself could run it).
+constexpr size_t kMaxThreadgroupMemory = 32 * 1024;
 
 // Executed kernel names (in-process record; also appended, one per line, to
 // the file named by BITNET_HARNESS_RECORD when that variable is set).

@@ -303,8 +303,8 @@ inline mem_flags operator|(mem_flags a, mem_flags b) {
   return mem_flags(int(a) | int(b));
 }
 
-inline void threadgroup_barrier(mem_flags) {
-  bnh::threadgroup_barrier_wait();
+inline void threadgroup_barrier(mem_flags f) {
+  bnh::threadgroup_barrier_wait((int(f) & int(mem_flags::mem_threadgroup)) != 0);
 }
 inline void simdgroup_barrier(mem_flags) {
   bnh::simdgroup_barrier_wait();

@@ -84,3 +84,29 @@ using namespace metal;
   }
   out[tid] = slots[(tid + 1) % tsize.x];
 }
+
+// Threadgroup memory handed to another thread across a barrier whose mem_flags
+// are `flags` (0: mem_none, 2: mem_threadgroup): only the latter is valid MSL.
+[[kernel]] void bnh_check_barrier_flags(
+    device float* out [[buffer(0)]],
+    constant int& flags [[buffer(1)]],
+    threadgroup float* slots [[threadgroup(0)]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint3 tsize [[threads_per_threadgroup]]) {
+  slots[tid] = static_cast<float>(tid) + 1.0f;
+  threadgroup_barrier(flags ? mem_flags::mem_threadgroup : mem_flags::mem_none);
+  out[tid] = slots[(tid + 1) % tsize.x];
+}
+
+// The upper half of the threadgroup returns before a barrier when `early` is set.
+[[kernel]] void bnh_check_barrier_after_return(
+    device float* out [[buffer(0)]],
+    constant int& early [[buffer(1)]],
+    uint tid [[thread_index_in_threadgroup]],
+    uint3 tsize [[threads_per_threadgroup]]) {
+  if (early && tid >= tsize.x / 2) {
+    return;
+  }
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[tid] = 1.0f;
+}

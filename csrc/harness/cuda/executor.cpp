@@ -1,0 +1,225 @@
+#include "executor.h"
+
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "kernel_record.h"
+#include "param_kind.h"
+#include "registry.h"
+
+namespace bnc {
+
+namespace {
+
+void check(cudaError_t e, const std::string& what) {
+  if (e != cudaSuccess) {
+    throw std::runtime_error("bnc: " + what + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+  }
+}
+
+// A device allocation of exactly `bytes` bytes (compute-sanitizer memcheck
+// reports any access past it).
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
+    check(cudaMalloc(&ptr_, bytes ? bytes : 1), "cudaMalloc of " + std::to_string(bytes) + " bytes");
+  }
+  ~DeviceBuffer() {
+    cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const {
+    return ptr_;
+  }
+  size_t bytes() const {
+    return bytes_;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_;
+};
+
+bnh::ExecutedRecord g_executed;
+
+} // namespace
+
+void register_kernel(const char* name, const char* file, const void* entry, std::vector<int> params) {
+  bnh::KernelRegistry<KernelInfo>::add({name, file, entry, std::move(params)});
+}
+
+const std::vector<KernelInfo>& kernels() {
+  return bnh::KernelRegistry<KernelInfo>::all();
+}
+
+const KernelInfo* find_kernel(const std::string& name) {
+  return bnh::KernelRegistry<KernelInfo>::find(name);
+}
+
+std::vector<std::string> executed_kernels() {
+  return g_executed.list();
+}
+
+void reset_executed_kernels() {
+  g_executed.reset();
+}
+
+std::string device_name() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  cudaDeviceProp p;
+  check(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
+  return p.name;
+}
+
+KernelTimes execute_plan(
+    const bitnet_ext::gpu::LaunchPlan& plan,
+    const std::vector<HostBuffer>& inputs,
+    const std::vector<HostBuffer>& outputs,
+    const RunOptions& options) {
+  using namespace bitnet_ext::gpu;
+  std::vector<std::unique_ptr<DeviceBuffer>> in, out, tmp;
+  for (const auto& b : inputs) {
+    in.push_back(std::make_unique<DeviceBuffer>(b.bytes));
+    check(cudaMemcpy(in.back()->get(), b.data, b.bytes, cudaMemcpyHostToDevice), "copy of an input");
+  }
+  for (const auto& b : outputs) {
+    out.push_back(std::make_unique<DeviceBuffer>(b.bytes));
+    if (options.garbage) {
+      check(cudaMemset(out.back()->get(), 0xCD, b.bytes), "cudaMemset");
+    }
+  }
+  for (const auto& t : plan.temporaries) {
+    tmp.push_back(std::make_unique<DeviceBuffer>(t.bytes));
+    if (t.zero_init || options.garbage) {
+      check(cudaMemset(tmp.back()->get(), t.zero_init ? 0 : 0xCD, t.bytes), "cudaMemset");
+    }
+  }
+
+  struct Prepared {
+    const KernelInfo* info;
+    dim3 grid, group;
+    KernelArgs args;
+    size_t shared;
+  };
+  std::vector<Prepared> launches;
+  std::vector<std::unique_ptr<DeviceBuffer>> consts; // constants and mem_flags-check scratch
+  for (const auto& k : plan.kernels) {
+    const KernelInfo* info = find_kernel(k.name);
+    if (!info) {
+      throw std::runtime_error("bnc: no kernel named '" + k.name + "' in kernels/ (not instantiated?)");
+    }
+    const std::string where = "bnc: plan for " + k.name + ": ";
+    const uint64_t threads = uint64_t(k.group.x) * k.group.y * k.group.z;
+    if (threads == 0 || threads > 1024 || threads % 32 != 0) {
+      // Simdgroups map to warps one to one only for whole simdgroups.
+      throw std::runtime_error(where + "threads per threadgroup must be a multiple of 32 in 32..1024, got " +
+                               std::to_string(threads));
+    }
+    Prepared p{info, dim3(k.grid.x, k.grid.y, k.grid.z), dim3(k.group.x, k.group.y, k.group.z), {}, 0};
+    std::vector<bool> bound(kMaxBuffers, false), tg_bound(kMaxThreadgroup, false);
+    auto bind = [&](int slot, void* ptr, const std::string& what) {
+      if (slot < 0 || slot >= kMaxBuffers) {
+        throw std::runtime_error(where + "bad slot for " + what);
+      }
+      if (bound[slot]) {
+        throw std::runtime_error(where + "buffer(" + std::to_string(slot) + ") bound twice");
+      }
+      bound[slot] = true;
+      p.args.buffers[slot] = ptr;
+    };
+    for (const auto& b : k.buffers) {
+      auto& list = b.kind == ArgKind::Input ? in : b.kind == ArgKind::Output ? out : tmp;
+      if (b.index < 0 || size_t(b.index) >= list.size()) {
+        throw std::runtime_error(where + "binds a missing array at buffer(" + std::to_string(b.slot) + ")");
+      }
+      bind(b.slot, list[b.index]->get(), "an array");
+    }
+    for (const auto& c : k.constants) {
+      consts.push_back(std::make_unique<DeviceBuffer>(4));
+      const void* src = c.type == Constant::Type::Int32 ? static_cast<const void*>(&c.i32) : &c.f32;
+      check(cudaMemcpy(consts.back()->get(), src, 4, cudaMemcpyHostToDevice), "copy of a constant");
+      bind(c.slot, consts.back()->get(), "constant " + c.name);
+    }
+    for (const auto& t : k.threadgroup_memory) {
+      if (t.slot < 0 || t.slot >= kMaxThreadgroup) {
+        throw std::runtime_error(where + "bad threadgroup memory slot " + std::to_string(t.slot));
+      }
+      tg_bound[t.slot] = true;
+      p.args.threadgroup_offset[t.slot] = uint32_t(p.shared);
+      p.shared += (t.bytes + 15) / 16 * 16;
+    }
+    if (p.shared > kAppleThreadgroupMemory) {
+      throw std::runtime_error(where + "asks for " + std::to_string(p.shared) +
+                               " bytes of threadgroup memory; Apple GPUs allow 32768");
+    }
+    for (int e : info->params) {
+      const auto kind = bnh::ParamKind(e / 256);
+      const int index = e % 256;
+      if (kind == bnh::ParamKind::Buffer && !bound[index]) {
+        throw std::runtime_error(where + "[[buffer(" + std::to_string(index) + ")]] is not bound");
+      }
+      if (kind == bnh::ParamKind::Threadgroup && !tg_bound[index]) {
+        throw std::runtime_error(where + "[[threadgroup(" + std::to_string(index) + ")]] has no memory");
+      }
+    }
+    // Scratch for the debug build's mem_flags check (unused otherwise; cheap).
+    if (p.shared > 0) {
+      const uint64_t blocks = uint64_t(k.grid.x) * k.grid.y * k.grid.z;
+      consts.push_back(std::make_unique<DeviceBuffer>(blocks * p.shared));
+      p.args.threadgroup_snapshot = static_cast<unsigned char*>(consts.back()->get());
+      p.args.threadgroup_bytes = uint32_t(p.shared);
+    }
+    launches.push_back(p);
+  }
+
+  auto launch = [](Prepared& p) {
+    void* argv[] = {&p.args};
+    check(cudaLaunchKernel(p.info->entry, p.grid, p.group, argv, p.shared, nullptr), "launch of " + p.info->name);
+  };
+  for (auto& p : launches) {
+    if (p.grid.x * uint64_t(p.grid.y) * p.grid.z == 0) {
+      continue;
+    }
+    g_executed.add(p.info->name);
+    launch(p);
+    const cudaError_t e = cudaDeviceSynchronize();
+    std::fflush(stdout); // the kernel's printf (msl_cuda.h's checks print before they trap)
+    check(e, "kernel " + p.info->name + " (" + p.info->file + ") failed (if it trapped, msl_cuda's message is on stdout)");
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    check(cudaMemcpy(outputs[i].data, out[i]->get(), outputs[i].bytes, cudaMemcpyDeviceToHost), "copy of an output");
+  }
+
+  KernelTimes times;
+  if (options.iters > 0) {
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    for (auto& p : launches) {
+      for (int i = 0; i < options.warmup; ++i) {
+        launch(p);
+      }
+      check(cudaEventRecord(start), "cudaEventRecord");
+      for (int i = 0; i < options.iters; ++i) {
+        launch(p);
+      }
+      check(cudaEventRecord(stop), "cudaEventRecord");
+      check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+      times.push_back({p.info->name, 1000.0 * ms / options.iters});
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+  }
+  return times;
+}
+
+} // namespace bnc

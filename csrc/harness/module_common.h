@@ -1,0 +1,118 @@
+// Shared by the Python modules of both shader-harness targets (fibers:
+// module.cpp, CUDA: cuda/module.cpp): a LaunchPlan from a dict of primitive
+// arguments (both run exactly the plans the Metal eval_gpu runs), and the
+// module functions that query kernels and plans.
+#pragma once
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gpu/launch_plan.h"
+
+namespace bnh {
+
+namespace nb = nanobind;
+namespace gpu = bitnet_ext::gpu;
+
+inline gpu::Dtype parse_dtype(const std::string& s) {
+  if (s == "float32") {
+    return gpu::Dtype::float32;
+  }
+  if (s == "float16") {
+    return gpu::Dtype::float16;
+  }
+  if (s == "bfloat16") {
+    return gpu::Dtype::bfloat16;
+  }
+  throw nb::value_error(("dtype must be float32, float16 or bfloat16, got " + s).c_str());
+}
+
+template <class T>
+inline T get(const nb::dict& d, const char* key, T fallback) {
+  return d.contains(key) ? nb::cast<T>(d[key]) : fallback;
+}
+template <class T>
+inline T need(const nb::dict& d, const char* key) {
+  if (!d.contains(key)) {
+    throw nb::key_error((std::string("missing plan parameter '") + key + "'").c_str());
+  }
+  return nb::cast<T>(d[key]);
+}
+
+inline gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p) {
+  if (kind == "ternary_matmul") {
+    gpu::TernaryMatmulArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                             parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "transpose", true),
+                             get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0)};
+    return gpu::plan_ternary_matmul(a);
+  }
+  if (kind == "bitlinear") {
+    gpu::BitLinearArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                         parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
+                         get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
+                         get<int64_t>(p, "wq_byte_offset", 0)};
+    return gpu::plan_bitlinear(a);
+  }
+  if (kind == "absmax_quantize") {
+    return gpu::plan_absmax_quantize(need<int64_t>(p, "M"), need<int64_t>(p, "K"),
+                                     parse_dtype(need<std::string>(p, "dtype")), get<float>(p, "eps", 1e-5f));
+  }
+  if (kind == "absmean_quantize") {
+    return gpu::plan_absmean_quantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                                      parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row", false),
+                                      get<float>(p, "eps", 1e-5f));
+  }
+  if (kind == "pack") {
+    return gpu::plan_pack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
+  }
+  if (kind == "unpack") {
+    return gpu::plan_unpack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
+  }
+  if (kind == "dequantize") {
+    return gpu::plan_dequantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                                parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false));
+  }
+  throw nb::value_error(("unknown plan kind " + kind).c_str());
+}
+
+// kernel_names, kernel_sources, plan_kernel_names, executed_kernels,
+// reset_executed_kernels, describe_plan. kernels(): the target's registry.
+template <class Kernels, class Executed, class Reset>
+void def_kernel_queries(nb::module_& m, Kernels kernels, Executed executed, Reset reset) {
+  using namespace nb::literals;
+  m.def(
+      "kernel_names",
+      [kernels] {
+        std::vector<std::string> names;
+        for (const auto& k : kernels()) {
+          names.push_back(k.name);
+        }
+        return names;
+      },
+      "Host names of every [[kernel]] instantiated in kernels/*.metal.");
+  m.def(
+      "kernel_sources",
+      [kernels] {
+        std::vector<std::pair<std::string, std::string>> v;
+        for (const auto& k : kernels()) {
+          v.push_back({k.name, k.file});
+        }
+        return v;
+      },
+      "(host name, .metal file) of every kernel.");
+  m.def("plan_kernel_names", &gpu::all_kernel_names, "Every kernel name the launch plans can produce.");
+  m.def("executed_kernels", executed, "Kernels launched so far in this process.");
+  m.def("reset_executed_kernels", reset);
+  m.def(
+      "describe_plan",
+      [](const std::string& kind, const nb::dict& params) { return gpu::describe(make_plan(kind, params)); },
+      "kind"_a, "params"_a, "The launch plan of a primitive, as text.");
+}
+
+} // namespace bnh
