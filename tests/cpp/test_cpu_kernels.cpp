@@ -286,25 +286,30 @@ void test_i8_worst_case(int64_t K) {
   }
 }
 
-// ---------------------------------------------------------------------------
-
-void check_absmax(const std::vector<float>& x, int64_t ldx, int64_t M, int64_t K, const std::string& what);
-
-void test_absmax(int64_t M, int64_t K, int64_t pad) {
-  const int64_t ldx = K + pad;
-  auto x = random_floats(M * ldx, 3.0f);
-  // Special rows: ties (x / xscale = j + 0.5 exactly), zeros, tiny values.
-  if (M > 1) {
-    // amax 127 -> xscale = 1: x = j + 0.5 are exact ties.
-    for (int64_t k = 0; k < K; ++k) x[ldx + k] = static_cast<float>((k % 254) - 127) + 0.5f;
-    x[ldx] = 127.0f;
+// Code 3 (+2) everywhere against x = -128 and +127: the largest lanes of the
+// int8 GEMV accumulators (the VNNI in-place field 3 is 192 per byte), for M
+// on the in-place (1, 2), two-accumulator (3) and GEMM (17) paths.
+void test_i8_code3_worst_case(int64_t K) {
+  const int64_t N = 5;
+  std::vector<uint32_t> wq(N * K / 16, 0xffffffffu);
+  for (int64_t M : {1, 2, 3, 17}) {
+    std::vector<int8_t> xq(M * K);
+    for (int64_t i = 0; i < M * K; ++i) xq[i] = (i / K) % 2 ? 127 : -128;
+    for (const auto& l : levels()) {
+      use(l);
+      g_ctx = "i8 code 3 worst case " + l.name() + " M=" + std::to_string(M) + " K=" + std::to_string(K);
+      std::vector<int32_t> acc(M * N, 0);
+      ternary_matmul_i8(xq.data(), wq.data(), acc.data(), M, N, K);
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t want = 2 * K * (m % 2 ? 127 : -128);
+        for (int64_t n = 0; n < N; ++n)
+          CHECK(acc[m * N + n] == want, "acc[%ld,%ld] = %d, want %ld", long(m), long(n), acc[m * N + n], long(want));
+      }
+    }
   }
-  if (M > 2)
-    for (int64_t k = 0; k < K; ++k) x[2 * ldx + k] = 0.0f;
-  if (M > 3)
-    for (int64_t k = 0; k < K; ++k) x[3 * ldx + k] = 1e-8f * static_cast<float>(k % 7 - 3);
-  check_absmax(x, ldx, M, K, "absmax");
 }
+
+// ---------------------------------------------------------------------------
 
 // The oracle of absmax_quantize (kernels.h), NaN rule included: a row with a
 // NaN has xscale NaN; a quotient that is NaN has code 0.
@@ -341,6 +346,22 @@ void check_absmax(const std::vector<float>& x, int64_t ldx, int64_t M, int64_t K
       if (q[i] != qref[i] && bad++ < 3) CHECK(false, "xq[%ld] %d want %d", long(i), q[i], qref[i]);
     CHECK(bad == 0, "%d mismatches", bad);
   }
+}
+
+void test_absmax(int64_t M, int64_t K, int64_t pad) {
+  const int64_t ldx = K + pad;
+  auto x = random_floats(M * ldx, 3.0f);
+  // Special rows: ties (x / xscale = j + 0.5 exactly), zeros, tiny values.
+  if (M > 1) {
+    // amax 127 -> xscale = 1: x = j + 0.5 are exact ties.
+    for (int64_t k = 0; k < K; ++k) x[ldx + k] = static_cast<float>((k % 254) - 127) + 0.5f;
+    x[ldx] = 127.0f;
+  }
+  if (M > 2)
+    for (int64_t k = 0; k < K; ++k) x[2 * ldx + k] = 0.0f;
+  if (M > 3)
+    for (int64_t k = 0; k < K; ++k) x[3 * ldx + k] = 1e-8f * static_cast<float>(k % 7 - 3);
+  check_absmax(x, ldx, M, K, "absmax");
 }
 
 // One NaN, inf or -inf per row at every position where a kernel changes
@@ -620,6 +641,8 @@ int main(int argc, char** argv) {
   if (!quick) test_i8_worst_case(65536);
   // More than one flush of the decode accumulators (kFlushBlocks blocks of 256 weights) plus a tail.
   if (!quick) test_i8_worst_case(2048 * 256 + 16 * 5);
+  test_i8_code3_worst_case(16384 + 16 * 3);
+  if (!quick) test_i8_code3_worst_case(2048 * 256 + 16 * 5);
 
   for (int64_t M : {1, 2, 5, 9}) {
     for (int64_t K : {1, 15, 16, 17, 64, 100, 1000, 2560}) test_absmax(M, K, M % 2 ? 0 : 3);
