@@ -37,13 +37,14 @@ inline ffloat threadgroup_ff_sum(ffloat v, threadgroup float* red, uint sgid, ui
   return t;
 }
 
-// The packed word of 16 weights w[0..15] with scale s.
+// The packed word of 16 weights w[0..15] with scale s (code 0 where w / s
+// is NaN: a NaN or inf scale, from a NaN or inf weight, zeroes its codes).
 template <typename T>
 inline uint quantize_pack16(const device T* w, float s) {
   uint word = 0;
   for (int j = 0; j < 16; ++j) {
-    const float q = clamp(rint(precise::divide(static_cast<float>(w[j]), s)), -1.0f, 1.0f);
-    word |= static_cast<uint>(static_cast<int>(q) + 1) << (2 * j);
+    const int q = quantize_code(precise::divide(static_cast<float>(w[j]), s), -1.0f, 1.0f);
+    word |= static_cast<uint>(q + 1) << (2 * j);
   }
   return word;
 }
@@ -82,7 +83,7 @@ inline void absmean_rows_impl(
   // All reads of red happened inside threadgroup_ff_sum (simdgroup 0, which
   // thread 0 belongs to); the barrier publishes the scale.
   if (tid == 0) {
-    const float s = max(ff_div(total, ff_from_count(static_cast<ulong>(K))), eps);
+    const float s = max_nan(ff_div(total, ff_from_count(static_cast<ulong>(K))), eps);
     scale[n] = s;
     red[0] = s;
   }
@@ -117,7 +118,7 @@ inline void absmean_finalize_impl(
   const ffloat total = threadgroup_ff_sum(acc, red, sgid, lane, simdgroups);
   if (tid == 0) {
     const ffloat count = ff_from_count(static_cast<ulong>(N) * static_cast<ulong>(K));
-    scale[0] = max(ff_div(total, count), eps);
+    scale[0] = max_nan(ff_div(total, count), eps);
   }
 }
 

@@ -5,9 +5,10 @@
 #include "ternary_utils.h"
 
 // One threadgroup per row m of x (M x K, any K):
-//   xscale[m] = max(max_k |x[m, k]|, eps) / 127
-//   xq[m, k]  = clamp(rint(x[m, k] / xscale[m]), -128, 127)
+//   xscale[m] = max(max_k |x[m, k]|, eps) / 127     (NaN if the row has a NaN)
+//   xq[m, k]  = clamp(rint(x[m, k] / xscale[m]), -128, 127)   (0 for a NaN quotient)
 // with IEEE divisions (bit-identical to bitnet_ext.reference.absmax_quantize).
+// max |x| is reduced over abs_bits (ternary_utils.h), which keeps NaN.
 template <typename T>
 inline void absmax_quantize_impl(
     const device T* x,
@@ -24,30 +25,29 @@ inline void absmax_quantize_impl(
     uint simdgroups) {
   x += static_cast<ulong>(m) * K;
   xq += static_cast<ulong>(m) * K;
-  float amax = 0.0f;
+  uint amax = 0;
   for (int k = static_cast<int>(tid); k < K; k += static_cast<int>(threads)) {
-    amax = max(amax, fabs(static_cast<float>(x[k])));
+    amax = max(amax, abs_bits(static_cast<float>(x[k])));
   }
   amax = simd_max(amax);
   if (lane == 0) {
-    smax[sgid] = amax;
+    smax[sgid] = as_type<float>(amax);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   if (sgid == 0) {
-    float v = lane < simdgroups ? smax[lane] : 0.0f;
+    uint v = lane < simdgroups ? as_type<uint>(smax[lane]) : 0u;
     v = simd_max(v);
     if (lane == 0) {
-      smax[0] = v;
+      smax[0] = as_type<float>(v);
     }
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  const float s = precise::divide(max(smax[0], eps), 127.0f);
+  const float s = precise::divide(max_nan(smax[0], eps), 127.0f);
   if (tid == 0) {
     xscale[m] = s;
   }
   for (int k = static_cast<int>(tid); k < K; k += static_cast<int>(threads)) {
-    const float q = rint(precise::divide(static_cast<float>(x[k]), s));
-    xq[k] = static_cast<int8_t>(clamp(q, -128.0f, 127.0f));
+    xq[k] = static_cast<int8_t>(quantize_code(precise::divide(static_cast<float>(x[k]), s), -128.0f, 127.0f));
   }
 }
 
@@ -162,26 +162,25 @@ inline void bitlinear_fused_impl(
     uint sgid,
     uint lane) {
   const int threads = 32 * BLG_SIMDGROUPS;
-  float amax = 0.0f;
+  uint amax = 0;
   for (int k = static_cast<int>(tid); k < K; k += threads) {
-    amax = max(amax, fabs(static_cast<float>(x[k])));
+    amax = max(amax, abs_bits(static_cast<float>(x[k])));
   }
   amax = simd_max(amax);
   if (lane == 0) {
-    red[sgid] = amax;
+    red[sgid] = as_type<float>(amax);
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  float total = red[0];
+  uint total = as_type<uint>(red[0]);
   for (int g = 1; g < BLG_SIMDGROUPS; ++g) {
-    total = max(total, red[g]);
+    total = max(total, as_type<uint>(red[g]));
   }
-  const float s = precise::divide(max(total, eps), 127.0f);
+  const float s = precise::divide(max_nan(as_type<float>(total), eps), 127.0f);
   if (tid == 0) {
     red[BLG_SIMDGROUPS] = s;
   }
   for (int k = static_cast<int>(tid); k < K; k += threads) {
-    const float q = rint(precise::divide(static_cast<float>(x[k]), s));
-    xq[k] = static_cast<int8_t>(clamp(q, -128.0f, 127.0f));
+    xq[k] = static_cast<int8_t>(quantize_code(precise::divide(static_cast<float>(x[k]), s), -128.0f, 127.0f));
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
   bitlinear_gemv_impl<T, 1>(static_cast<const threadgroup int8_t*>(xq),

@@ -27,9 +27,17 @@ inline void gemv_t_word(
   for (int m = 0; m < BM; ++m) {
     if (m < mrows) {
       float xs[16];
-      float xsum = load_x16_scaled(x + static_cast<ulong>(m) * K + wi * 16, xs);
-      for (int r = 0; r < TGV_ROWS; ++r) {
-        acc[m * TGV_ROWS + r] += dot_codes16(wv[r], xs) - xsum;
+      const device T* xp = x + static_cast<ulong>(m) * K + wi * 16;
+      float xsum = load_x16_scaled(xp, xs);
+      if (is_finite_bits(xsum)) {
+        for (int r = 0; r < TGV_ROWS; ++r) {
+          acc[m * TGV_ROWS + r] += dot_codes16(wv[r], xs) - xsum;
+        }
+      } else {
+        // An inf or NaN among these x: sum x W directly (the identity gives inf - inf).
+        for (int r = 0; r < TGV_ROWS; ++r) {
+          acc[m * TGV_ROWS + r] += dot_ternary16(wv[r], xp);
+        }
       }
     }
   }
@@ -173,6 +181,24 @@ inline void ternary_gemv_n_impl(
           acc[m * 16 + 4 * i + 3] = fma(a4[3], static_cast<float>(b & 0xC0u), acc[m * 16 + 4 * i + 3]);
         }
       }
+    }
+  }
+
+  // An inf or NaN among this simdgroup's a_n (uniform over its lanes): the
+  // identity gives inf - inf, so sum a_n W_nk again directly (rare).
+  for (int m = 0; m < BM; ++m) {
+    if (m < mrows && !is_finite_bits(asum[m])) {
+      for (int j = 0; j < 16; ++j) {
+        acc[m * 16 + j] = 0.0f;
+      }
+      for (int n = static_cast<int>(sgid); n < N; n += TGVN_SIMDGROUPS) {
+        const uint w = wq[static_cast<ulong>(n) * words + col_load];
+        const float a = static_cast<float>(x[static_cast<ulong>(m) * N + n]) * row_scale(scale, per_row, n);
+        for (int j = 0; j < 16; ++j) {
+          acc[m * 16 + j] = fma(a, static_cast<float>(ternary_at(w, j)), acc[m * 16 + j]);
+        }
+      }
+      asum[m] = 0.0f;
     }
   }
 

@@ -2,10 +2,17 @@
 //
 // Packed layout (csrc/cpu/kernels.h): row n of W (N x K, K % 16 == 0) is K/16
 // uint32 words; W[n, k] is in word k / 16 at bits 2 (k % 16) .. +1, stored as
-// code = W + 1 in {0, 1, 2}. Dot products use the identity
+// code = W + 1 in {0, 1, 2} (code 3, never packed, reads as W = +2 on every
+// path, as in MLX's affine dequantization). Dot products use the identity
 //   sum_k x_k W_k = sum_k x_k code_k - sum_k x_k,
 // where sum_k x_k is computed once per activation chunk and shared by every
-// row of W that a thread handles.
+// row of W that a thread handles. (With an inf among the x_k the identity
+// gives inf - inf = NaN: the float kernels then sum x_k W_k directly.)
+//
+// Non-finite values follow bitnet_ext.reference: IEEE arithmetic, a maximum
+// that propagates NaN, and code 0 for a quotient that is NaN. The tests use
+// integer operations on the bit patterns, not isnan or max: those may ignore
+// NaN (fast math; Metal's max returns the other operand).
 #pragma once
 
 #include <metal_stdlib>
@@ -79,13 +86,51 @@ inline int dot_codes16_i32(uint w, thread const int* xq) {
   return acc;
 }
 
-// The ternary value (-1, 0, 1) of code j of word w.
+// The ternary value (-1, 0, 1; +2 for code 3) of code j of word w.
 inline int ternary_at(uint w, int j) {
   return static_cast<int>((w >> (2 * j)) & 3u) - 1;
 }
 
+// sum_j x[j] W_j for the 16 codes of word w, without the code - 1 identity:
+// for activations with an inf or NaN, where x * W must be inf * 0 = NaN.
+template <typename T>
+inline float dot_ternary16(uint w, const device T* xp) {
+  float acc = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    acc = fma(static_cast<float>(xp[j]), static_cast<float>(ternary_at(w, j)), acc);
+  }
+  return acc;
+}
+
 inline float row_scale(const device float* scale, int per_row, int n) {
   return per_row ? scale[n] : scale[0];
+}
+
+// ---------------------------------------------------------------------------
+// Non-finite values, tested on the bit patterns.
+
+// |v| as bits: ordered like |v| for numbers, and every NaN sorts above +inf,
+// so an integer max over them is NaN exactly when a NaN is present.
+inline uint abs_bits(float v) {
+  return as_type<uint>(v) & 0x7FFFFFFFu;
+}
+
+inline bool is_nan_bits(float v) {
+  return abs_bits(v) > 0x7F800000u;
+}
+
+inline bool is_finite_bits(float v) {
+  return abs_bits(v) < 0x7F800000u;
+}
+
+// max(a, b), NaN when either is NaN (MLX's maximum).
+inline float max_nan(float a, float b) {
+  return is_nan_bits(a) ? a : (is_nan_bits(b) ? b : max(a, b));
+}
+
+// The integer code of a quotient q: clamp(rint(q), lo, hi), 0 when q is NaN.
+inline int quantize_code(float q, float lo, float hi) {
+  return is_nan_bits(q) ? 0 : static_cast<int>(clamp(rint(q), lo, hi));
 }
 
 // ---------------------------------------------------------------------------
@@ -104,14 +149,16 @@ inline ffloat ff_make(float v) {
   return r;
 }
 
-// Error-free a + b (Knuth's TwoSum).
+// Error-free a + b (Knuth's TwoSum). A sum that is inf or NaN keeps lo = 0
+// (TwoSum's error term would be inf - inf = NaN), so an inf stays an inf as
+// in the float64 sum the float-float stands for.
 inline ffloat ff_two_sum(float a, float b) {
   float s = a + b;
   float bb = s - a;
   float err = (a - (s - bb)) + (b - bb);
   ffloat r;
   r.hi = s;
-  r.lo = err;
+  r.lo = is_finite_bits(s) ? err : 0.0f;
   return r;
 }
 
@@ -129,6 +176,9 @@ inline ffloat ff_add_f(ffloat a, float b) {
 // (a.hi + a.lo) / (d.hi + d.lo) rounded to float (one Newton correction).
 inline float ff_div(ffloat a, ffloat d) {
   float q = precise::divide(a.hi, d.hi);
+  if (!is_finite_bits(q)) {
+    return q; // inf or NaN sum (the correction would be NaN)
+  }
   // r = a - q * d, with q * d.hi exact through fma.
   float p = q * d.hi;
   float perr = fma(q, d.hi, -p);

@@ -1,7 +1,10 @@
 """bitlinear (W1.58A8): bit-exact against the reference, exact int32
 accumulation in the worst case, bias handling, shapes, hypothesis."""
 
+import math
+
 import mlx.core as mx
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +22,7 @@ from conftest import (
     make_weights,
     randn,
     shape_id,
+    to_np,
 )
 
 
@@ -158,3 +162,39 @@ def test_bitlinear_non_contiguous_weights_scale_bias(view):
     scale = make_scale("row", 2 * N, seed=61)[::2]
     bias = randn((2 * N,), seed=62)[1::2]
     check_bitlinear(randn((3, K), seed=63), wq, scale, bias, what=f"bitlinear({view} wq, strided scale/bias)")
+
+
+# ---------------------------------------------------------------------------
+# Non-finite activations (NaN/inf): the reference's semantics on every ISA
+# level and M path. A row of x with a NaN has xscale NaN; with an inf, xscale
+# inf and codes 0; either way the row of y is 0 * inf or acc * NaN = NaN.
+
+NONFINITE = [pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"), pytest.param(-math.inf, id="-inf")]
+
+
+def test_bitlinear_nan_activation_gives_nan_row():
+    """The reported case: one NaN among ones gave 61.99 (NaN quantized to -128) instead of NaN."""
+    x = mx.ones((1, 64))
+    x[0, 3] = math.nan
+    wq = bx.pack(mx.ones((4, 64), mx.int8))
+    y = bx.bitlinear(x, wq, mx.array(1.0))
+    assert np.isnan(np.array(y)).all(), y
+    np.testing.assert_array_equal(np.array(y), np.array(ref.bitlinear(x, wq, mx.array(1.0))))
+
+
+@pytest.mark.parametrize("M", [1, 3, 40], ids=lambda m: f"M{m}")  # GEMV M=1, small-M GEMV, GEMM
+@pytest.mark.parametrize("value", NONFINITE)
+def test_bitlinear_nonfinite_activation_every_position(isa, M, value):
+    """First, last, SIMD lane and tail positions: the row is NaN, the other rows exact."""
+    N, K = 9, 1040
+    codes, wq = make_weights(N, K, seed=5)
+    scale = make_scale("row", N, seed=6)
+    base = np.array(randn((M, K), seed=7))
+    for pos in (0, 3, 7, 8, 15, 16, 17, 31, 32, 63, 64, 255, 256, K - 17, K - 16, K - 2, K - 1):
+        x = base.copy()
+        x[M // 2, pos] = value
+        x = mx.array(x)
+        y, r = bx.bitlinear(x, wq, scale), ref.bitlinear(x, wq, scale)
+        mx.eval(y)
+        assert np.isnan(np.array(y[M // 2])).all(), f"position {pos}: {y[M // 2]}"
+        np.testing.assert_array_equal(to_np(y), to_np(r), f"position {pos}")

@@ -148,12 +148,12 @@ def f64(a):
 def assert_equal(actual, expected, what):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    if mx.array_equal(actual, expected).item():
+    if mx.array_equal(actual, expected, equal_nan=True).item():  # NaN where the reference has NaN
         return
     a, e = np.array(actual.astype(mx.float32) if actual.dtype == mx.bfloat16 else actual), np.array(
         expected.astype(mx.float32) if expected.dtype == mx.bfloat16 else expected
     )
-    bad = np.argwhere(a != e)
+    bad = np.argwhere(~((a == e) | (np.isnan(a) & np.isnan(e))))
     first = [(tuple(int(i) for i in idx), a[tuple(idx)], e[tuple(idx)]) for idx in bad[:5]]
     pytest.fail(f"{what}: {len(bad)} of {a.size} values differ; first (index, actual, expected): {first}")
 
@@ -172,6 +172,43 @@ def assert_close(actual, expected, sumsq, R, dtype_name, what, C=16.0):
         idx = np.unravel_index(np.argmax(np.where(bad, err / np.maximum(tol, 1e-300), -1)), err.shape)
         pytest.fail(f"{what}: {int(bad.sum())} of {a.size} out of tolerance; worst at {idx}: actual {a[idx]!r}, "
                     f"expected {e[idx]!r}, tol {tol[idx]:.3e}")
+
+
+def assert_close_nonfinite(actual, expected, sumsq, R, dtype_name, what):
+    """NaN, +inf and -inf exactly where the reference has them; the finite values within tolerance."""
+    a, e = f64(actual), f64(expected)
+    for name, where in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf)):
+        if not np.array_equal(where(a), where(e)):
+            pytest.fail(f"{what}: {name} at {np.argwhere(where(a))[:5].tolist()}..., "
+                        f"the reference at {np.argwhere(where(e))[:5].tolist()}...")
+    finite = np.isfinite(e)
+    zero = mx.array(0, actual.dtype)
+    mask = mx.array(finite)
+    assert_close(mx.where(mask, actual, zero), mx.where(mask, expected, zero),
+                 np.where(finite, np.nan_to_num(sumsq, posinf=0.0), 0.0), R, dtype_name, what)
+
+
+# Non-finite activations: each kind is put into every row but the last (which
+# stays finite), at the first or last element, around a word boundary or at a
+# seeded position.
+NONFINITE = {"nan": [math.nan], "inf": [math.inf], "-inf": [-math.inf], "inf-inf": [math.inf, -math.inf],
+             "nan-inf": [math.nan, math.inf]}
+
+
+def with_nonfinite(x, kind, seed):
+    a = np.array(x.astype(mx.float32))
+    M, K = a.shape
+    rng = np.random.default_rng(seed)
+    for m in range(max(M - 1, 1)):
+        for j, v in enumerate(NONFINITE[kind]):
+            pos = [0, K - 1, min(15, K - 1), min(16, K - 1), int(rng.integers(K))][(m + 2 * j) % 5]
+            a[m, pos] = v
+    return mx.array(a).astype(x.dtype)
+
+
+def random_words(shape, seed):
+    """Arbitrary uint32 words: code 3 (never packed) reads as +2 everywhere."""
+    return mx.array(np.random.default_rng(seed).integers(0, 2**32, shape, dtype=np.uint64).astype(np.uint32))
 
 
 def matmul_sumsq(x, codes, scale, transpose):
@@ -204,18 +241,21 @@ MATMUL_T_SHAPES = [
 ]
 
 
-def check_matmul(M, N, K, dtype_name, transpose, per_row, seed=0):
+def check_matmul(M, N, K, dtype_name, transpose, per_row, seed=0, nonfinite=None, raw_words=False):
     dtype = DTYPES[dtype_name]
     x = randn((M, K if transpose else N), dtype, seed)
-    codes = rand_codes((N, K), seed + 1)
-    wq = ref.pack(codes)
+    if nonfinite:
+        x = with_nonfinite(x, nonfinite, seed)
+    wq = random_words((N, K // 16), seed + 1) if raw_words else ref.pack(rand_codes((N, K), seed + 1))
+    codes = ref.unpack(wq)
     scale = make_scale(per_row, N, seed)
     params = dict(M=M, N=N, K=K, dtype=dtype_name, transpose=transpose, per_row_scale=per_row)
     (y,) = run("ternary_matmul", params, [x, wq, scale.reshape(-1)], [((M, N if transpose else K), dtype)])
     expected = ref.ternary_matmul(x, wq, scale, transpose=transpose)
     R = K if transpose else N
-    assert_close(y, expected, matmul_sumsq(x, codes, scale, transpose), R, dtype_name,
-                 f"ternary_matmul M={M} N={N} K={K} {dtype_name} transpose={transpose} per_row={per_row}")
+    what = (f"ternary_matmul M={M} N={N} K={K} {dtype_name} transpose={transpose} per_row={per_row} "
+            f"nonfinite={nonfinite} raw_words={raw_words}")
+    assert_close_nonfinite(y, expected, matmul_sumsq(x, codes, scale, transpose), R, dtype_name, what)
 
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -251,6 +291,30 @@ def test_ternary_gemv_n(M, N, K, dtype_name):
     check_matmul(M, N, K, dtype_name, False, per_row=(N % 2 == 1))
 
 
+# Every float path (GEMV t with the v4 and word loads, GEMV n, GEMM t and n)
+# with NaN/inf activations, and with arbitrary words (code 3).
+NONFINITE_MATMUL_CASES = [
+    (1, 9, 48, True),
+    (3, 8, 2048 + 64, True),
+    (1, 9, 528, False),
+    (4, 8, 1040, False),
+    (33, 40, 48, True),
+    (33, 40, 48, False),
+]
+
+
+@pytest.mark.parametrize("kind", list(NONFINITE))
+@pytest.mark.parametrize("M,N,K,transpose", NONFINITE_MATMUL_CASES, ids=lambda v: str(v))
+def test_ternary_matmul_nonfinite_activations(M, N, K, transpose, kind):
+    check_matmul(M, N, K, "float32", transpose, per_row=True, seed=M + N, nonfinite=kind)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float16"])
+@pytest.mark.parametrize("M,N,K,transpose", NONFINITE_MATMUL_CASES + [(1, 21, 6912, True)], ids=lambda v: str(v))
+def test_ternary_matmul_random_words(M, N, K, transpose, dtype_name):
+    check_matmul(M, N, K, dtype_name, transpose, per_row=False, seed=3 * M + K, raw_words=True)
+
+
 # ---------------------------------------------------------------------------
 # absmax_quantize (per token int8) and bitlinear (W1.58A8), bit-exact
 
@@ -264,6 +328,17 @@ def test_absmax_quantize(M, K, dtype_name):
     rq, rs = ref.absmax_quantize(x)
     assert_equal(xscale, rs.reshape(-1), f"absmax_quantize xscale {dtype_name} M={M} K={K}")
     assert_equal(xq, rq, f"absmax_quantize xq {dtype_name} M={M} K={K}")
+
+
+@pytest.mark.parametrize("kind", list(NONFINITE))
+@pytest.mark.parametrize("M,K", [(1, 1), (1, 2560), (6, 300), (3, 6912)], ids=lambda v: str(v))
+def test_absmax_quantize_nonfinite(M, K, kind):
+    """A row with a NaN: xscale NaN; with an inf: xscale inf; codes 0 either way (as the reference)."""
+    x = with_nonfinite(randn((M, K), mx.float32, K) * 3, kind, M)
+    xq, xscale = run("absmax_quantize", dict(M=M, K=K, dtype="float32"), [x], [((M, K), mx.int8), ((M,), mx.float32)])
+    rq, rs = ref.absmax_quantize(x)
+    assert_equal(xscale, rs.reshape(-1), f"absmax_quantize xscale {kind} M={M} K={K}")
+    assert_equal(xq, rq, f"absmax_quantize xq {kind} M={M} K={K}")
 
 
 def test_absmax_quantize_zero_row_uses_eps():
@@ -378,6 +453,36 @@ def test_bitlinear(M, N, K, dtype_name):
     assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), f"bitlinear {params}")
 
 
+# One shape per kernel: fused, int8 GEMV bm1 (K > 16384), bm4/bm8, GEMM.
+NONFINITE_BITLINEAR_SHAPES = [(1, 7, 2560), (1, 5, 16384 + 16), (6, 9, 80), (40, 37, 96)]
+
+
+def check_bitlinear(M, N, K, dtype_name, nonfinite=None, raw_words=False):
+    dtype = DTYPES[dtype_name]
+    x = randn((M, K), dtype, M + N + K)
+    if nonfinite:
+        x = with_nonfinite(x, nonfinite, K)
+    wq = random_words((N, K // 16), N) if raw_words else ref.pack(rand_codes((N, K), N))
+    scale = make_scale(True, N, K)
+    bias = randn((N,), mx.float32, 99)
+    params = dict(M=M, N=N, K=K, dtype=dtype_name, per_row_scale=True, has_bias=True)
+    (y,) = run("bitlinear", params, [x, wq, scale, bias], [((M, N), dtype)])
+    assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), f"bitlinear {params} {nonfinite} raw_words={raw_words}")
+
+
+@pytest.mark.parametrize("kind", list(NONFINITE))
+@pytest.mark.parametrize("M,N,K", NONFINITE_BITLINEAR_SHAPES, ids=lambda v: str(v))
+def test_bitlinear_nonfinite_activations(M, N, K, kind):
+    """A row of x with a NaN or inf gives a NaN row of y (xscale NaN, or codes 0 times xscale inf)."""
+    check_bitlinear(M, N, K, "float32", nonfinite=kind)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+@pytest.mark.parametrize("M,N,K", NONFINITE_BITLINEAR_SHAPES, ids=lambda v: str(v))
+def test_bitlinear_random_words(M, N, K, dtype_name):
+    check_bitlinear(M, N, K, dtype_name, raw_words=True)
+
+
 def test_bitlinear_int32_accumulation_is_exact_at_large_k():
     """All weights +1 and every activation at +127 after quantization: |acc| = 127 K."""
     M, N, K = 2, 3, 16384
@@ -407,6 +512,30 @@ def test_absmean_quantize(N, K, per_row, dtype_name):
     assert_equal(wq, rq, "absmean codes")
 
 
+@pytest.mark.parametrize("kind", list(NONFINITE))
+@pytest.mark.parametrize("per_row", [False, True], ids=["tensor", "row"])
+@pytest.mark.parametrize("N,K", [(1, 16), (7, 48), (5, 2560)], ids=lambda v: str(v))
+def test_absmean_quantize_nonfinite(N, K, per_row, kind):
+    """A NaN or inf weight makes its scale NaN or inf (as the float64 mean) and zeroes its codes."""
+    w = with_nonfinite(randn((N, K), mx.float32, N + K) * 0.02, kind, N)
+    wq, scale = run("absmean_quantize", dict(N=N, K=K, dtype="float32", per_row=per_row),
+                    [w], [((N, K // 16), mx.uint32), ((N if per_row else 1,), mx.float32)])
+    rq, rs = ref.absmean_quantize(w, per_channel=per_row)
+    s, r = np.array(scale), np.array(rs.reshape(-1))
+    for where in (np.isnan, np.isposinf):
+        np.testing.assert_array_equal(where(s), where(r), f"scale {s} != reference {r}")
+    finite = np.isfinite(r)
+    # The finite ones (float-float mean) may be a neighbour of the reference's.
+    ulps = np.abs(s.view(np.int32).astype(np.int64) - r.view(np.int32).astype(np.int64))
+    assert ulps[finite].max(initial=0) <= 1
+    rows = np.flatnonzero(~finite) if per_row else np.arange(0 if finite.all() else N)
+    assert len(rows) > 0
+    for n in rows:
+        assert np.all(np.array(wq[int(n)]) == 0x55555555), f"row {n}: codes of a NaN/inf scale must be 0"
+    if ulps[finite].max(initial=0) == 0:
+        assert_equal(wq, rq, "absmean codes")
+
+
 def test_absmean_quantize_zero_weights_use_eps():
     w = mx.zeros((3, 32), mx.float32)
     wq, scale = run("absmean_quantize", dict(N=3, K=32, dtype="float32", per_row=False, eps=1e-5),
@@ -427,6 +556,18 @@ def test_pack_unpack(N, K):
     assert_equal(wq, ref.pack(codes), "pack")
     (back,) = run("unpack", dict(N=N, K=K), [wq], [((N, K), mx.int8)])
     assert_equal(back, codes, "unpack")
+
+
+def test_unpack_dequantize_random_words():
+    """Arbitrary words, code 3 included (+2), as the reference."""
+    N, K = 5, 6912
+    wq = random_words((N, K // 16), 5)
+    (back,) = run("unpack", dict(N=N, K=K), [wq], [((N, K), mx.int8)])
+    assert_equal(back, ref.unpack(wq), "unpack")
+    scale = make_scale(True, N, 1)
+    (out,) = run("dequantize", dict(N=N, K=K, dtype="float32", per_row_scale=True), [wq, scale],
+                 [((N, K), mx.float32)])
+    assert_equal(out, ref.dequantize(wq, scale, dtype=mx.float32), "dequantize")
 
 
 def test_pack_flags_invalid_codes():

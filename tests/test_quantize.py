@@ -3,7 +3,10 @@
 All of these are integer / exact paths: results must be bit-identical.
 """
 
+import math
+
 import mlx.core as mx
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -17,6 +20,7 @@ from conftest import (
     make_scale,
     make_weights,
     randn,
+    to_np,
 )
 
 PC = [pytest.param(False, id="per_tensor"), pytest.param(True, id="per_channel")]
@@ -225,3 +229,63 @@ def test_dequantize_non_contiguous(dtype):
     }.items():
         got = bx.dequantize(view, scale, dtype=dtype)
         assert_equal(got, ref.dequantize(view, scale, dtype=dtype), f"dequantize({name} wq, strided scale)")
+
+
+# ---------------------------------------------------------------------------
+# Non-finite inputs (bitnet_ext.reference states the rule): a NaN or inf in a
+# row of x gives xscale NaN or inf and codes 0; one in the weights a scale
+# covers gives that scale NaN or inf and codes 0. On every ISA level.
+
+NONFINITE = [pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"), pytest.param(-math.inf, id="-inf")]
+# First, last, both sides of 4-, 8- and 16-lane vectors and of scalar tails.
+ABSMAX_POSITIONS = (0, 1, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65)
+
+
+def assert_same_values(actual, expected, what):
+    """Equal dtype, shape and values, NaN where the expected value is NaN."""
+    assert (actual.dtype, actual.shape) == (expected.dtype, expected.shape), what
+    np.testing.assert_array_equal(to_np(actual), to_np(expected), what)
+
+
+def test_absmax_quantize_nan_row():
+    """The reported case: the NaN was quantized to -128 under a finite xscale."""
+    x = mx.ones((1, 64))
+    x[0, 3] = math.nan
+    xq, xs = bx.absmax_quantize(x)
+    assert math.isnan(xs.item())
+    assert xq.tolist() == [[0] * 64]
+
+
+@pytest.mark.parametrize("K", [1, 5, 67, 1040])
+@pytest.mark.parametrize("value", NONFINITE)
+def test_absmax_quantize_nonfinite_every_position(isa, value, K):
+    base = np.array(randn((3, K), seed=K, std=3.0))
+    for pos in sorted({p for p in ABSMAX_POSITIONS + (K - 17, K - 16, K - 2, K - 1) if 0 <= p < K}):
+        x = base.copy()
+        x[1, pos] = value
+        x = mx.array(x)
+        xq, xs = bx.absmax_quantize(x)
+        rxq, rxs = ref.absmax_quantize(x)
+        mx.eval(xq, xs)
+        assert_same_values(xs, rxs, f"xscale, {value} at {pos}")
+        assert_equal(xq, rxq, f"xq, {value} at {pos}")
+        assert xq[1].tolist() == [0] * K
+
+
+@pytest.mark.parametrize("per_channel", PC)
+@pytest.mark.parametrize("value", NONFINITE)
+def test_absmean_quantize_nonfinite_weights(isa, per_channel, value):
+    """Codes 0 under a NaN or inf scale (a NaN code was -1)."""
+    N, K = 5, 96
+    w = np.array(randn((N, K), seed=3, std=0.02))
+    w[2, 17] = value
+    w = mx.array(w)
+    wq, scale = bx.absmean_quantize(w, per_channel=per_channel)
+    rwq, rscale = ref.absmean_quantize(w, per_channel=per_channel)
+    assert_same_values(scale, rscale, "scale")
+    assert_equal(wq, rwq, "packed codes")
+    zero_rows = [2] if per_channel else list(range(N))
+    assert (np.array(wq)[zero_rows] == 0x55555555).all()
+    fq = bx.fake_quantize(w, per_channel=per_channel)
+    assert_same_values(fq, ref.fake_quantize(w, per_channel=per_channel), "fake_quantize")
+    assert np.isnan(np.array(fq)[zero_rows]).all()  # scale NaN or inf times code 0

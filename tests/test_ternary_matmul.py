@@ -1,22 +1,28 @@
 """ternary_matmul forward vs the reference: dtypes, transpose modes, scales,
 batch dims, non-contiguous x, edge sizes, large K, hypothesis over shapes."""
 
+import math
+
 import mlx.core as mx
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import bitnet_ext as bx
+from bitnet_ext import reference as ref
 from conftest import (
     EDGE_SHAPES,
     FLOAT_DTYPES,
     SCALE_KINDS,
+    assert_equal,
     check_matmul,
     dtype_params,
     make_scale,
     make_weights,
     randn,
     shape_id,
+    to_np,
 )
 
 TRANSPOSE = [pytest.param(True, id="T"), pytest.param(False, id="N")]
@@ -179,3 +185,58 @@ def test_matmul_non_contiguous_weights_and_scale(view, transpose):
     scale = make_scale("row", 2 * N, seed=51)[::2]  # strided scale too
     x = randn((3, K if transpose else N), seed=52)
     check_matmul(x, codes, wq, scale, transpose, what=f"ternary_matmul({view} wq, strided scale)")
+
+
+# ---------------------------------------------------------------------------
+# Code 3 (bits 11, never written by pack) is +2 on every op, ISA level and M
+# path: MLX's affine reading (code - 1), as mx.dequantize gives.
+
+
+def test_code3_reads_plus_two_at_m1():
+    """The reported case: all-ones words gave 0 at M = 1 (AVX-512 pair lookups) and 128 at M = 2."""
+    w = mx.full((16, 4), 0xFFFFFFFF, dtype=mx.uint32)
+    for M in (1, 2):
+        y = bx.ternary_matmul(mx.ones((M, 64)), w, mx.array(1.0))
+        assert y.tolist() == [[128.0] * 16] * M, (M, y)
+
+
+@pytest.mark.parametrize("M", [1, 2, 5, 17, 40], ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("transpose", TRANSPOSE)
+def test_random_words_every_path(isa, M, transpose):
+    """Arbitrary uint32 words against the reference and MLX's own dequantization."""
+    N, K = 37, 1056  # 66 words: a tail after every vector width
+    wq = mx.array(np.random.default_rng(M).integers(0, 2**32, (N, K // 16), dtype=np.uint64).astype(np.uint32))
+    codes = ref.unpack(wq)
+    assert (np.array(codes) == 2).any()
+    scale = make_scale("row", N, seed=M)
+    mlx_w = mx.dequantize(wq, mx.ones((N, K // 32)), -mx.ones((N, K // 32)), group_size=32, bits=2)
+    assert mx.array_equal(mlx_w, codes.astype(mx.float32)).item()
+    check_matmul(randn((M, K if transpose else N), seed=M), codes, wq, scale, transpose)
+    if transpose:
+        x = randn((M, K), seed=M + 1)
+        assert_equal(bx.bitlinear(x, wq, scale), ref.bitlinear(x, wq, scale), "bitlinear")
+        assert_equal(bx.unpack(wq), codes, "unpack")
+        assert_equal(bx.dequantize(wq, scale, dtype=mx.float32), ref.dequantize(wq, scale, dtype=mx.float32),
+                     "dequantize")
+
+
+@pytest.mark.parametrize("M", [1, 3, 40], ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("transpose", TRANSPOSE)
+def test_nonfinite_activations_same_pattern(isa, M, transpose):
+    """NaN, +inf and -inf outputs exactly where the reference has them (inf * 0 = NaN)."""
+    N, K = 19, 528
+    codes, wq = make_weights(N, K, seed=M)
+    scale = make_scale("row", N, seed=1)
+    x = np.array(randn((M, K if transpose else N), seed=2))
+    x[0, 5] = math.nan
+    x[-1, -1] = math.inf
+    if M > 2:
+        x[1, 0] = -math.inf
+    x = mx.array(x)
+    y = bx.ternary_matmul(x, wq, scale, transpose=transpose)
+    r = to_np(ref.ternary_matmul(x, wq, scale, transpose=transpose))
+    a = to_np(y)
+    for where in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(where(a), where(r), where.__name__)
+    finite = np.isfinite(r)
+    np.testing.assert_allclose(a[finite], r[finite], rtol=1e-5, atol=1e-4)

@@ -8,7 +8,14 @@
 // Packed ternary layout (identical to MLX's affine bits=2 layout):
 //   row n of W (N x K, K % 16 == 0) is K/16 uint32 words; weight W[n, k]
 //   lives in word k / 16 at bits 2*(k % 16) .. 2*(k % 16) + 1 and is stored
-//   as code = W[n, k] + 1, so code is 0, 1 or 2 (3 never occurs).
+//   as code = W[n, k] + 1, so code is 0, 1 or 2. Code 3 is never written by
+//   pack; every kernel reads it as code - 1 = +2 (MLX's affine reading), so
+//   any uint32 word has one meaning on every path and ISA level.
+//
+// Non-finite values follow IEEE float32 arithmetic, plus one rule for the
+// quantizers: a quotient that is NaN gets code 0 (bitnet_ext.reference). So a
+// row with a NaN gets scale NaN and codes 0, one with an inf scale inf and
+// codes 0 (finite / inf = 0, inf / inf = NaN).
 //
 // All matrices are row-major. Row strides are given in elements.
 #pragma once
@@ -79,8 +86,8 @@ void ternary_matmul_n(
 // Int8 activations (W1.58A8).
 //
 // Per-row absmax quantization of x (M x K, row stride ldx):
-//   xscale[m] = max(max_k |x[m, k]|, eps) / 127            (float32)
-//   xq[m, k]  = clamp(round_half_even(x[m, k] / xscale[m]), -128, 127)
+//   xscale[m] = max(max_k |x[m, k]|, eps) / 127            (float32, NaN if a NaN is in the row)
+//   xq[m, k]  = clamp(round_half_even(x[m, k] / xscale[m]), -128, 127)   (0 where the quotient is NaN)
 // The division is a true IEEE float32 division (not a reciprocal multiply),
 // so results are bit-identical to the pure-MLX reference.
 void absmax_quantize(
@@ -124,7 +131,8 @@ void bitlinear(
 // scale = max(mean |w|, eps) over the whole matrix (scale has 1 element) or
 // over each row (scale has N elements); the mean is accumulated in double and
 // rounded once to float32. Then code = clamp(round_half_even(w / scale), -1, 1)
-// with a true float32 division, packed into wq (N x K/16).
+// (0 where w / scale is NaN) with a true float32 division, packed into wq
+// (N x K/16).
 void absmean_quantize(
     const float* w,
     float eps,

@@ -1,7 +1,9 @@
 // Internal interface between dispatch.cpp and the per-ISA translation units.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels.h"
 
@@ -58,6 +60,44 @@ const KernelTable& table_neon_dot();
 // its own copy, so the linker never picks an AVX-512 copy for the scalar code.
 static inline float row_scale(const float* scale, bool per_row_scale, int64_t n) {
   return per_row_scale ? scale[n] : scale[0];
+}
+
+// |v| as its IEEE bit pattern. For numbers the unsigned order of these is the
+// order of |v|, and every NaN sorts above +inf: an integer max over them is
+// NaN exactly when a NaN is present (a float max drops NaNs: maxps returns its
+// second operand when either is NaN), at the cost of a float max.
+static inline uint32_t abs_bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  return b & 0x7fffffffu;
+}
+
+static inline float float_from_bits(uint32_t b) {
+  float v;
+  std::memcpy(&v, &b, 4);
+  return v;
+}
+
+// max(a, b), NaN when either is NaN (MLX's maximum; std::max keeps `a` when
+// b is NaN).
+static inline float max_nan(float a, float b) {
+  return (a != a || a > b) ? a : b;
+}
+
+// A quotient q as an integer code: clamp(round_half_even(q), lo, hi), and 0
+// when q is NaN (the one value of the cast that MLX leaves unspecified; see
+// bitnet_ext.reference).
+static inline int quantize_code(float q, float lo, float hi) {
+  if (q != q) return 0;
+  const float r = std::nearbyint(q);
+  return static_cast<int>(r < lo ? lo : (r > hi ? hi : r));
+}
+
+// Whether s is a positive finite scale: then x / s is a number for every
+// finite x, and the quantizers take their vector path (else the exact
+// per-element one).
+static inline bool finite_positive(float s) {
+  return s > 0.0f && s < INFINITY;
 }
 
 } // namespace bitnet_ext::cpu

@@ -63,16 +63,12 @@ void absmax_quantize_scalar(const float* x, int64_t ldx, float eps, int8_t* xq, 
   parallel_for(0, M, grain_rows(K), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       const float* xr = x + m * ldx;
-      float amax = 0.0f;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
-      const float s = std::max(amax, eps) / 127.0f;
+      uint32_t amax = 0; // bits of max |x|: NaN if any x is NaN
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, abs_bits(xr[k]));
+      const float s = max_nan(float_from_bits(amax), eps) / 127.0f;
       xscale[m] = s;
       int8_t* q = xq + m * K;
-      for (int64_t k = 0; k < K; ++k) {
-        float r = std::nearbyint(xr[k] / s);
-        r = std::min(127.0f, std::max(-128.0f, r));
-        q[k] = static_cast<int8_t>(r);
-      }
+      for (int64_t k = 0; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
     }
   });
 }
@@ -117,14 +113,14 @@ void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uin
   if (per_row_scale) {
     for (int64_t n = 0; n < N; ++n) {
       const float mean = K > 0 ? static_cast<float>(sums[n] / static_cast<double>(K)) : 0.0f;
-      scale[n] = std::max(mean, eps);
+      scale[n] = max_nan(mean, eps); // a NaN or inf weight gives a NaN or inf scale
     }
   } else {
     double total = 0.0;
     for (int64_t n = 0; n < N; ++n) total += sums[n];
     const double count = static_cast<double>(N) * static_cast<double>(K);
     const float mean = count > 0 ? static_cast<float>(total / count) : 0.0f;
-    scale[0] = std::max(mean, eps);
+    scale[0] = max_nan(mean, eps);
   }
   parallel_for(0, N, grain_rows(K), [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
@@ -134,9 +130,8 @@ void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uin
       for (int64_t j = 0; j < KW; ++j) {
         uint32_t word = 0;
         for (int i = 0; i < 16; ++i) {
-          float c = std::nearbyint(r[j * 16 + i] / s);
-          c = std::min(1.0f, std::max(-1.0f, c));
-          word |= static_cast<uint32_t>(static_cast<int>(c) + 1) << (2 * i);
+          const int c = quantize_code(r[j * 16 + i] / s, -1.0f, 1.0f); // NaN (w / NaN, inf / inf): 0
+          word |= static_cast<uint32_t>(c + 1) << (2 * i);
         }
         out[j] = word;
       }

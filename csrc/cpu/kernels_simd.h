@@ -834,26 +834,27 @@ struct Simd {
       for (int64_t m = m0; m < m1; ++m) {
         const float* xr = x + m * ldx;
         int8_t* q = xq + m * K;
-        vf vmax = Ops::zf();
+        // max |x| over the bit patterns (abs_bits): NaN if any x is NaN.
+        vi vmax = Ops::zi();
         int64_t k = 0;
-        for (; k + L <= K; k += L) vmax = Ops::max_f(vmax, Ops::abs_f(Ops::lf(xr + k)));
-        float amax = Ops::hmax_f(vmax);
-        for (; k < K; ++k) {
-          const float v = xr[k] < 0 ? -xr[k] : xr[k];
-          amax = amax < v ? v : amax;
-        }
-        const float s = (amax < eps ? eps : amax) / 127.0f;
+        for (; k + L <= K; k += L) vmax = Ops::max_u32(vmax, Ops::abs_bits(Ops::lf(xr + k)));
+        uint32_t amax = Ops::hmax_u32(vmax);
+        for (; k < K; ++k) amax = std::max(amax, abs_bits(xr[k]));
+        const float s = max_nan(float_from_bits(amax), eps) / 127.0f;
         xscale[m] = s;
+        if (!finite_positive(s)) {
+          // NaN or inf in the row (or s = 0): quotients can be NaN, which the
+          // vector clamp would turn into -128. Rare, so exact and scalar.
+          for (k = 0; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
+          continue;
+        }
+        // Every |x| <= max |x| is finite here: every quotient is a number.
         const vf vs = Ops::set1f(s), lo = Ops::set1f(-128.0f), hi = Ops::set1f(127.0f);
         for (k = 0; k + L <= K; k += L) {
           const vf r = Ops::round_f(Ops::div_f(Ops::lf(xr + k), vs));
           Ops::store_i8(q + k, Ops::min_f(Ops::max_f(r, lo), hi));
         }
-        for (; k < K; ++k) {
-          float r = __builtin_nearbyintf(xr[k] / s);
-          r = r < -128.0f ? -128.0f : (r > 127.0f ? 127.0f : r);
-          q[k] = static_cast<int8_t>(r);
-        }
+        for (; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
       }
     });
   }

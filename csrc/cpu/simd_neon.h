@@ -95,10 +95,16 @@ struct OpsNeonT {
   }
   static float hsum_f(vf v) { return vaddvq_f32(v); }
   static int32_t hsum_i(vi v) { return vaddvq_s32(v); }
-  static vf abs_f(vf v) { return vabsq_f32(v); }
+  // |v| as bit patterns (see abs_bits in kernels_impl.h) and their max.
+  static vi abs_bits(vf v) {
+    return vreinterpretq_s32_u32(vandq_u32(vreinterpretq_u32_f32(v), vdupq_n_u32(0x7fffffffu)));
+  }
+  static vi max_u32(vi a, vi b) {
+    return vreinterpretq_s32_u32(vmaxq_u32(vreinterpretq_u32_s32(a), vreinterpretq_u32_s32(b)));
+  }
+  static uint32_t hmax_u32(vi v) { return vmaxvq_u32(vreinterpretq_u32_s32(v)); }
   static vf max_f(vf a, vf b) { return vmaxq_f32(a, b); }
   static vf min_f(vf a, vf b) { return vminq_f32(a, b); }
-  static float hmax_f(vf v) { return vmaxvq_f32(v); }
   static vf div_f(vf a, vf b) { return vdivq_f32(a, b); }
   static vf round_f(vf v) { return vrndnq_f32(v); }
   static void store_i8(int8_t* p, vf v) {

@@ -98,15 +98,17 @@ struct OpsAvx2 {
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
     return _mm_cvtsi128_si32(s);
   }
-  static vf abs_f(vf v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+  // |v| as bit patterns (see abs_bits in kernels_impl.h) and their max.
+  static vi abs_bits(vf v) { return _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff)); }
+  static vi max_u32(vi a, vi b) { return _mm256_max_epu32(a, b); }
+  static uint32_t hmax_u32(vi v) {
+    __m128i s = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_max_epu32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_max_epu32(s, _mm_shuffle_epi32(s, 0xb1));
+    return static_cast<uint32_t>(_mm_cvtsi128_si32(s));
+  }
   static vf max_f(vf a, vf b) { return _mm256_max_ps(a, b); }
   static vf min_f(vf a, vf b) { return _mm256_min_ps(a, b); }
-  static float hmax_f(vf v) {
-    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_max_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-  }
   static vf div_f(vf a, vf b) { return _mm256_div_ps(a, b); }
   static vf round_f(vf v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   // Stores L integral floats already clamped to [-128, 127] as int8.
@@ -196,9 +198,10 @@ struct OpsAvx512T {
   }
   // --- Pair-lookup float GEMV (M = 1), see Simd::f_gemv_lut.
   static constexpr bool kLut = true;
-  // Weights of a code pair (c0, c1) = (i & 3, i >> 2) as floats: w0, w1.
-  static vf lut_w0() { return _mm512_setr_ps(-1, 0, 1, 0, -1, 0, 1, 0, -1, 0, 1, 0, -1, 0, 1, 0); }
-  static vf lut_w1() { return _mm512_setr_ps(-1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0); }
+  // Weights of a code pair (c0, c1) = (i & 3, i >> 2) as floats: w0, w1 =
+  // code - 1, so code 3 (never packed) is +2 as on every other path.
+  static vf lut_w0() { return _mm512_setr_ps(-1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2, -1, 0, 1, 2); }
+  static vf lut_w1() { return _mm512_setr_ps(-1, -1, -1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2); }
   // table[idx & 15] per lane (vpermps uses the low 4 bits of each index).
   static vf lut(vi idx, const float* table) { return _mm512_permutexvar_ps(idx, _mm512_loadu_ps(table)); }
   static void sf_n(float* p, vf v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v); }
@@ -240,10 +243,11 @@ struct OpsAvx512T {
     const __m128i e = _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out), e);
   }
-  static vf abs_f(vf v) { return _mm512_abs_ps(v); }
+  static vi abs_bits(vf v) { return _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)); }
+  static vi max_u32(vi a, vi b) { return _mm512_max_epu32(a, b); }
+  static uint32_t hmax_u32(vi v) { return _mm512_reduce_max_epu32(v); }
   static vf max_f(vf a, vf b) { return _mm512_max_ps(a, b); }
   static vf min_f(vf a, vf b) { return _mm512_min_ps(a, b); }
-  static float hmax_f(vf v) { return _mm512_reduce_max_ps(v); }
   static vf div_f(vf a, vf b) { return _mm512_div_ps(a, b); }
   static vf round_f(vf v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
   static void store_i8(int8_t* p, vf v) {

@@ -7,7 +7,18 @@ meant to be bit-identical to the C++ kernels; float paths (ternary_matmul) agree
 up to float32 accumulation order.
 
 Packed format: uint32 words, 16 two-bit codes per word, least-significant bits
-first along K, code = w + 1 (MLX's affine ``bits=2`` layout).
+first along K, code = w + 1 (MLX's affine ``bits=2`` layout). ``pack`` never
+writes code 3 (bits ``11``); every op reads it as MLX's affine dequantization
+does, code - 1 = +2, so any uint32 word has one meaning.
+
+Non-finite inputs follow IEEE float32 arithmetic (MLX's maximum, max and clip
+propagate NaN) with one explicit rule where MLX leaves the result unspecified,
+the cast of NaN to an integer: a quantized value that is NaN becomes code 0.
+Hence a row of x with a NaN has xscale NaN, all its int8 codes 0 and a NaN
+bitlinear output; a row with an inf (and no NaN) has xscale inf, all codes 0
+(finite / inf = 0, inf / inf = NaN) and bitlinear output 0 * inf = NaN. In
+absmean_quantize a NaN or inf in the weights a scale covers makes that scale
+NaN or inf and all its codes 0.
 """
 
 import mlx.core as mx
@@ -29,6 +40,12 @@ _SHIFTS = mx.arange(0, 32, 2, dtype=mx.uint32)  # bit offset of code j in a word
 # many int8 x ternary products has |partial sum| <= 128 * 2^16 = 2^23, so a
 # float32 matmul over one chunk is exact whatever its summation order.
 _EXACT_CHUNK = 1 << 16
+
+
+def _round_clip(q, lo, hi):
+    """clip(round_half_even(q), lo, hi) with NaN -> 0 (int8 codes)."""
+    r = mx.clip(mx.round(q), lo, hi)
+    return mx.where(mx.isnan(r), 0, r).astype(mx.int8)
 
 
 def _row_scale(scale):
@@ -66,8 +83,7 @@ def absmean_quantize(w, *, per_channel=False, eps=1e-5):
     """w (N, K) -> (packed uint32 (N, K/16), float32 scale () or (N,))."""
     w32 = w.astype(mx.float32)
     scale = mx.maximum(_mean_abs(w32, -1 if per_channel else None), eps)
-    codes = mx.clip(mx.round(w32 / _row_scale(scale)), -1, 1)
-    return pack(codes.astype(mx.int8)), scale
+    return pack(_round_clip(w32 / _row_scale(scale), -1, 1)), scale
 
 
 def dequantize(wq, scale, *, dtype=mx.float16):
@@ -78,11 +94,17 @@ def dequantize(wq, scale, *, dtype=mx.float16):
 def ternary_matmul(x, wq, scale, *, transpose=True):
     """x @ W_eff.T (transpose) or x @ W_eff with W_eff = diag(scale) @ W.
 
-    Accumulates in float32, returns x's dtype.
+    Accumulates in float32, returns x's dtype. With transpose the scale is
+    applied to the sums, (x @ W.T) * scale, as every kernel does: the same
+    value up to rounding, and the same NaN/inf pattern when scale is inf
+    (inf * W would put 0 * inf = NaN into every sum with a zero weight).
     """
-    w_eff = _row_scale(scale) * unpack(wq).astype(mx.float32)  # (N, K)
+    w = unpack(wq).astype(mx.float32)  # (N, K)
     xf = x.astype(mx.float32)
-    y = xf @ w_eff.T if transpose else xf @ w_eff
+    if transpose:
+        y = (xf @ w.T) * mx.array(scale).astype(mx.float32)
+    else:
+        y = xf @ (_row_scale(scale) * w)
     return y.astype(x.dtype)
 
 
@@ -90,8 +112,7 @@ def absmax_quantize(x, *, eps=1e-5):
     """Per-token (last axis) int8 quantization -> (xq int8, xscale f32 (..., 1))."""
     xf = x.astype(mx.float32)
     xscale = mx.maximum(mx.max(mx.abs(xf), axis=-1, keepdims=True), eps) / 127
-    xq = mx.clip(mx.round(xf / xscale), -128, 127).astype(mx.int8)
-    return xq, xscale
+    return _round_clip(xf / xscale, -128, 127), xscale
 
 
 def _int_dot(xq, w):

@@ -74,11 +74,47 @@ std::vector<uint32_t> pack_ref(const std::vector<int8_t>& w, int64_t N, int64_t 
   return wq;
 }
 
+// Random uint32 words: every field may hold code 3, which every kernel
+// reads as +2 (kernels.h).
+std::vector<uint32_t> random_words(int64_t n) {
+  std::vector<uint32_t> wq(static_cast<size_t>(n));
+  for (auto& v : wq) v = static_cast<uint32_t>(rng());
+  return wq;
+}
+
+// The weights W[n, k] = code - 1 in {-1, 0, 1, 2} of packed words.
+std::vector<int8_t> unpack_ref(const std::vector<uint32_t>& wq, int64_t N, int64_t K) {
+  std::vector<int8_t> w(static_cast<size_t>(N * K));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < K; ++k)
+      w[n * K + k] = static_cast<int8_t>(((wq[n * (K / 16) + k / 16] >> (2 * (k % 16))) & 3u) - 1);
+  return w;
+}
+
+// Weights for a test: packed ternary codes, or (raw) random words with code 3.
+struct Weights {
+  std::vector<int8_t> w; // W[n, k]
+  std::vector<uint32_t> wq;
+};
+Weights make_weights(int64_t N, int64_t K, bool raw) {
+  if (raw) {
+    auto wq = random_words(N * K / 16);
+    return {unpack_ref(wq, N, K), wq};
+  }
+  auto w = random_codes(N * K);
+  return {w, pack_ref(w, N, K)};
+}
+
 bool same_bits(float a, float b) {
   uint32_t x, y;
   std::memcpy(&x, &a, 4);
   std::memcpy(&y, &b, 4);
   return x == y;
+}
+
+// Bit-identical, except that any NaN equals any NaN (payloads may differ).
+bool same_value(float a, float b) {
+  return (std::isnan(a) && std::isnan(b)) || same_bits(a, b);
 }
 
 struct Level {
@@ -120,10 +156,9 @@ void check_float_close(const std::vector<float>& got, const std::vector<double>&
   CHECK(bad == 0, "%s: %d mismatches of %zu", what, bad, got.size());
 }
 
-void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad) {
+void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, bool raw = false) {
   const int64_t ldx = K + pad;
-  auto w = random_codes(N * K);
-  auto wq = pack_ref(w, N, K);
+  auto [w, wq] = make_weights(N, K, raw);
   auto x = random_floats(M * ldx);
   auto scale = per_row ? random_floats(N, 0.5f) : std::vector<float>{0.37f};
   std::vector<double> ref(M * N), mag(M * N);
@@ -140,17 +175,17 @@ void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad) {
   for (const auto& l : levels()) {
     use(l);
     g_ctx = "matmul_t " + l.name() + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-            " K=" + std::to_string(K) + (per_row ? " per_row" : " per_tensor") + " pad=" + std::to_string(pad);
+            " K=" + std::to_string(K) + (per_row ? " per_row" : " per_tensor") + " pad=" + std::to_string(pad) +
+            (raw ? " raw words" : "");
     std::vector<float> y(M * N, std::nanf(""));
     ternary_matmul_t(x.data(), ldx, wq.data(), scale.data(), per_row, y.data(), M, N, K);
     check_float_close(y, ref, mag, K, "y");
   }
 }
 
-void test_matmul_n(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad) {
+void test_matmul_n(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, bool raw = false) {
   const int64_t ldx = N + pad;
-  auto w = random_codes(N * K);
-  auto wq = pack_ref(w, N, K);
+  auto [w, wq] = make_weights(N, K, raw);
   auto x = random_floats(M * ldx);
   auto scale = per_row ? random_floats(N, 0.5f) : std::vector<float>{0.37f};
   std::vector<double> ref(M * K, 0.0), mag(M * K, 0.0);
@@ -165,7 +200,8 @@ void test_matmul_n(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad) {
   for (const auto& l : levels()) {
     use(l);
     g_ctx = "matmul_n " + l.name() + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
-            " K=" + std::to_string(K) + (per_row ? " per_row" : " per_tensor") + " pad=" + std::to_string(pad);
+            " K=" + std::to_string(K) + (per_row ? " per_row" : " per_tensor") + " pad=" + std::to_string(pad) +
+            (raw ? " raw words" : "");
     std::vector<float> y(M * K, std::nanf(""));
     ternary_matmul_n(x.data(), ldx, wq.data(), scale.data(), per_row, y.data(), M, N, K);
     check_float_close(y, ref, mag, N, "y");
@@ -175,13 +211,17 @@ void test_matmul_n(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad) {
 // ---------------------------------------------------------------------------
 // Int8 path: bit-exact against the oracle.
 
-void test_i8(int64_t M, int64_t N, int64_t K, bool per_row, bool with_bias, const std::vector<int8_t>* wfix = nullptr,
-             const std::vector<int8_t>* xfix = nullptr) {
-  auto w = wfix ? *wfix : random_codes(N * K);
-  auto wq = pack_ref(w, N, K);
-  auto xq = xfix ? *xfix : random_i8(M * K);
+// raw: random words (code 3 = +2). Rows of xscale that are NaN or inf (as
+// absmax_quantize gives for such rows of x) must give NaN or +-inf outputs.
+void test_i8(int64_t M, int64_t N, int64_t K, bool per_row, bool with_bias, bool raw = false) {
+  auto [w, wq] = make_weights(N, K, raw);
+  auto xq = random_i8(M * K);
   std::vector<float> xscale = random_floats(M, 0.01f);
   for (auto& v : xscale) v = std::fabs(v) + 1e-4f;
+  if (M > 2) {
+    xscale[1] = std::nanf("");
+    xscale[M - 1] = INFINITY;
+  }
   auto scale = per_row ? random_floats(N, 0.5f) : std::vector<float>{0.37f};
   auto bias = random_floats(N);
   std::vector<int32_t> ref(M * N);
@@ -198,7 +238,7 @@ void test_i8(int64_t M, int64_t N, int64_t K, bool per_row, bool with_bias, cons
   for (const auto& l : levels()) {
     use(l);
     g_ctx = "i8 " + l.name() + " M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-            (per_row ? " per_row" : " per_tensor") + (with_bias ? " bias" : "");
+            (per_row ? " per_row" : " per_tensor") + (with_bias ? " bias" : "") + (raw ? " raw words" : "");
     std::vector<int32_t> acc(M * N, 0x7eadbeef);
     ternary_matmul_i8(xq.data(), wq.data(), acc.data(), M, N, K);
     int bad = 0;
@@ -210,7 +250,7 @@ void test_i8(int64_t M, int64_t N, int64_t K, bool per_row, bool with_bias, cons
               M, N, K);
     bad = 0;
     for (int64_t i = 0; i < M * N; ++i)
-      if (!same_bits(y[i], yref[i]) && bad++ < 3)
+      if (!same_value(y[i], yref[i]) && bad++ < 3)
         CHECK(false, "bitlinear y[%ld] = %.9g, want %.9g", long(i), y[i], yref[i]);
     CHECK(bad == 0, "bitlinear: %d mismatches", bad);
   }
@@ -246,7 +286,67 @@ void test_i8_worst_case(int64_t K) {
   }
 }
 
+// Code 3 (+2) everywhere against x = -128 and +127: the largest lanes of the
+// int8 GEMV accumulators (the VNNI in-place field 3 is 192 per byte), for M
+// on the in-place (1, 2), two-accumulator (3) and GEMM (17) paths.
+void test_i8_code3_worst_case(int64_t K) {
+  const int64_t N = 5;
+  std::vector<uint32_t> wq(N * K / 16, 0xffffffffu);
+  for (int64_t M : {1, 2, 3, 17}) {
+    std::vector<int8_t> xq(M * K);
+    for (int64_t i = 0; i < M * K; ++i) xq[i] = (i / K) % 2 ? 127 : -128;
+    for (const auto& l : levels()) {
+      use(l);
+      g_ctx = "i8 code 3 worst case " + l.name() + " M=" + std::to_string(M) + " K=" + std::to_string(K);
+      std::vector<int32_t> acc(M * N, 0);
+      ternary_matmul_i8(xq.data(), wq.data(), acc.data(), M, N, K);
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t want = 2 * K * (m % 2 ? 127 : -128);
+        for (int64_t n = 0; n < N; ++n)
+          CHECK(acc[m * N + n] == want, "acc[%ld,%ld] = %d, want %ld", long(m), long(n), acc[m * N + n], long(want));
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------
+
+// The oracle of absmax_quantize (kernels.h), NaN rule included: a row with a
+// NaN has xscale NaN; a quotient that is NaN has code 0.
+void check_absmax(const std::vector<float>& x, int64_t ldx, int64_t M, int64_t K, const std::string& what) {
+  const float eps = 1e-5f;
+  std::vector<int8_t> qref(M * K);
+  std::vector<float> sref(M);
+  for (int64_t m = 0; m < M; ++m) {
+    float amax = 0;
+    bool nan = false;
+    for (int64_t k = 0; k < K; ++k) {
+      nan |= std::isnan(x[m * ldx + k]);
+      amax = std::max(amax, std::fabs(x[m * ldx + k]));
+    }
+    volatile float s = nan ? std::nanf("") : std::max(amax, eps) / 127.0f;
+    sref[m] = s;
+    for (int64_t k = 0; k < K; ++k) {
+      volatile float q = x[m * ldx + k] / s;
+      float r = std::nearbyint(q);
+      r = std::min(127.0f, std::max(-128.0f, r));
+      qref[m * K + k] = std::isnan(q) ? 0 : static_cast<int8_t>(r);
+    }
+  }
+  for (const auto& l : levels()) {
+    use(l);
+    g_ctx = what + " " + l.name() + " M=" + std::to_string(M) + " K=" + std::to_string(K);
+    std::vector<int8_t> q(M * K, 99);
+    std::vector<float> s(M, -1);
+    absmax_quantize(x.data(), ldx, eps, q.data(), s.data(), M, K);
+    int bad = 0;
+    for (int64_t m = 0; m < M; ++m)
+      if (!same_value(s[m], sref[m]) && bad++ < 3) CHECK(false, "xscale[%ld] %.9g want %.9g", long(m), s[m], sref[m]);
+    for (int64_t i = 0; i < M * K; ++i)
+      if (q[i] != qref[i] && bad++ < 3) CHECK(false, "xq[%ld] %d want %d", long(i), q[i], qref[i]);
+    CHECK(bad == 0, "%d mismatches", bad);
+  }
+}
 
 void test_absmax(int64_t M, int64_t K, int64_t pad) {
   const int64_t ldx = K + pad;
@@ -261,38 +361,40 @@ void test_absmax(int64_t M, int64_t K, int64_t pad) {
     for (int64_t k = 0; k < K; ++k) x[2 * ldx + k] = 0.0f;
   if (M > 3)
     for (int64_t k = 0; k < K; ++k) x[3 * ldx + k] = 1e-8f * static_cast<float>(k % 7 - 3);
-  const float eps = 1e-5f;
-  std::vector<int8_t> qref(M * K);
-  std::vector<float> sref(M);
-  for (int64_t m = 0; m < M; ++m) {
-    float amax = 0;
-    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(x[m * ldx + k]));
-    volatile float s = std::max(amax, eps) / 127.0f;
-    sref[m] = s;
-    for (int64_t k = 0; k < K; ++k) {
-      volatile float q = x[m * ldx + k] / s;
-      float r = std::nearbyint(q);
-      r = std::min(127.0f, std::max(-128.0f, r));
-      qref[m * K + k] = static_cast<int8_t>(r);
-    }
-  }
-  for (const auto& l : levels()) {
-    use(l);
-    g_ctx = "absmax " + l.name() + " M=" + std::to_string(M) + " K=" + std::to_string(K);
-    std::vector<int8_t> q(M * K, 99);
-    std::vector<float> s(M, -1);
-    absmax_quantize(x.data(), ldx, eps, q.data(), s.data(), M, K);
-    int bad = 0;
-    for (int64_t m = 0; m < M; ++m)
-      if (!same_bits(s[m], sref[m]) && bad++ < 3) CHECK(false, "xscale[%ld] %.9g want %.9g", long(m), s[m], sref[m]);
-    for (int64_t i = 0; i < M * K; ++i)
-      if (q[i] != qref[i] && bad++ < 3) CHECK(false, "xq[%ld] %d want %d", long(i), q[i], qref[i]);
-    CHECK(bad == 0, "%d mismatches", bad);
-  }
+  check_absmax(x, ldx, M, K, "absmax");
 }
 
-void test_absmean(int64_t N, int64_t K, bool per_row) {
+// One NaN, inf or -inf per row at every position where a kernel changes
+// code path: first and last element, both sides of every vector width (4, 8,
+// 16 lanes) and of the scalar tail.
+void test_absmax_nonfinite(int64_t K) {
+  std::vector<int64_t> pos;
+  for (int64_t p : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{4}, int64_t{7}, int64_t{8}, int64_t{15},
+                    int64_t{16}, int64_t{17}, K / 2, K - 17, K - 16, K - 9, K - 8, K - 5, K - 4, K - 2, K - 1})
+    if (p >= 0 && p < K) pos.push_back(p);
+  const float specials[] = {std::nanf(""), -std::nanf(""), INFINITY, -INFINITY};
+  const int64_t M = static_cast<int64_t>(pos.size()) * 4 + 2, ldx = K + 1;
+  auto x = random_floats(M * ldx, 3.0f);
+  int64_t m = 0;
+  for (float v : specials)
+    for (int64_t p : pos) x[(m++) * ldx + p] = v;
+  // inf and NaN in one row; and a row of zeros around one inf.
+  x[m * ldx] = INFINITY;
+  x[m * ldx + K - 1] = std::nanf("");
+  ++m;
+  for (int64_t k = 0; k < K; ++k) x[m * ldx + k] = 0.0f;
+  x[m * ldx + K / 2] = -INFINITY;
+  check_absmax(x, ldx, M, K, "absmax non-finite");
+}
+
+// nonfinite: row 0 gets a NaN, row 1 an inf, row 2 a -inf (each at a
+// different position); with one scale, the NaN makes every code 0.
+void test_absmean(int64_t N, int64_t K, bool per_row, bool nonfinite = false) {
   auto w = random_floats(N * K, 0.02f);
+  if (nonfinite) {
+    const float specials[] = {std::nanf(""), INFINITY, -INFINITY};
+    for (int64_t n = 0; n < std::min<int64_t>(N, 3); ++n) w[n * K + (n * 37) % K] = specials[n];
+  }
   // Ties: with w = +-1.5 * scale exactly the code must round to even (2 -> clamped 1).
   const float eps = 1e-5f;
   std::vector<float> sref(per_row ? N : 1);
@@ -300,28 +402,29 @@ void test_absmean(int64_t N, int64_t K, bool per_row) {
   for (int64_t n = 0; n < N; ++n) {
     double rs = 0;
     for (int64_t k = 0; k < K; ++k) rs += std::fabs(double(w[n * K + k]));
-    if (per_row) sref[n] = std::max(static_cast<float>(rs / double(K)), eps);
+    if (per_row) sref[n] = std::isnan(rs) ? float(rs) : std::max(static_cast<float>(rs / double(K)), eps);
     total += rs;
   }
-  if (!per_row) sref[0] = std::max(static_cast<float>(total / (double(N) * double(K))), eps);
+  if (!per_row)
+    sref[0] = std::isnan(total) ? float(total) : std::max(static_cast<float>(total / (double(N) * double(K))), eps);
   std::vector<int8_t> cref(N * K);
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < K; ++k) {
       volatile float q = w[n * K + k] / sref[per_row ? n : 0];
       float r = std::nearbyint(q);
-      cref[n * K + k] = static_cast<int8_t>(std::min(1.0f, std::max(-1.0f, r)));
+      cref[n * K + k] = std::isnan(q) ? 0 : static_cast<int8_t>(std::min(1.0f, std::max(-1.0f, r)));
     }
   auto wqref = pack_ref(cref, N, K);
   for (const auto& l : levels()) {
     use(l);
     g_ctx = "absmean " + l.name() + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-            (per_row ? " per_row" : " per_tensor");
+            (per_row ? " per_row" : " per_tensor") + (nonfinite ? " non-finite" : "");
     std::vector<uint32_t> wq(N * K / 16, 0xffffffffu);
     std::vector<float> s(sref.size(), -1);
     absmean_quantize(w.data(), eps, per_row, wq.data(), s.data(), N, K);
     int bad = 0;
     for (size_t i = 0; i < s.size(); ++i)
-      if (!same_bits(s[i], sref[i]) && bad++ < 3) CHECK(false, "scale[%zu] %.9g want %.9g", i, s[i], sref[i]);
+      if (!same_value(s[i], sref[i]) && bad++ < 3) CHECK(false, "scale[%zu] %.9g want %.9g", i, s[i], sref[i]);
     for (size_t i = 0; i < wq.size(); ++i)
       if (wq[i] != wqref[i] && bad++ < 3) CHECK(false, "wq[%zu] %08x want %08x", i, wq[i], wqref[i]);
     CHECK(bad == 0, "%d mismatches", bad);
@@ -353,6 +456,17 @@ void test_pack_unpack_dequant(int64_t N, int64_t K) {
         }
       CHECK(bad == 0, "dequant %d mismatches", bad);
     }
+    // Arbitrary words: code 3 unpacks and dequantizes as +2.
+    auto raw = random_words(N * K / 16);
+    auto wraw = unpack_ref(raw, N, K);
+    unpack_ternary(raw.data(), u.data(), N, K);
+    CHECK(u == wraw, "unpack of random words mismatch");
+    std::vector<float> d(N * K, std::nanf(""));
+    dequantize_ternary(raw.data(), scale.data(), true, d.data(), N, K);
+    int bad = 0;
+    for (int64_t i = 0; i < N * K; ++i)
+      if (!same_bits(d[i], scale[i / K] * static_cast<float>(wraw[i])) && bad++ < 3)
+        CHECK(false, "dequant of random words [%ld] %.9g", long(i), d[i]);
     for (int bad_value : {2, -2, 127, -128}) {
       auto wb = w;
       wb[(N * K) / 2 + 1 < N * K ? (N * K) / 2 + 1 : 0] = static_cast<int8_t>(bad_value);
@@ -509,20 +623,37 @@ int main(int argc, char** argv) {
     test_i8(1, 1031, 256, false, true);
     test_matmul_t(1, 1031, 256, false, 0);
   }
+  // Random words (code 3 = +2) on every path: GEMV (M <= 16, with the
+  // AVX-512 M = 1 pair lookups and the VNNI in-place masks), GEMM, tails.
+  for (int64_t M : {1, 2, 3, 5, 8, 9, 16, 17, 40}) {
+    for (int64_t K : {16, 48, 256, 272, 1040}) {
+      const int64_t N = Ns[(M + K / 16) % 8] + 16;
+      test_i8(M, N, K, M % 2 == 0, M % 3 == 0, true);
+      test_matmul_t(M, N, K, M % 2 == 1, M % 3, true);
+      test_matmul_n(M, N, K, M % 2 == 0, 1, true);
+    }
+  }
+  test_i8(1, 37, 6912 + 16 * 3, true, true, true);
+  test_matmul_t(1, 37, 6912 + 16 * 3, true, 0, true);
   // Exact int32 accumulation at the worst case.
   test_i8_worst_case(16384);
   test_i8_worst_case(16384 + 16 * 3);
   if (!quick) test_i8_worst_case(65536);
   // More than one flush of the decode accumulators (kFlushBlocks blocks of 256 weights) plus a tail.
   if (!quick) test_i8_worst_case(2048 * 256 + 16 * 5);
+  test_i8_code3_worst_case(16384 + 16 * 3);
+  if (!quick) test_i8_code3_worst_case(2048 * 256 + 16 * 5);
 
   for (int64_t M : {1, 2, 5, 9}) {
     for (int64_t K : {1, 15, 16, 17, 64, 100, 1000, 2560}) test_absmax(M, K, M % 2 ? 0 : 3);
   }
+  for (int64_t K : {1, 5, 16, 33, 64, 100, 1000}) test_absmax_nonfinite(K);
   for (int64_t N : {1, 3, 17}) {
     for (int64_t K : {16, 48, 272, 2560}) {
       test_absmean(N, K, false);
       test_absmean(N, K, true);
+      test_absmean(N, K, false, true);
+      test_absmean(N, K, true, true);
       test_pack_unpack_dequant(N, K);
     }
   }
