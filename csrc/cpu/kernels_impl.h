@@ -116,6 +116,10 @@ static inline float bitlinear_epilogue(int32_t acc, float xscale, float s, const
 }
 
 // Level-independent implementations (kernels_scalar.cpp).
+// Quantizes one row exactly, element by element (NaN quotient -> 0): the
+// scalar kernel, and the SIMD kernels' path for a row whose scale s is not
+// finite positive (kept out of their translation units: it is rare).
+void absmax_quantize_row_exact(const float* xr, float s, int8_t* q, int64_t K);
 void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
                               int64_t K);
 bool pack_ternary_generic(const int8_t* w, uint32_t* wq, int64_t N, int64_t K);

@@ -67,8 +67,7 @@ void absmax_quantize_scalar(const float* x, int64_t ldx, float eps, int8_t* xq, 
       for (int64_t k = 0; k < K; ++k) amax = std::max(amax, abs_bits(xr[k]));
       const float s = max_nan(float_from_bits(amax), eps) / 127.0f;
       xscale[m] = s;
-      int8_t* q = xq + m * K;
-      for (int64_t k = 0; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
+      absmax_quantize_row_exact(xr, s, xq + m * K, K);
     }
   });
 }
@@ -97,6 +96,10 @@ void matmul_i8(const I8Args& a) {
 // ---------------------------------------------------------------------------
 // Shared by every level (declared in kernels_impl.h): not performance critical
 // and with exact semantics that are simplest to keep in one place.
+
+void absmax_quantize_row_exact(const float* xr, float s, int8_t* q, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
+}
 
 void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
                               int64_t K) {

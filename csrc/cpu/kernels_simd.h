@@ -845,7 +845,7 @@ struct Simd {
         if (!finite_positive(s)) {
           // NaN or inf in the row (or s = 0): quotients can be NaN, which the
           // vector clamp would turn into -128. Rare, so exact and scalar.
-          for (k = 0; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
+          absmax_quantize_row_exact(xr, s, q, K);
           continue;
         }
         // Every |x| <= max |x| is finite here: every quotient is a number.
