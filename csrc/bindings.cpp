@@ -189,6 +189,17 @@ NB_MODULE(_ext, m) {
       "The BitNet b1.58 W1.58A8 linear forward, x (..., K) -> (..., N) in x's dtype.\n\n"
       "x is absmax-quantized to int8 per token, multiplied with the ternary W in exact\n"
       "int32, then y = (acc * xscale) * scale + bias in float32.");
+  m.def(
+      "dense_matmul",
+      [](const mx::array& x, const mx::array& w, nb::handle s) {
+        return bitnet_ext::dense_matmul(x, w, stream_arg(s));
+      },
+      "x"_a, "w"_a, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def dense_matmul(x: mlx.core.array, w: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
+      "Dense float matmul x @ w.T, e.g. a model's float output head.\n\n"
+      "x (..., K) float16/bfloat16/float32, w (N, K) float16/bfloat16/float32 (used as stored,\n"
+      "no copy or conversion of w). float32 accumulation; the result (..., N) has x's dtype.\n"
+      "CPU streams run bitnet_ext's kernels (M = 1 streams w once); GPU streams use mx.matmul.");
 #undef STREAM_SIG
 
   m.def("supported_isas", &supported_isas, "CPU instruction-set levels this machine can run.");

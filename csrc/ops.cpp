@@ -1,10 +1,13 @@
 #include "ops.h"
 
 #include <sstream>
+#include <variant>
 
 #include "device_fallback.h"
+#include "mlx/device.h"
 #include "mlx/ops.h"
 #include "primitives/bitlinear.h"
+#include "primitives/dense_matmul.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
 #include "primitives/ternary_matmul.h"
@@ -213,6 +216,49 @@ mx::array bitlinear(
   mx::Shape out_shape = x.shape();
   out_shape.back() = N;
   return mx::array(out_shape, x.dtype(), std::make_shared<BitLinear>(s, 1e-5f), inputs);
+}
+
+// ---- dense_matmul: the float head (kept apart from the ternary ops above).
+
+namespace {
+
+mx::Device requested_device(mx::StreamOrDevice sd) {
+  if (auto* stream = std::get_if<mx::Stream>(&sd)) {
+    return stream->device;
+  }
+  if (auto* device = std::get_if<mx::Device>(&sd)) {
+    return *device;
+  }
+  return mx::default_device();
+}
+
+} // namespace
+
+mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevice sd) {
+  const std::string op = "dense_matmul";
+  require_float(op, "x", x);
+  require_float(op, "w", w);
+  if (w.ndim() != 2) {
+    fail(op, "w must be 2-D (N, K) (one row per output), got shape " + describe(w.shape()) + ".");
+  }
+  if (x.ndim() == 0) {
+    fail(op, "x must have at least one axis (..., K), got a scalar.");
+  }
+  if (x.shape(-1) != w.shape(1)) {
+    fail(op, "the last axis of x must be K = " + std::to_string(w.shape(1)) + " to match w of shape " +
+             describe(w.shape()) + ", got x of shape " + describe(x.shape()) + ".");
+  }
+  mx::Device requested = requested_device(sd);
+  if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
+    // Every MLX GPU backend has a fast matmul of its own.
+    auto s = mx::to_stream(sd);
+    auto y = mx::matmul(x, mx::transpose(mx::astype(w, x.dtype(), s), s), s);
+    return mx::astype(y, x.dtype(), s);
+  }
+  auto s = resolve_stream(sd, op.c_str());
+  mx::Shape out_shape = x.shape();
+  out_shape.back() = w.shape(0);
+  return mx::array(out_shape, x.dtype(), std::make_shared<DenseMatmul>(s), {x, row_major(w, s)});
 }
 
 } // namespace bitnet_ext

@@ -68,4 +68,9 @@ mx::array bitlinear(
     const std::optional<mx::array>& bias = std::nullopt,
     mx::StreamOrDevice s = {});
 
+// Dense float matmul (a model's float head): x (..., K) @ w.T -> (..., N) in
+// x's dtype, w float32 / float16 / bfloat16 (N, K), float32 accumulation.
+// CPU streams run bitnet_ext's kernels; GPU streams MLX's own matmul.
+mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevice s = {});
+
 } // namespace bitnet_ext
