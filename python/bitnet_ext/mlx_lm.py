@@ -27,11 +27,25 @@ Usage::
 
 or patch a model mlx-lm already loaded: ``bitnet_ext.mlx_lm.patch_model(model)``.
 
+The float output head (a tied ``embed_tokens.as_linear`` or an untied float
+``lm_head``) and any other plain float ``nn.Linear`` run on
+:func:`bitnet_ext.dense_matmul` (bf16/f16/f32 weights read as stored, float32
+accumulation; MLX's own matmul on GPUs). ``activation_bits=8`` selects the
+BitNet b1.58 int8 activation path (:func:`bitnet_ext.bitlinear`) for every
+layer instead of mlx-lm's float activations.
+
+Prefill does not compute the logits mlx-lm discards: ``generate_step`` only
+evaluates the KV cache after each prompt chunk, so the (lazy) head of those
+chunks never runs; the head runs for the last prompt token only.
+
 Requires the optional package ``mlx-lm`` (``pip install bitnet_ext[mlx-lm]``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import struct
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -40,8 +54,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
+from . import _ext
 from .convert import QUANT_METHOD, from_hf_bitnet
-from .nn import BitLinear
+from .nn import BitLinear, _check_activation_bits
 
 __all__ = ["patch_model", "load", "load_model"]
 
@@ -59,10 +74,48 @@ def _mlx_lm():
     return mlx_lm.utils, bitlinear_layers
 
 
-def _convert_layer(m) -> BitLinear:
+class DenseLinear(nn.Linear):
+    """``mlx.nn.Linear`` whose product runs on :func:`bitnet_ext.dense_matmul` (same result dtype)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = _dense(x, self.weight)
+        return y + self.bias if "bias" in self else y
+
+
+class DenseEmbedding(nn.Embedding):
+    """``mlx.nn.Embedding`` whose ``as_linear`` (a tied output head) runs on :func:`bitnet_ext.dense_matmul`."""
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return _dense(x, self.weight)
+
+
+def _dense(x: mx.array, w: mx.array) -> mx.array:
+    # MLX's x @ w.T has the promoted dtype of x and w (for two float dtypes:
+    # the common one, else float32); dense_matmul has x's.
+    dtype = x.dtype if x.dtype == w.dtype else mx.float32
+    return _ext.dense_matmul(x if x.dtype == dtype else x.astype(dtype), w)
+
+
+def _dense_head(m):
+    """A plain float Linear / Embedding as its dense_matmul twin (same parameters); anything else: None."""
+    if type(m) is nn.Linear:
+        out_features, in_features = m.weight.shape
+        new = DenseLinear(in_features, out_features, bias="bias" in m)
+    elif type(m) is nn.Embedding:
+        new = DenseEmbedding(*m.weight.shape)
+    else:
+        return None
+    # The constructors' random parameters are lazy and replaced before use.
+    new.update(m.parameters())
+    if m.training != new.training:
+        new.train(m.training)
+    return new
+
+
+def _convert_layer(m, activation_bits: Optional[int] = None) -> BitLinear:
     linear_class = "bitlinear" if m.invert_weight_scales else "autobitlinear"
     bias = getattr(m, "bias", None)
-    layer = BitLinear(m.in_features, m.out_features, bias is not None, activation_bits=None)
+    layer = BitLinear(m.in_features, m.out_features, bias is not None, activation_bits=activation_bits)
     layer.weight, layer.scale = from_hf_bitnet(
         m.weight, m.weight_scale, linear_class=linear_class, out_features=m.out_features
     )
@@ -71,24 +124,33 @@ def _convert_layer(m) -> BitLinear:
     return layer
 
 
-def patch_model(model: nn.Module) -> nn.Module:
+def patch_model(model: nn.Module, *, activation_bits: Optional[int] = None) -> nn.Module:
     """Replace every mlx-lm ``BitLinear`` of ``model`` by bitnet_ext's, in place.
 
     The packed weights are converted once (bit-exact, see
     :func:`bitnet_ext.convert.from_hf_bitnet`); the old uint8 weights are
-    dropped. Returns ``model``. Layers that are already bitnet_ext's are left
-    alone, so patching twice is harmless.
+    dropped. Plain float ``nn.Linear`` / ``nn.Embedding`` modules (the output
+    head) become :class:`DenseLinear` / :class:`DenseEmbedding`, which run on
+    :func:`bitnet_ext.dense_matmul`. ``activation_bits`` is that of every
+    ternary layer: ``None`` (float activations, as mlx-lm) or ``8`` (BitNet
+    b1.58 int8 activations, :func:`bitnet_ext.bitlinear`). Returns ``model``.
+    Layers that are already bitnet_ext's are kept (with ``activation_bits``
+    set), so patching twice is harmless.
     """
+    _check_activation_bits("patch_model", activation_bits)
     _, bitlinear_layers = _mlx_lm()
     MlxLmBitLinear = bitlinear_layers.BitLinear
 
     def _swap(path, m):
         if isinstance(m, MlxLmBitLinear):
             try:
-                return _convert_layer(m)
+                return _convert_layer(m, activation_bits)
             except ValueError as e:
                 raise ValueError(f"patch_model: cannot convert {path}: {e}") from None
-        return m
+        if isinstance(m, BitLinear):
+            m.activation_bits = activation_bits
+            return m
+        return _dense_head(m) or m
 
     leaves = tree_map_with_path(_swap, model.leaf_modules(), is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
@@ -102,7 +164,7 @@ def _quantization_config(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return qc if isinstance(qc, dict) else None
 
 
-def _converted_model_classes(config: Dict[str, Any]):
+def _converted_model_classes(config: Dict[str, Any], activation_bits: Optional[int] = None):
     """get_model_classes for mlx-lm's load_model: the model with empty bitnet_ext layers."""
     utils, bitlinear_layers = _mlx_lm()
     model_class, args_class = utils._get_classes(config)
@@ -116,7 +178,7 @@ def _converted_model_classes(config: Dict[str, Any]):
         def _empty(path, m):
             if isinstance(m, bitlinear_layers.BitLinear):
                 bias = getattr(m, "bias", None) is not None
-                return BitLinear(m.in_features, m.out_features, bias, activation_bits=None)
+                return BitLinear(m.in_features, m.out_features, bias, activation_bits=activation_bits)
             return m
 
         model.update_modules(tree_map_with_path(_empty, model.leaf_modules(), is_leaf=nn.Module.is_module))
@@ -133,14 +195,63 @@ def _resolve(path_or_hf_repo, revision=None) -> Path:
     return Path(utils._download(str(path_or_hf_repo), revision=revision))
 
 
-def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Dict[str, Any]] = None, revision=None):
+def _float_linear_prefixes(model_path: Path) -> list:
+    """Modules of the checkpoint with a 2-D float ``weight`` and no ``weight_scale`` (e.g. an untied lm_head).
+
+    Reads only the safetensors headers (8-byte length, then JSON).
+    """
+    tensors = {}
+    for f in sorted(model_path.glob("model*.safetensors")):
+        with open(f, "rb") as fid:
+            (n,) = struct.unpack("<Q", fid.read(8))
+            tensors.update(json.loads(fid.read(n)))
+    return sorted(
+        name[: -len(".weight")]
+        for name, info in tensors.items()
+        if name.endswith(".weight")
+        and isinstance(info, dict)
+        and info.get("dtype") in ("F32", "F16", "BF16")
+        and len(info.get("shape", ())) == 2
+        and name + "_scale" not in tensors
+    )
+
+
+def _keep_float_modules(model_path: Path, config: Dict[str, Any], model_config: Optional[Dict[str, Any]]):
+    """model_config for mlx-lm that keeps the checkpoint's float linears (e.g. an untied lm_head) float.
+
+    mlx-lm's ``bitnet_quantize`` turns every ``nn.Linear`` not in
+    ``modules_to_not_convert`` into a BitLinear, which then misses its
+    ``weight_scale``; listing the float ones there keeps them ``nn.Linear``.
+    """
+    keep = _float_linear_prefixes(model_path)
+    qc = dict(_quantization_config(config) or {})
+    listed = list(qc.get("modules_to_not_convert") or [])
+    missing = [p for p in keep if p not in listed]
+    if not missing:
+        return model_config
+    qc["modules_to_not_convert"] = listed + missing
+    return {**(model_config or {}), "quantization_config": qc}
+
+
+def load_model(
+    path_or_hf_repo,
+    *,
+    lazy: bool = False,
+    model_config: Optional[Dict[str, Any]] = None,
+    revision=None,
+    activation_bits: Optional[int] = None,
+):
     """Load a BitNet model with bitnet_ext layers; returns ``(model, config)``.
 
     Accepts both the Hugging Face / mlx-lm layout (``quant_method: "bitnet"``;
     mlx-lm loads it, then :func:`patch_model` converts the layers) and the
     output of ``python -m bitnet_ext convert`` (``quant_method: "bitnet_ext"``;
-    loaded directly, nothing to convert).
+    loaded directly, nothing to convert). Float linears of the checkpoint
+    (an untied ``lm_head.weight`` without ``weight_scale``) stay float and,
+    like a tied head, run on :func:`bitnet_ext.dense_matmul`.
+    ``activation_bits``: see :func:`patch_model`.
     """
+    _check_activation_bits("load_model", activation_bits)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     config = utils.load_config(model_path)
@@ -150,7 +261,10 @@ def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Di
     method = qc.get("quant_method") if qc else None
     if method == QUANT_METHOD:
         model, config = utils.load_model(
-            model_path, lazy=True, model_config=model_config, get_model_classes=_converted_model_classes
+            model_path,
+            lazy=True,
+            model_config=model_config,
+            get_model_classes=functools.partial(_converted_model_classes, activation_bits=activation_bits),
         )
     elif method == "bitnet":
         if config.get("model_type") == "bitnet" and qc.get("linear_class", "bitlinear") != "autobitlinear":
@@ -161,13 +275,14 @@ def load_model(path_or_hf_repo, *, lazy: bool = False, model_config: Optional[Di
                 "`python -m bitnet_ext convert` follows transformers.",
                 stacklevel=2,
             )
+        model_config = _keep_float_modules(model_path, config, model_config)
         model, config = utils.load_model(model_path, lazy=True, model_config=model_config)
-        patch_model(model)
     else:
         raise ValueError(
             f"bitnet_ext.mlx_lm.load: {model_path} is not a BitNet model (quantization_config.quant_method is "
             f"{method!r}; expected 'bitnet' or '{QUANT_METHOD}'). Use mlx_lm.load for other models."
         )
+    patch_model(model, activation_bits=activation_bits)
     if not lazy:
         mx.eval(model.parameters())
     return model, config
@@ -181,14 +296,16 @@ def load(
     lazy: bool = False,
     return_config: bool = False,
     revision=None,
+    activation_bits: Optional[int] = None,
 ):
     """Like ``mlx_lm.load`` for BitNet models: ``(model, tokenizer[, config])`` with bitnet_ext layers.
 
     The model then works with ``mlx_lm.generate``, ``mlx_lm.stream_generate``,
-    prompt caches and batching, on any device MLX supports.
+    prompt caches and batching, on any device MLX supports. ``activation_bits=8``
+    runs every ternary layer with BitNet b1.58 int8 activations (see :func:`patch_model`).
     """
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
-    model, config = load_model(model_path, lazy=lazy, model_config=model_config)
+    model, config = load_model(model_path, lazy=lazy, model_config=model_config, activation_bits=activation_bits)
     tokenizer = utils.load_tokenizer(model_path, tokenizer_config, eos_token_ids=config.get("eos_token_id", None))
     return (model, tokenizer, config) if return_config else (model, tokenizer)
