@@ -101,6 +101,14 @@ mx::array row_major(const mx::array& a, mx::Stream s) {
   return mx::contiguous(a, false, s);
 }
 
+// transformers' activation rounding exists in the CPU kernels only.
+void check_rounding_device(const std::string& op, cpu::ActRounding rounding, const mx::Stream& s) {
+  if (rounding != cpu::ActRounding::Divide && s.device.type != mx::Device::cpu) {
+    fail(op, "rounding='transformers' runs on the CPU only (stream=mx.cpu); the GPU kernels round as "
+             "rounding='divide'.");
+  }
+}
+
 } // namespace
 
 mx::array pack(const mx::array& codes, mx::StreamOrDevice sd) {
@@ -162,9 +170,14 @@ std::pair<mx::array, mx::array> absmean_quantize(
   return {outputs[0], outputs[1]};
 }
 
-std::pair<mx::array, mx::array> absmax_quantize(const mx::array& x, float eps, mx::StreamOrDevice sd) {
+std::pair<mx::array, mx::array> absmax_quantize(
+    const mx::array& x,
+    float eps,
+    mx::StreamOrDevice sd,
+    cpu::ActRounding rounding) {
   const std::string op = "absmax_quantize";
   auto s = resolve_stream(sd, op.c_str());
+  check_rounding_device(op, rounding, s);
   require_float(op, "x", x);
   check_eps(op, eps);
   if (x.ndim() == 0) {
@@ -173,7 +186,7 @@ std::pair<mx::array, mx::array> absmax_quantize(const mx::array& x, float eps, m
   mx::Shape scale_shape = x.shape();
   scale_shape.back() = 1;
   auto outputs = mx::array::make_arrays(
-      {x.shape(), scale_shape}, {mx::int8, mx::float32}, std::make_shared<AbsmaxQuantize>(s, eps), {x});
+      {x.shape(), scale_shape}, {mx::int8, mx::float32}, std::make_shared<AbsmaxQuantize>(s, eps, rounding), {x});
   return {outputs[0], outputs[1]};
 }
 
@@ -199,9 +212,11 @@ mx::array bitlinear(
     const mx::array& wq,
     const mx::array& scale,
     const std::optional<mx::array>& bias,
-    mx::StreamOrDevice sd) {
+    mx::StreamOrDevice sd,
+    cpu::ActRounding rounding) {
   const std::string op = "bitlinear";
   auto s = resolve_stream(sd, op.c_str());
+  check_rounding_device(op, rounding, s);
   auto [N, K] = check_packed(op, wq);
   check_x(op, x, K, "K");
   std::vector<mx::array> inputs = {x, row_major(wq, s), check_scale(op, scale, N, s)};
@@ -215,7 +230,7 @@ mx::array bitlinear(
   }
   mx::Shape out_shape = x.shape();
   out_shape.back() = N;
-  return mx::array(out_shape, x.dtype(), std::make_shared<BitLinear>(s, 1e-5f), inputs);
+  return mx::array(out_shape, x.dtype(), std::make_shared<BitLinear>(s, 1e-5f, rounding), inputs);
 }
 
 // ---- dense_matmul: the float head (kept apart from the ternary ops above).

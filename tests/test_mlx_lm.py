@@ -375,3 +375,18 @@ def test_activation_bits_checked():
     model, _ = make_models(seed=24)
     with pytest.raises(ValueError, match="activation_bits must be 8"):
         bx_mlx_lm.patch_model(model, activation_bits=4)
+
+
+def test_activation_rounding_option():
+    model, _ = make_models(seed=25)
+    with pytest.raises(ValueError, match="activation_rounding must be 'divide'"):
+        bx_mlx_lm.patch_model(model, activation_rounding="torch")
+    bx_mlx_lm.patch_model(model, activation_bits=8, activation_rounding="transformers")
+    layers = [m for _, m in model.named_modules() if isinstance(m, BitLinear)]
+    assert len(layers) == 14 and all(isinstance(m, bx_mlx_lm.TransformersRoundingBitLinear) for m in layers)
+    x = mx.random.normal((3, 64), key=mx.random.key(26))
+    q = model.model.layers[0].self_attn.q_proj
+    ref_y = bx.reference.bitlinear(x, q.weight, q.scale, rounding="transformers")
+    assert mx.array_equal(q(x), ref_y).item()
+    bx_mlx_lm.patch_model(model, activation_bits=8)  # back to the default rounding
+    assert all(type(m) is BitLinear for _, m in model.named_modules() if isinstance(m, BitLinear))

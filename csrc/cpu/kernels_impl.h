@@ -29,7 +29,7 @@ struct KernelTable {
   void (*matmul_n)(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row_scale,
                    float* y, int64_t M, int64_t N, int64_t K);
   void (*absmax_quantize)(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M,
-                          int64_t K);
+                          int64_t K, ActRounding rounding);
   void (*matmul_i8)(const I8Args& a);
   void (*absmean_quantize)(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
                            int64_t K);

@@ -59,17 +59,20 @@ void matmul_n(const float* x, int64_t ldx, const uint32_t* wq, const float* scal
   });
 }
 
-void absmax_quantize_scalar(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M, int64_t K) {
+void absmax_quantize_scalar(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M, int64_t K,
+                            ActRounding rounding) {
+  const bool mul = rounding == ActRounding::Transformers;
   parallel_for(0, M, grain_rows(K), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       const float* xr = x + m * ldx;
       float amax = 0.0f;
       for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
       const float s = std::max(amax, eps) / 127.0f;
+      const float inv = (1.0f / std::max(amax, eps)) * 127.0f; // as torch's 127 / t
       xscale[m] = s;
       int8_t* q = xq + m * K;
       for (int64_t k = 0; k < K; ++k) {
-        float r = std::nearbyint(xr[k] / s);
+        float r = std::nearbyint(mul ? xr[k] * inv : xr[k] / s);
         r = std::min(127.0f, std::max(-128.0f, r));
         q[k] = static_cast<int8_t>(r);
       }

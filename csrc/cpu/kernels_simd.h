@@ -829,7 +829,8 @@ struct Simd {
 
   // =========================================================================
   static void absmax_quantize(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M,
-                              int64_t K) {
+                              int64_t K, ActRounding rounding) {
+    const bool mul = rounding == ActRounding::Transformers;
     parallel_for(0, M, grain_for(K, 1), [&](int64_t m0, int64_t m1) {
       for (int64_t m = m0; m < m1; ++m) {
         const float* xr = x + m * ldx;
@@ -843,14 +844,16 @@ struct Simd {
           amax = amax < v ? v : amax;
         }
         const float s = (amax < eps ? eps : amax) / 127.0f;
+        const float inv = (1.0f / (amax < eps ? eps : amax)) * 127.0f; // as torch's 127 / t
         xscale[m] = s;
-        const vf vs = Ops::set1f(s), lo = Ops::set1f(-128.0f), hi = Ops::set1f(127.0f);
+        const vf vs = Ops::set1f(s), vinv = Ops::set1f(inv), lo = Ops::set1f(-128.0f), hi = Ops::set1f(127.0f);
         for (k = 0; k + L <= K; k += L) {
-          const vf r = Ops::round_f(Ops::div_f(Ops::lf(xr + k), vs));
+          const vf v = Ops::lf(xr + k);
+          const vf r = Ops::round_f(mul ? Ops::mul(v, vinv) : Ops::div_f(v, vs));
           Ops::store_i8(q + k, Ops::min_f(Ops::max_f(r, lo), hi));
         }
         for (; k < K; ++k) {
-          float r = __builtin_nearbyintf(xr[k] / s);
+          float r = __builtin_nearbyintf(mul ? xr[k] * inv : xr[k] / s);
           r = r < -128.0f ? -128.0f : (r > 127.0f ? 127.0f : r);
           q[k] = static_cast<int8_t>(r);
         }

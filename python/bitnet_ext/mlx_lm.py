@@ -112,6 +112,32 @@ def _dense_head(m):
     return new
 
 
+class TransformersRoundingBitLinear(BitLinear):
+    """:class:`bitnet_ext.nn.BitLinear` whose int8 activations round as transformers' BitNet does.
+
+    ``round(x * (127 / max))`` instead of ``round(x / (max / 127))`` (they
+    differ on about one code in 10^6), so the codes equal those of
+    transformers' int8 model; CPU only. Float activations are unchanged.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.activation_bits != 8:
+            return super().__call__(x)
+        bias = self["bias"] if "bias" in self else None
+        return _ext.bitlinear(x, self.weight, self.scale, bias, rounding="transformers")
+
+
+_ROUNDING_CLASS = {"divide": BitLinear, "transformers": TransformersRoundingBitLinear}
+
+
+def _check_rounding(where: str, activation_rounding) -> None:
+    if activation_rounding not in _ROUNDING_CLASS:
+        raise ValueError(
+            f"{where}: activation_rounding must be 'divide' (round(x / (max / 127)), bitnet_ext's default) or "
+            f"'transformers' (round(x * (127 / max)), as transformers' BitNet), got {activation_rounding!r}"
+        )
+
+
 def _convert_layer(m, activation_bits: Optional[int] = None) -> BitLinear:
     linear_class = "bitlinear" if m.invert_weight_scales else "autobitlinear"
     bias = getattr(m, "bias", None)
@@ -124,7 +150,9 @@ def _convert_layer(m, activation_bits: Optional[int] = None) -> BitLinear:
     return layer
 
 
-def patch_model(model: nn.Module, *, activation_bits: Optional[int] = None) -> nn.Module:
+def patch_model(
+    model: nn.Module, *, activation_bits: Optional[int] = None, activation_rounding: str = "divide"
+) -> nn.Module:
     """Replace every mlx-lm ``BitLinear`` of ``model`` by bitnet_ext's, in place.
 
     The packed weights are converted once (bit-exact, see
@@ -134,21 +162,27 @@ def patch_model(model: nn.Module, *, activation_bits: Optional[int] = None) -> n
     :func:`bitnet_ext.dense_matmul`. ``activation_bits`` is that of every
     ternary layer: ``None`` (float activations, as mlx-lm) or ``8`` (BitNet
     b1.58 int8 activations, :func:`bitnet_ext.bitlinear`). Returns ``model``.
-    Layers that are already bitnet_ext's are kept (with ``activation_bits``
-    set), so patching twice is harmless.
+    ``activation_rounding="transformers"`` makes the int8 activation codes
+    round as transformers' BitNet does (see
+    :class:`TransformersRoundingBitLinear`; CPU only). Layers that are already
+    bitnet_ext's are kept (with these two options set), so patching twice is
+    harmless.
     """
     _check_activation_bits("patch_model", activation_bits)
+    _check_rounding("patch_model", activation_rounding)
     _, bitlinear_layers = _mlx_lm()
     MlxLmBitLinear = bitlinear_layers.BitLinear
 
     def _swap(path, m):
         if isinstance(m, MlxLmBitLinear):
             try:
-                return _convert_layer(m, activation_bits)
+                m = _convert_layer(m, activation_bits)
             except ValueError as e:
                 raise ValueError(f"patch_model: cannot convert {path}: {e}") from None
         if isinstance(m, BitLinear):
             m.activation_bits = activation_bits
+            # Same parameters, the forward of the chosen rounding.
+            m.__class__ = _ROUNDING_CLASS[activation_rounding]
             return m
         return _dense_head(m) or m
 
@@ -240,6 +274,7 @@ def load_model(
     model_config: Optional[Dict[str, Any]] = None,
     revision=None,
     activation_bits: Optional[int] = None,
+    activation_rounding: str = "divide",
 ):
     """Load a BitNet model with bitnet_ext layers; returns ``(model, config)``.
 
@@ -249,9 +284,10 @@ def load_model(
     loaded directly, nothing to convert). Float linears of the checkpoint
     (an untied ``lm_head.weight`` without ``weight_scale``) stay float and,
     like a tied head, run on :func:`bitnet_ext.dense_matmul`.
-    ``activation_bits``: see :func:`patch_model`.
+    ``activation_bits``, ``activation_rounding``: see :func:`patch_model`.
     """
     _check_activation_bits("load_model", activation_bits)
+    _check_rounding("load_model", activation_rounding)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     config = utils.load_config(model_path)
@@ -282,7 +318,7 @@ def load_model(
             f"bitnet_ext.mlx_lm.load: {model_path} is not a BitNet model (quantization_config.quant_method is "
             f"{method!r}; expected 'bitnet' or '{QUANT_METHOD}'). Use mlx_lm.load for other models."
         )
-    patch_model(model, activation_bits=activation_bits)
+    patch_model(model, activation_bits=activation_bits, activation_rounding=activation_rounding)
     if not lazy:
         mx.eval(model.parameters())
     return model, config
@@ -297,15 +333,23 @@ def load(
     return_config: bool = False,
     revision=None,
     activation_bits: Optional[int] = None,
+    activation_rounding: str = "divide",
 ):
     """Like ``mlx_lm.load`` for BitNet models: ``(model, tokenizer[, config])`` with bitnet_ext layers.
 
     The model then works with ``mlx_lm.generate``, ``mlx_lm.stream_generate``,
     prompt caches and batching, on any device MLX supports. ``activation_bits=8``
-    runs every ternary layer with BitNet b1.58 int8 activations (see :func:`patch_model`).
+    runs every ternary layer with BitNet b1.58 int8 activations, and
+    ``activation_rounding="transformers"`` rounds them as transformers does (see :func:`patch_model`).
     """
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
-    model, config = load_model(model_path, lazy=lazy, model_config=model_config, activation_bits=activation_bits)
+    model, config = load_model(
+        model_path,
+        lazy=lazy,
+        model_config=model_config,
+        activation_bits=activation_bits,
+        activation_rounding=activation_rounding,
+    )
     tokenizer = utils.load_tokenizer(model_path, tokenizer_config, eos_token_ids=config.get("eos_token_id", None))
     return (model, tokenizer, config) if return_config else (model, tokenizer)
