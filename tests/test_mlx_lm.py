@@ -390,3 +390,41 @@ def test_activation_rounding_option():
     assert mx.array_equal(q(x), ref_y).item()
     bx_mlx_lm.patch_model(model, activation_bits=8)  # back to the default rounding
     assert all(type(m) is BitLinear for _, m in model.named_modules() if isinstance(m, BitLinear))
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize(
+    "B, Hq, Hkv, L, S, mask",
+    [(1, 20, 5, 1, 40, None), (2, 4, 2, 7, 7, "causal"), (1, 4, 1, 5, 9, "causal"), (2, 4, 2, 3, 6, "bool"),
+     (1, 2, 2, 4, 4, "additive")],  # fmt: skip
+    ids=["decode-gqa", "prefill-causal", "causal-with-cache", "bool-mask", "additive-mask"],
+)
+def test_cpu_attention_matches_mlx_sdpa(dtype, B, Hq, Hkv, L, S, mask):
+    from bitnet_ext._cpu_attention import cpu_attention
+
+    q, k, v = (mx.random.normal(s, key=mx.random.key(i)).astype(dtype)
+               for i, s in enumerate([(B, Hq, L, 32), (B, Hkv, S, 32), (B, Hkv, S, 32)]))  # fmt: skip
+    if mask == "bool":
+        mask = mx.random.uniform(shape=(B, 1, L, S), key=mx.random.key(5)) > 0.3
+        mask[..., 0] = True  # every query sees at least one key
+    elif mask == "additive":
+        mask = mx.random.normal((L, S), key=mx.random.key(6)).astype(dtype)
+    ours = cpu_attention(q, k, v, scale=0.2, mask=mask)
+    assert "DenseMatmul" in graph_ops(ours)
+    theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.2, mask=mask)
+    rel = 1e-5 if dtype == mx.float32 else 2**-6
+    assert_logits_close(ours, theirs, rel=rel, what="attention")
+
+
+def test_patch_model_routes_bitnet_attention_on_the_cpu():
+    from mlx_lm.models import bitnet as bitnet_module
+
+    model, ref = make_models(seed=27)
+    bx_mlx_lm.patch_model(model)
+    assert getattr(bitnet_module.scaled_dot_product_attention, "_bitnet_ext_cpu_attention", False)
+    t = tokens((2, 9), 28)
+    with mx.stream(mx.cpu):
+        logits = model(t)
+    if mx.default_device() == mx.cpu:
+        assert "DenseMatmul" in graph_ops(logits)
+    assert_logits_close(logits, ref(t))

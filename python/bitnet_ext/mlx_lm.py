@@ -34,6 +34,10 @@ accumulation; MLX's own matmul on GPUs). ``activation_bits=8`` selects the
 BitNet b1.58 int8 activation path (:func:`bitnet_ext.bitlinear`) for every
 layer instead of mlx-lm's float activations.
 
+On the CPU, the attention of mlx-lm's ``bitnet`` model runs on
+:func:`bitnet_ext.dense_matmul` as well (MLX's CPU attention multiplies with
+reference BLAS, ~30x slower for a 512-token prompt).
+
 Prefill does not compute the logits mlx-lm discards: ``generate_step`` only
 evaluates the KV cache after each prompt chunk, so the (lazy) head of those
 chunks never runs; the head runs for the last prompt token only.
@@ -55,10 +59,11 @@ import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
 from . import _ext
+from ._cpu_attention import install_for_mlx_lm_bitnet
 from .convert import QUANT_METHOD, from_hf_bitnet
 from .nn import BitLinear, _check_activation_bits
 
-__all__ = ["patch_model", "load", "load_model"]
+__all__ = ["DenseEmbedding", "DenseLinear", "TransformersRoundingBitLinear", "patch_model", "load", "load_model"]
 
 
 def _mlx_lm():
@@ -166,11 +171,14 @@ def patch_model(
     round as transformers' BitNet does (see
     :class:`TransformersRoundingBitLinear`; CPU only). Layers that are already
     bitnet_ext's are kept (with these two options set), so patching twice is
-    harmless.
+    harmless. mlx-lm's ``bitnet`` model attention then runs on
+    :func:`bitnet_ext.dense_matmul` too when the CPU is MLX's default device
+    (see :func:`bitnet_ext._cpu_attention.install_for_mlx_lm_bitnet`).
     """
     _check_activation_bits("patch_model", activation_bits)
     _check_rounding("patch_model", activation_rounding)
     _, bitlinear_layers = _mlx_lm()
+    install_for_mlx_lm_bitnet()
     MlxLmBitLinear = bitlinear_layers.BitLinear
 
     def _swap(path, m):
@@ -181,8 +189,9 @@ def patch_model(
                 raise ValueError(f"patch_model: cannot convert {path}: {e}") from None
         if isinstance(m, BitLinear):
             m.activation_bits = activation_bits
-            # Same parameters, the forward of the chosen rounding.
-            m.__class__ = _ROUNDING_CLASS[activation_rounding]
+            if type(m) in _ROUNDING_CLASS.values():  # not a user's own subclass
+                # Same parameters, the forward of the chosen rounding.
+                m.__class__ = _ROUNDING_CLASS[activation_rounding]
             return m
         return _dense_head(m) or m
 
