@@ -10,6 +10,7 @@ namespace {
 struct DOpsAvx2 {
   static constexpr int L = 8;
   static constexpr int kGemvRows = 2; // 2 x 4 accumulators + loads fit 16 registers
+  static constexpr int kGemvRowsW1 = 8; // M = 1: 8 accumulators of 16 registers
   static constexpr int kMR = 6; // 6 x 16 tile: 12 accumulators
   static constexpr int kGemmMinRows = 8;
   using vf = __m256;

@@ -10,6 +10,7 @@ namespace {
 struct DOpsAvx512 {
   static constexpr int L = 16;
   static constexpr int kGemvRows = 4; // 4 x 4 accumulators
+  static constexpr int kGemvRowsW1 = 16; // M = 1: 16 accumulators
   static constexpr int kMR = 12; // 12 x 32 tile: 24 accumulators of 32 registers
   static constexpr int kGemmMinRows = 8;
   using vf = __m512;

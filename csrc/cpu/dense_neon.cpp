@@ -10,6 +10,7 @@ namespace {
 struct DOpsNeon {
   static constexpr int L = 4;
   static constexpr int kGemvRows = 4; // 4 x 4 accumulators
+  static constexpr int kGemvRowsW1 = 16; // M = 1: 16 accumulators of 32 registers
   static constexpr int kMR = 8; // 8 x 8 tile: 16 accumulators of 32 registers
   static constexpr int kGemmMinRows = 8;
   using vf = float32x4_t;

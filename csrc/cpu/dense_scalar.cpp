@@ -8,6 +8,7 @@ namespace {
 struct DOpsScalar {
   static constexpr int L = 1;
   static constexpr int kGemvRows = 4;
+  static constexpr int kGemvRowsW1 = 4;
   static constexpr int kMR = 4;
   static constexpr int kGemmMinRows = 8;
   using vf = float;
