@@ -199,6 +199,23 @@ mx::Shape bitlinear_shape(
   return with_last(x.shape(), N);
 }
 
+mx::Shape dense_matmul_shape(const mx::array& x, const mx::array& w) {
+  const char* op = "dense_matmul";
+  require_float(op, "x", x.dtype());
+  require_float(op, "w", w.dtype());
+  if (w.ndim() != 2) {
+    fail(op, "w must be 2-D (N, K) (one row per output), got shape " + describe(w.shape()) + ".");
+  }
+  if (x.ndim() == 0) {
+    fail(op, "x must have at least one axis (..., K), got a scalar.");
+  }
+  if (x.shape(-1) != w.shape(1)) {
+    fail(op, "the last axis of x must be K = " + std::to_string(w.shape(1)) + " to match w of shape " +
+             describe(w.shape()) + ", got x of shape " + describe(x.shape()) + ".");
+  }
+  return with_last(x.shape(), w.shape(0));
+}
+
 void check_eval_shape(const char* op, const mx::Shape& expected, const mx::array& out) {
   if (out.shape() != expected) {
     // Only a graph built around the ops can get here (the checks above run

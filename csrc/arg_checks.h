@@ -45,6 +45,9 @@ mx::Shape bitlinear_shape(
     const mx::array& scale,
     const mx::array* bias);
 
+// dense_matmul: x float (..., K), w float (N, K) -> (..., N).
+mx::Shape dense_matmul_shape(const mx::array& x, const mx::array& w);
+
 // For eval_cpu: throws unless `expected` (the rules' shapes for the node's
 // inputs) equals the shapes of the outputs about to be written.
 void check_eval_shapes(

@@ -82,6 +82,19 @@ mx::StreamOrDevice stream_arg(nb::handle h) {
   throw nb::type_error("stream must be None, an mx.Stream, an mx.Device, mx.cpu or mx.gpu.");
 }
 
+// The activation quantizer's rounding, by name.
+bitnet_ext::cpu::ActRounding rounding_arg(const std::string& name, const char* op) {
+  if (name == "divide") {
+    return bitnet_ext::cpu::ActRounding::Divide;
+  }
+  if (name == "transformers") {
+    return bitnet_ext::cpu::ActRounding::Transformers;
+  }
+  throw std::invalid_argument(
+      std::string(op) + ": rounding must be 'divide' (round(x / (max / 127))) or 'transformers' "
+      "(round(x * (127 / max)), as transformers' BitNet), got '" + name + "'.");
+}
+
 // Array arguments take whatever mx.array() takes (NumPy arrays, nested
 // lists, scalars), as MLX's own ops do; an mx.array passes through as is.
 mx::array array_arg(nb::handle h, const char* op, const char* name) {
@@ -201,14 +214,17 @@ NB_MODULE(_ext, m) {
       "codes = clip(round(w / scale), -1, 1). Returns (wq uint32 (N, K/16), scale).");
   m.def(
       "absmax_quantize",
-      [](nb::handle x, float eps, nb::handle s) {
-        return bitnet_ext::absmax_quantize(array_arg(x, "absmax_quantize", "x"), eps, stream_arg(s));
+      [](nb::handle x, float eps, const std::string& rounding, nb::handle s) {
+        return bitnet_ext::absmax_quantize(
+            array_arg(x, "absmax_quantize", "x"), eps, stream_arg(s), rounding_arg(rounding, "absmax_quantize"));
       },
-      "x"_a, nb::kw_only(), "eps"_a = 1e-5f, "stream"_a = nb::none(),
-      nb::sig("def absmax_quantize(x: mlx.core.array, *, eps: float = 1e-05, " STREAM_SIG
+      "x"_a, nb::kw_only(), "eps"_a = 1e-5f, "rounding"_a = "divide", "stream"_a = nb::none(),
+      nb::sig("def absmax_quantize(x: mlx.core.array, *, eps: float = 1e-05, rounding: str = 'divide', " STREAM_SIG
               ") -> tuple[mlx.core.array, mlx.core.array]"),
       "Per-token (last axis) int8 quantization.\n\n"
       "xscale = max(max|x|, eps) / 127, xq = clip(round(x / xscale), -128, 127).\n"
+      "rounding='transformers' computes xq = clip(round(x * ((1 / max(max|x|, eps)) * 127)), -128, 127)\n"
+      "instead, as transformers' BitNet does in torch (CPU only; differs on ~1 code in 10^6).\n"
       "Returns (xq int8 (..., K), xscale float32 (..., 1)).");
   m.def(
       "ternary_matmul",
@@ -226,18 +242,33 @@ NB_MODULE(_ext, m) {
       "x is float16, bfloat16 or float32; float32 accumulation; the result has x's dtype.");
   m.def(
       "bitlinear",
-      [](nb::handle x, nb::handle wq, nb::handle scale, nb::handle bias, nb::handle s) {
+      [](nb::handle x, nb::handle wq, nb::handle scale, nb::handle bias, const std::string& rounding,
+         nb::handle s) {
         const char* op = "bitlinear";
         return bitnet_ext::bitlinear(
             array_arg(x, op, "x"), array_arg(wq, op, "wq"), scale_arg(scale, op),
-            optional_array_arg(bias, op, "bias"), stream_arg(s));
+            optional_array_arg(bias, op, "bias"), stream_arg(s), rounding_arg(rounding, op));
       },
-      "x"_a, "wq"_a, "scale"_a, "bias"_a = nb::none(), nb::kw_only(), "stream"_a = nb::none(),
+      "x"_a, "wq"_a, "scale"_a, "bias"_a = nb::none(), nb::kw_only(), "rounding"_a = "divide",
+      "stream"_a = nb::none(),
       nb::sig("def bitlinear(x: mlx.core.array, wq: mlx.core.array, scale: mlx.core.array | float, "
-              "bias: mlx.core.array | None = None, *, " STREAM_SIG ") -> mlx.core.array"),
+              "bias: mlx.core.array | None = None, *, rounding: str = 'divide', " STREAM_SIG
+              ") -> mlx.core.array"),
       "The BitNet b1.58 W1.58A8 linear forward, x (..., K) -> (..., N) in x's dtype.\n\n"
-      "x is absmax-quantized to int8 per token, multiplied with the ternary W in exact\n"
-      "int32, then y = (acc * xscale) * scale + bias in float32.");
+      "x is absmax-quantized to int8 per token (rounding: see absmax_quantize), multiplied\n"
+      "with the ternary W in exact int32, then y = (acc * xscale) * scale + bias in float32.");
+  m.def(
+      "dense_matmul",
+      [](nb::handle x, nb::handle w, nb::handle s) {
+        return bitnet_ext::dense_matmul(
+            array_arg(x, "dense_matmul", "x"), array_arg(w, "dense_matmul", "w"), stream_arg(s));
+      },
+      "x"_a, "w"_a, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def dense_matmul(x: mlx.core.array, w: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
+      "Dense float matmul x @ w.T, e.g. a model's float output head.\n\n"
+      "x (..., K) float16/bfloat16/float32, w (N, K) float16/bfloat16/float32 (used as stored,\n"
+      "no copy or conversion of w). float32 accumulation; the result (..., N) has x's dtype.\n"
+      "CPU streams run bitnet_ext's kernels (M = 1 streams w once); GPU streams use mx.matmul.");
 #undef STREAM_SIG
 
   m.def("_pretend_gpu_backend_for_testing", &bitnet_ext::pretend_gpu_backend_for_testing, "on"_a,

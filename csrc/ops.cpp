@@ -1,9 +1,13 @@
 #include "ops.h"
 
+#include <variant>
+
 #include "arg_checks.h"
 #include "device_fallback.h"
+#include "mlx/device.h"
 #include "mlx/ops.h"
 #include "primitives/bitlinear.h"
+#include "primitives/dense_matmul.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
 #include "primitives/ternary_matmul.h"
@@ -21,6 +25,14 @@ mx::array row_major(const mx::array& a, mx::Stream s) {
     return a;
   }
   return mx::contiguous(a, false, s);
+}
+
+// transformers' activation rounding exists in the CPU kernels only.
+void check_rounding_device(const std::string& op, cpu::ActRounding rounding, const mx::Stream& s) {
+  if (rounding != cpu::ActRounding::Divide && s.device.type != mx::Device::cpu) {
+    throw ArgumentError(op + ": rounding='transformers' runs on the CPU only (stream=mx.cpu); the GPU kernels "
+                             "round as rounding='divide'.");
+  }
 }
 
 } // namespace
@@ -60,10 +72,16 @@ std::pair<mx::array, mx::array> absmean_quantize(
   return {outputs[0], outputs[1]};
 }
 
-std::pair<mx::array, mx::array> absmax_quantize(const mx::array& x, float eps, mx::StreamOrDevice sd) {
+std::pair<mx::array, mx::array> absmax_quantize(
+    const mx::array& x,
+    float eps,
+    mx::StreamOrDevice sd,
+    cpu::ActRounding rounding) {
   auto s = resolve_stream(sd, "absmax_quantize");
+  check_rounding_device("absmax_quantize", rounding, s);
   auto outputs = mx::array::make_arrays(
-      absmax_quantize_shapes(x, eps), {mx::int8, mx::float32}, std::make_shared<AbsmaxQuantize>(s, eps), {x});
+      absmax_quantize_shapes(x, eps), {mx::int8, mx::float32}, std::make_shared<AbsmaxQuantize>(s, eps, rounding),
+      {x});
   return {outputs[0], outputs[1]};
 }
 
@@ -85,14 +103,45 @@ mx::array bitlinear(
     const mx::array& wq,
     const mx::array& scale,
     const std::optional<mx::array>& bias,
-    mx::StreamOrDevice sd) {
+    mx::StreamOrDevice sd,
+    cpu::ActRounding rounding) {
   auto s = resolve_stream(sd, "bitlinear");
+  check_rounding_device("bitlinear", rounding, s);
   auto shape = bitlinear_shape(x, wq, scale, bias ? &*bias : nullptr);
   std::vector<mx::array> inputs = {x, row_major(wq, s), mx::astype(scale, mx::float32, s)};
   if (bias) {
     inputs.push_back(mx::astype(*bias, mx::float32, s));
   }
-  return mx::array(std::move(shape), x.dtype(), std::make_shared<BitLinear>(s, 1e-5f), inputs);
+  return mx::array(std::move(shape), x.dtype(), std::make_shared<BitLinear>(s, 1e-5f, rounding), inputs);
+}
+
+// ---- dense_matmul: the float head (kept apart from the ternary ops above).
+
+namespace {
+
+mx::Device requested_device(mx::StreamOrDevice sd) {
+  if (auto* stream = std::get_if<mx::Stream>(&sd)) {
+    return stream->device;
+  }
+  if (auto* device = std::get_if<mx::Device>(&sd)) {
+    return *device;
+  }
+  return mx::default_device();
+}
+
+} // namespace
+
+mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevice sd) {
+  auto shape = dense_matmul_shape(x, w);
+  mx::Device requested = requested_device(sd);
+  if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
+    // Every MLX GPU backend has a fast matmul of its own.
+    auto s = mx::to_stream(sd);
+    auto y = mx::matmul(x, mx::transpose(mx::astype(w, x.dtype(), s), s), s);
+    return mx::astype(y, x.dtype(), s);
+  }
+  auto s = resolve_stream(sd, "dense_matmul");
+  return mx::array(std::move(shape), x.dtype(), std::make_shared<DenseMatmul>(s), {x, row_major(w, s)});
 }
 
 } // namespace bitnet_ext

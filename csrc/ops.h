@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "kernels.h" // cpu::ActRounding
 #include "mlx/array.h"
 #include "mlx/utils.h"
 
@@ -46,10 +47,12 @@ std::pair<mx::array, mx::array> absmean_quantize(
     mx::StreamOrDevice s = {});
 
 // x: float (..., K) -> (xq int8 (..., K), xscale float32 (..., 1)).
+// rounding: see cpu::ActRounding (Transformers: CPU streams only).
 std::pair<mx::array, mx::array> absmax_quantize(
     const mx::array& x,
     float eps = 1e-5f,
-    mx::StreamOrDevice s = {});
+    mx::StreamOrDevice s = {},
+    cpu::ActRounding rounding = cpu::ActRounding::Divide);
 
 // transpose=true: x (..., K) -> x @ (diag(scale) W).T, shape (..., N).
 // transpose=false: x (..., N) -> x @ diag(scale) W, shape (..., K).
@@ -66,6 +69,12 @@ mx::array bitlinear(
     const mx::array& wq,
     const mx::array& scale,
     const std::optional<mx::array>& bias = std::nullopt,
-    mx::StreamOrDevice s = {});
+    mx::StreamOrDevice s = {},
+    cpu::ActRounding rounding = cpu::ActRounding::Divide);
+
+// Dense float matmul (a model's float head): x (..., K) @ w.T -> (..., N) in
+// x's dtype, w float32 / float16 / bfloat16 (N, K), float32 accumulation.
+// CPU streams run bitnet_ext's kernels; GPU streams MLX's own matmul.
+mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevice s = {});
 
 } // namespace bitnet_ext

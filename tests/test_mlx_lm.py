@@ -325,3 +325,155 @@ def test_load_rejects_code_3_in_converted_weights(tmp_path):
     match = r"model.layers.1.mlp.up_proj.weight \(shape \(128, 4\)\): 1 packed word.*code 3"
     with pytest.raises(ValueError, match=match):
         bx_mlx_lm.load_model(dst)
+
+
+# ---------------------------------------------------------------------------
+# the float head, untied heads, int8 activations
+
+
+def graph_ops(a):
+    """Names of the primitives in the graph of the (unevaluated) array a."""
+    import io
+
+    f = io.StringIO()
+    mx.export_to_dot(f, a)
+    return f.getvalue()
+
+
+def test_tied_head_runs_on_dense_matmul():
+    model, ref = make_models(seed=20, dtype=mx.bfloat16)
+    bx_mlx_lm.patch_model(model)
+    assert isinstance(model.model.embed_tokens, bx_mlx_lm.DenseEmbedding)
+    t = tokens((2, 6), 21)
+    logits = model(t)
+    assert "DenseMatmul" in graph_ops(logits)
+    # Same embedding lookup as before; head = the bf16 product of the final hidden states.
+    h = model.model(t)
+    expected = h @ model.model.embed_tokens.weight.T
+    assert logits.dtype == expected.dtype == mx.bfloat16
+    assert_logits_close(logits, expected, rel=2**-7, what="tied head")
+    assert_logits_close(logits, ref(t), rel=2**-6, what="bf16 model vs float reference")
+
+
+def write_tiny_checkpoint(path, **config):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "tiny_bitnet", Path(__file__).resolve().parent.parent / "examples" / "tiny_bitnet.py"
+    )
+    tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny)
+    return tiny.write_random_bitnet(path, {**tiny.CONFIG, **config}, seed=3)
+
+
+def test_load_untied_float_lm_head(tmp_path):
+    """tie_word_embeddings false with a float lm_head.weight (no weight_scale): loads, runs on dense_matmul."""
+    pytest.importorskip("transformers", reason="transformers is needed for mlx-lm's tokenizer")
+    path = write_tiny_checkpoint(tmp_path / "untied", tie_word_embeddings=False)
+    model, tok = bx_mlx_lm.load(str(path))
+    assert isinstance(model.lm_head, bx_mlx_lm.DenseLinear)
+    assert model.lm_head.weight.dtype == mx.bfloat16
+    t = tokens((1, 7), 22)
+    h = model.model(t)
+    logits = model(t)
+    assert "DenseMatmul" in graph_ops(logits)
+    assert_logits_close(logits, h @ model.lm_head.weight.T, rel=2**-7, what="untied head")
+    assert not mx.array_equal(logits, model.model.embed_tokens.as_linear(h)).item()  # really the lm_head
+    assert len(mlx_lm.generate(model, tok, prompt="w1 w2", max_tokens=4).split()) >= 1
+
+
+@pytest.mark.parametrize("how", ["load", "patch_model"])
+def test_activation_bits_8_is_the_exact_int8_path(tmp_path, how):
+    pytest.importorskip("transformers", reason="transformers is needed for mlx-lm's tokenizer")
+    path = write_tiny_checkpoint(tmp_path / "tiny")
+    if how == "load":
+        model, _ = bx_mlx_lm.load(str(path), activation_bits=8)
+    else:
+        model, _ = bx_mlx_lm.load(str(path))
+        bx_mlx_lm.patch_model(model, activation_bits=8)
+    layers = [m for _, m in model.named_modules() if isinstance(m, BitLinear)]
+    assert len(layers) == 14 and all(m.activation_bits == 8 for m in layers)
+    t = tokens((2, 5), 23)
+    hidden = model.model(t)
+
+    # The same model with every layer on the pure-MLX reference of the int8 forward: bit-identical.
+    class RefLayer(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def __call__(self, x):
+            return bx.reference.bitlinear(x, self.m.weight, self.m.scale, self.m.get("bias"))
+
+    ref_model, _ = bx_mlx_lm.load(str(path))
+    ref_model.update_modules(
+        tree_map_with_path(
+            lambda p, m: RefLayer(m) if isinstance(m, BitLinear) else m,
+            ref_model.leaf_modules(),
+            is_leaf=nn.Module.is_module,
+        )
+    )
+    assert mx.array_equal(hidden, ref_model.model(t)).item()
+    # Switching back to float activations changes the result (the option is not a no-op).
+    bx_mlx_lm.patch_model(model, activation_bits=None)
+    assert not mx.array_equal(model.model(t), hidden).item()
+
+
+def test_activation_bits_checked():
+    model, _ = make_models(seed=24)
+    with pytest.raises(ValueError, match="activation_bits must be 8"):
+        bx_mlx_lm.patch_model(model, activation_bits=4)
+
+
+def test_activation_rounding_option():
+    model, _ = make_models(seed=25)
+    with pytest.raises(ValueError, match="activation_rounding must be 'divide'"):
+        bx_mlx_lm.patch_model(model, activation_rounding="torch")
+    bx_mlx_lm.patch_model(model, activation_bits=8, activation_rounding="transformers")
+    layers = [m for _, m in model.named_modules() if isinstance(m, BitLinear)]
+    assert len(layers) == 14 and all(isinstance(m, bx_mlx_lm.TransformersRoundingBitLinear) for m in layers)
+    x = mx.random.normal((3, 64), key=mx.random.key(26))
+    q = model.model.layers[0].self_attn.q_proj
+    ref_y = bx.reference.bitlinear(x, q.weight, q.scale, rounding="transformers")
+    assert mx.array_equal(q(x), ref_y).item()
+    bx_mlx_lm.patch_model(model, activation_bits=8)  # back to the default rounding
+    assert all(type(m) is BitLinear for _, m in model.named_modules() if isinstance(m, BitLinear))
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize(
+    "B, Hq, Hkv, L, S, mask",
+    [(1, 20, 5, 1, 40, None), (2, 4, 2, 7, 7, "causal"), (1, 4, 1, 5, 9, "causal"), (2, 4, 2, 3, 6, "bool"),
+     (1, 2, 2, 4, 4, "additive")],  # fmt: skip
+    ids=["decode-gqa", "prefill-causal", "causal-with-cache", "bool-mask", "additive-mask"],
+)
+def test_cpu_attention_matches_mlx_sdpa(dtype, B, Hq, Hkv, L, S, mask):
+    from bitnet_ext._cpu_attention import cpu_attention
+
+    q, k, v = (mx.random.normal(s, key=mx.random.key(i)).astype(dtype)
+               for i, s in enumerate([(B, Hq, L, 32), (B, Hkv, S, 32), (B, Hkv, S, 32)]))  # fmt: skip
+    if mask == "bool":
+        mask = mx.random.uniform(shape=(B, 1, L, S), key=mx.random.key(5)) > 0.3
+        mask[..., 0] = True  # every query sees at least one key
+    elif mask == "additive":
+        mask = mx.random.normal((L, S), key=mx.random.key(6)).astype(dtype)
+    ours = cpu_attention(q, k, v, scale=0.2, mask=mask)
+    assert "DenseMatmul" in graph_ops(ours)
+    theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.2, mask=mask)
+    rel = 1e-5 if dtype == mx.float32 else 2**-6
+    assert_logits_close(ours, theirs, rel=rel, what="attention")
+
+
+def test_patch_model_routes_bitnet_attention_on_the_cpu():
+    from mlx_lm.models import bitnet as bitnet_module
+
+    model, ref = make_models(seed=27)
+    bx_mlx_lm.patch_model(model)
+    assert getattr(bitnet_module.scaled_dot_product_attention, "_bitnet_ext_cpu_attention", False)
+    t = tokens((2, 9), 28)
+    with mx.stream(mx.cpu):
+        logits = model(t)
+    if mx.default_device() == mx.cpu:
+        assert "DenseMatmul" in graph_ops(logits)
+    assert_logits_close(logits, ref(t))

@@ -61,6 +61,12 @@ CASES = {
         "mx.ones((1, 32)), W4x32, mx.ones((4,)), mx.zeros((5,))",
         ["bitlinear", "bias"],
     ),
+    "dense_matmul/K_mismatch": (
+        "lambda x, w: bx.dense_matmul(x, w)",
+        "mx.ones((1, 32)), mx.ones((4, 32))",
+        "mx.ones((1, 32)), mx.ones((4, 1 << 20))",
+        ["dense_matmul", "K"],
+    ),
     "dequantize/scale_length": (
         "lambda w, s: bx.dequantize(w, s)",
         "W4x32, mx.ones((4,))",

@@ -65,9 +65,10 @@ void ternary_matmul_n(const float* x, int64_t ldx, const uint32_t* wq, const flo
   active().matmul_n(x, ldx, wq, scale, per_row_scale, y, M, N, K);
 }
 
-void absmax_quantize(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M, int64_t K) {
+void absmax_quantize(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M, int64_t K,
+                     ActRounding rounding) {
   if (M <= 0) return;
-  active().absmax_quantize(x, ldx, eps, xq, xscale, M, K);
+  active().absmax_quantize(x, ldx, eps, xq, xscale, M, K, rounding);
 }
 
 void ternary_matmul_i8(const int8_t* xq, const uint32_t* wq, int32_t* acc, int64_t M, int64_t N, int64_t K) {

@@ -90,6 +90,12 @@ void ternary_matmul_n(
 //   xq[m, k]  = clamp(round_half_even(x[m, k] / xscale[m]), -128, 127)   (0 where the quotient is NaN)
 // The division is a true IEEE float32 division (not a reciprocal multiply),
 // so results are bit-identical to the pure-MLX reference.
+// ActRounding::Transformers rounds as transformers' BitNet activation_quant
+// does instead: xq[m, k] = clamp(round_half_even(x[m, k] * inv), -128, 127)
+// with inv = (1 / max(max_k |x[m, k]|, eps)) * 127 in float32, which is how
+// torch evaluates its `127 / t` (reciprocal, then multiply); xscale is
+// unchanged. The two roundings differ on about one code in 10^6.
+enum class ActRounding : int { Divide = 0, Transformers = 1 };
 void absmax_quantize(
     const float* x,
     int64_t ldx,
@@ -97,7 +103,8 @@ void absmax_quantize(
     int8_t* xq,
     float* xscale,
     int64_t M,
-    int64_t K);
+    int64_t K,
+    ActRounding rounding = ActRounding::Divide);
 
 // Exact integer ternary product: acc[m, n] = sum_k xq[m, k] * W[n, k]
 // accumulated in int32 (exact for any K < 2^31 / 128).

@@ -31,7 +31,7 @@ struct KernelTable {
   void (*matmul_n)(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row_scale,
                    float* y, int64_t M, int64_t N, int64_t K);
   void (*absmax_quantize)(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M,
-                          int64_t K);
+                          int64_t K, ActRounding rounding);
   void (*matmul_i8)(const I8Args& a);
   void (*absmean_quantize)(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
                            int64_t K);
@@ -118,8 +118,10 @@ static inline float bitlinear_epilogue(int32_t acc, float xscale, float s, const
 // Level-independent implementations (kernels_scalar.cpp).
 // Quantizes one row exactly, element by element (NaN quotient -> 0): the
 // scalar kernel, and the SIMD kernels' path for a row whose scale s is not
-// finite positive (kept out of their translation units: it is rare).
-void absmax_quantize_row_exact(const float* xr, float s, int8_t* q, int64_t K);
+// finite positive (kept out of their translation units: it is rare). The
+// quotient is x / s, or x * inv with mul (transformers' rounding, inv =
+// (1 / max) * 127).
+void absmax_quantize_row_exact(const float* xr, float s, float inv, bool mul, int8_t* q, int64_t K);
 void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,
                               int64_t K);
 bool pack_ternary_generic(const int8_t* w, uint32_t* wq, int64_t N, int64_t K);

@@ -59,15 +59,18 @@ void matmul_n(const float* x, int64_t ldx, const uint32_t* wq, const float* scal
   });
 }
 
-void absmax_quantize_scalar(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M, int64_t K) {
+void absmax_quantize_scalar(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M, int64_t K,
+                            ActRounding rounding) {
+  const bool mul = rounding == ActRounding::Transformers;
   parallel_for(0, M, grain_rows(K), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
       const float* xr = x + m * ldx;
       uint32_t amax = 0; // bits of max |x|: NaN if any x is NaN
       for (int64_t k = 0; k < K; ++k) amax = std::max(amax, abs_bits(xr[k]));
-      const float s = max_nan(float_from_bits(amax), eps) / 127.0f;
+      const float a = max_nan(float_from_bits(amax), eps);
+      const float s = a / 127.0f;
       xscale[m] = s;
-      absmax_quantize_row_exact(xr, s, xq + m * K, K);
+      absmax_quantize_row_exact(xr, s, (1.0f / a) * 127.0f, mul, xq + m * K, K);
     }
   });
 }
@@ -97,8 +100,10 @@ void matmul_i8(const I8Args& a) {
 // Shared by every level (declared in kernels_impl.h): not performance critical
 // and with exact semantics that are simplest to keep in one place.
 
-void absmax_quantize_row_exact(const float* xr, float s, int8_t* q, int64_t K) {
-  for (int64_t k = 0; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
+void absmax_quantize_row_exact(const float* xr, float s, float inv, bool mul, int8_t* q, int64_t K) {
+  for (int64_t k = 0; k < K; ++k) {
+    q[k] = static_cast<int8_t>(quantize_code(mul ? xr[k] * inv : xr[k] / s, -128.0f, 127.0f));
+  }
 }
 
 void absmean_quantize_generic(const float* w, float eps, bool per_row_scale, uint32_t* wq, float* scale, int64_t N,

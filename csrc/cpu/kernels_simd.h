@@ -829,7 +829,8 @@ struct Simd {
 
   // =========================================================================
   static void absmax_quantize(const float* x, int64_t ldx, float eps, int8_t* xq, float* xscale, int64_t M,
-                              int64_t K) {
+                              int64_t K, ActRounding rounding) {
+    const bool mul = rounding == ActRounding::Transformers;
     parallel_for(0, M, grain_for(K, 1), [&](int64_t m0, int64_t m1) {
       for (int64_t m = m0; m < m1; ++m) {
         const float* xr = x + m * ldx;
@@ -840,21 +841,26 @@ struct Simd {
         for (; k + L <= K; k += L) vmax = Ops::max_u32(vmax, Ops::abs_bits(Ops::lf(xr + k)));
         uint32_t amax = Ops::hmax_u32(vmax);
         for (; k < K; ++k) amax = std::max(amax, abs_bits(xr[k]));
-        const float s = max_nan(float_from_bits(amax), eps) / 127.0f;
+        const float a = max_nan(float_from_bits(amax), eps);
+        const float s = a / 127.0f;
+        const float inv = (1.0f / a) * 127.0f; // as torch's 127 / t
         xscale[m] = s;
         if (!finite_positive(s)) {
           // NaN or inf in the row (or s = 0): quotients can be NaN, which the
           // vector clamp would turn into -128. Rare, so exact and scalar.
-          absmax_quantize_row_exact(xr, s, q, K);
+          absmax_quantize_row_exact(xr, s, inv, mul, q, K);
           continue;
         }
         // Every |x| <= max |x| is finite here: every quotient is a number.
-        const vf vs = Ops::set1f(s), lo = Ops::set1f(-128.0f), hi = Ops::set1f(127.0f);
+        const vf vs = Ops::set1f(s), vinv = Ops::set1f(inv), lo = Ops::set1f(-128.0f), hi = Ops::set1f(127.0f);
         for (k = 0; k + L <= K; k += L) {
-          const vf r = Ops::round_f(Ops::div_f(Ops::lf(xr + k), vs));
+          const vf v = Ops::lf(xr + k);
+          const vf r = Ops::round_f(mul ? Ops::mul(v, vinv) : Ops::div_f(v, vs));
           Ops::store_i8(q + k, Ops::min_f(Ops::max_f(r, lo), hi));
         }
-        for (; k < K; ++k) q[k] = static_cast<int8_t>(quantize_code(xr[k] / s, -128.0f, 127.0f));
+        for (; k < K; ++k) {
+          q[k] = static_cast<int8_t>(quantize_code(mul ? xr[k] * inv : xr[k] / s, -128.0f, 127.0f));
+        }
       }
     });
   }

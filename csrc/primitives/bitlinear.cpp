@@ -31,7 +31,8 @@ void BitLinear::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
                     scale = mx::array::unsafe_weak_copy(inputs[2]),
                     bias = std::move(bias),
                     out = mx::array::unsafe_weak_copy(out),
-                    eps = eps_]() mutable {
+                    eps = eps_,
+                    rounding = rounding_]() mutable {
     FloatRows xr = read_float_rows(x);
     std::vector<float> s = read_floats(scale);
     std::vector<float> b = bias ? read_floats(*bias) : std::vector<float>{};
@@ -42,7 +43,7 @@ void BitLinear::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     std::vector<float> scratch;
     float* y = float_output(out, scratch);
     if (xr.rows > 0) {
-      cpu::absmax_quantize(xr.data, xr.ld, eps, xq.data(), xscale.data(), xr.rows, K);
+      cpu::absmax_quantize(xr.data, xr.ld, eps, xq.data(), xscale.data(), xr.rows, K, rounding);
       cpu::bitlinear(
           xq.data(), xscale.data(), wq.data<uint32_t>(), s.data(), s.size() > 1,
           bias ? b.data() : nullptr, y, xr.rows, N, K);
@@ -65,7 +66,7 @@ std::vector<mx::array> BitLinear::jvp(
         case 0: // straight-through: the quantizer acts as identity
           return ternary_matmul(tangents[i], wq, scale, true, stream());
         case 2:
-          return mx::astype(bitlinear(x, wq, tangents[i], std::nullopt, stream()), x.dtype(), stream());
+          return mx::astype(bitlinear(x, wq, tangents[i], std::nullopt, stream(), rounding_), x.dtype(), stream());
         case 3:
           return mx::astype(
               mx::broadcast_to(tangents[i], output_shapes(primals)[0], stream()), x.dtype(), stream());
@@ -97,7 +98,7 @@ std::vector<mx::array> BitLinear::vjp(
         // y = acc * xscale * s + b: ds = sum(g * acc * xscale), computed by
         // the same kernel with unit scales; float32 x keeps it in float32.
         auto x32 = mx::astype(x, mx::float32, stream());
-        auto unscaled = bitlinear(x32, wq, mx::ones_like(scale, stream()), std::nullopt, stream());
+        auto unscaled = bitlinear(x32, wq, mx::ones_like(scale, stream()), std::nullopt, stream(), rounding_);
         auto prod = mx::multiply(mx::astype(g, mx::float32, stream()), unscaled, stream());
         grads.push_back(mx::astype(reduce_to_scale_shape(prod, scale, stream()), scale.dtype(), stream()));
         break;
@@ -118,7 +119,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> BitLinear::vmap(
     const std::vector<mx::array>& inputs,
     const std::vector<int>& axes) {
   auto x = x_with_vmap_axis_first("bitlinear", inputs, axes);
-  return {{bitlinear(x, inputs[1], inputs[2], bias_of(inputs), stream())}, {0}};
+  return {{bitlinear(x, inputs[1], inputs[2], bias_of(inputs), stream(), rounding_)}, {0}};
 }
 
 std::vector<mx::Shape> BitLinear::output_shapes(const std::vector<mx::array>& inputs) {
@@ -127,7 +128,8 @@ std::vector<mx::Shape> BitLinear::output_shapes(const std::vector<mx::array>& in
 }
 
 bool BitLinear::is_equivalent(const mx::Primitive& other) const {
-  return eps_ == static_cast<const BitLinear&>(other).eps_;
+  const auto& o = static_cast<const BitLinear&>(other);
+  return eps_ == o.eps_ && rounding_ == o.rounding_;
 }
 
 } // namespace bitnet_ext

@@ -4,6 +4,7 @@
 // optionally bias float (N,). Output (..., N) in x's dtype.
 #pragma once
 
+#include "kernels.h"
 #include "mlx/primitives.h"
 
 namespace bitnet_ext {
@@ -12,7 +13,8 @@ namespace mx = mlx::core;
 
 class BitLinear : public mx::UnaryPrimitive {
  public:
-  BitLinear(mx::Stream stream, float eps) : mx::UnaryPrimitive(stream), eps_(eps) {}
+  BitLinear(mx::Stream stream, float eps, cpu::ActRounding rounding = cpu::ActRounding::Divide)
+      : mx::UnaryPrimitive(stream), eps_(eps), rounding_(rounding) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override;
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override;
@@ -40,6 +42,7 @@ class BitLinear : public mx::UnaryPrimitive {
 
  private:
   float eps_;
+  cpu::ActRounding rounding_;
 };
 
 } // namespace bitnet_ext

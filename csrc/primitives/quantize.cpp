@@ -64,11 +64,12 @@ void AbsmaxQuantize::eval_cpu(
   encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]),
                     xq = mx::array::unsafe_weak_copy(outputs[0]),
                     xscale = mx::array::unsafe_weak_copy(outputs[1]),
-                    eps = eps_]() mutable {
+                    eps = eps_,
+                    rounding = rounding_]() mutable {
     FloatRows xr = read_float_rows(x);
     if (xr.rows > 0) {
       cpu::absmax_quantize(
-          xr.data, xr.ld, eps, xq.data<int8_t>(), xscale.data<float>(), xr.rows, xr.cols);
+          xr.data, xr.ld, eps, xq.data<int8_t>(), xscale.data<float>(), xr.rows, xr.cols, rounding);
     }
   });
 }
@@ -90,7 +91,7 @@ std::pair<std::vector<mx::array>, std::vector<int>> AbsmaxQuantize::vmap(
   // Per-token along the last axis: a vmapped last axis must not be quantized
   // together, so always bring the vmapped axis to the front first.
   auto x = x_with_vmap_axis_first("absmax_quantize", inputs, axes);
-  auto [xq, xscale] = absmax_quantize(x, eps_, stream());
+  auto [xq, xscale] = absmax_quantize(x, eps_, stream(), rounding_);
   return {{xq, xscale}, {0, 0}};
 }
 
@@ -99,7 +100,8 @@ std::vector<mx::Shape> AbsmaxQuantize::output_shapes(const std::vector<mx::array
 }
 
 bool AbsmaxQuantize::is_equivalent(const mx::Primitive& other) const {
-  return eps_ == static_cast<const AbsmaxQuantize&>(other).eps_;
+  const auto& o = static_cast<const AbsmaxQuantize&>(other);
+  return eps_ == o.eps_ && rounding_ == o.rounding_;
 }
 
 } // namespace bitnet_ext

@@ -3,6 +3,7 @@
 // gradient; quantization-aware training goes through fake_quantize.
 #pragma once
 
+#include "kernels.h"
 #include "mlx/primitives.h"
 
 namespace bitnet_ext {
@@ -36,7 +37,8 @@ class AbsmeanQuantize : public mx::Primitive {
 // x float (..., K) -> xq int8 (..., K), xscale float32 (..., 1).
 class AbsmaxQuantize : public mx::Primitive {
  public:
-  AbsmaxQuantize(mx::Stream stream, float eps) : mx::Primitive(stream), eps_(eps) {}
+  AbsmaxQuantize(mx::Stream stream, float eps, cpu::ActRounding rounding = cpu::ActRounding::Divide)
+      : mx::Primitive(stream), eps_(eps), rounding_(rounding) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
   void eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override;
@@ -56,6 +58,7 @@ class AbsmaxQuantize : public mx::Primitive {
 
  private:
   float eps_;
+  cpu::ActRounding rounding_;
 };
 
 } // namespace bitnet_ext

@@ -27,11 +27,27 @@ Usage::
 
 or patch a model mlx-lm already loaded: ``bitnet_ext.mlx_lm.patch_model(model)``.
 
+The float output head (a tied ``embed_tokens.as_linear`` or an untied float
+``lm_head``) and any other plain float ``nn.Linear`` run on
+:func:`bitnet_ext.dense_matmul` (bf16/f16/f32 weights read as stored, float32
+accumulation; MLX's own matmul on GPUs). ``activation_bits=8`` selects the
+BitNet b1.58 int8 activation path (:func:`bitnet_ext.bitlinear`) for every
+layer instead of mlx-lm's float activations.
+
+On the CPU, the attention of mlx-lm's ``bitnet`` model runs on
+:func:`bitnet_ext.dense_matmul` as well (MLX's CPU attention multiplies with
+reference BLAS, ~30x slower for a 512-token prompt).
+
+Prefill does not compute the logits mlx-lm discards: ``generate_step`` only
+evaluates the KV cache after each prompt chunk, so the (lazy) head of those
+chunks never runs; the head runs for the last prompt token only.
+
 Requires the optional package ``mlx-lm`` (``pip install '.[mlx-lm]'`` from a checkout).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -41,10 +57,12 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
 
-from .convert import QUANT_METHOD, _short, from_hf_bitnet
-from .nn import BitLinear, _check_module, _check_packed_weight
+from . import _ext
+from ._cpu_attention import install_for_mlx_lm_bitnet
+from .convert import QUANT_METHOD, _read_header, _short, from_hf_bitnet
+from .nn import BitLinear, _check_activation_bits, _check_module, _check_packed_weight
 
-__all__ = ["patch_model", "load", "load_model"]
+__all__ = ["DenseEmbedding", "DenseLinear", "TransformersRoundingBitLinear", "patch_model", "load", "load_model"]
 
 
 def _mlx_lm() -> Tuple[Any, Any]:
@@ -60,10 +78,74 @@ def _mlx_lm() -> Tuple[Any, Any]:
     return mlx_lm.utils, bitlinear_layers
 
 
-def _convert_layer(m: nn.Module) -> BitLinear:
+class DenseLinear(nn.Linear):
+    """``mlx.nn.Linear`` whose product runs on :func:`bitnet_ext.dense_matmul` (same result dtype)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = _dense(x, self.weight)
+        return y + self.bias if "bias" in self else y
+
+
+class DenseEmbedding(nn.Embedding):
+    """``mlx.nn.Embedding`` whose ``as_linear`` (a tied output head) runs on :func:`bitnet_ext.dense_matmul`."""
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return _dense(x, self.weight)
+
+
+def _dense(x: mx.array, w: mx.array) -> mx.array:
+    # MLX's x @ w.T has the promoted dtype of x and w (for two float dtypes:
+    # the common one, else float32); dense_matmul has x's.
+    dtype = x.dtype if x.dtype == w.dtype else mx.float32
+    return _ext.dense_matmul(x if x.dtype == dtype else x.astype(dtype), w)
+
+
+def _dense_head(m):
+    """A plain float Linear / Embedding as its dense_matmul twin (same parameters); anything else: None."""
+    if type(m) is nn.Linear:
+        out_features, in_features = m.weight.shape
+        new = DenseLinear(in_features, out_features, bias="bias" in m)
+    elif type(m) is nn.Embedding:
+        new = DenseEmbedding(*m.weight.shape)
+    else:
+        return None
+    # The constructors' random parameters are lazy and replaced before use.
+    new.update(m.parameters())
+    if m.training != new.training:
+        new.train(m.training)
+    return new
+
+
+class TransformersRoundingBitLinear(BitLinear):
+    """:class:`bitnet_ext.nn.BitLinear` whose int8 activations round as transformers' BitNet does.
+
+    ``round(x * (127 / max))`` instead of ``round(x / (max / 127))`` (they
+    differ on about one code in 10^6), so the codes equal those of
+    transformers' int8 model; CPU only. Float activations are unchanged.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self.activation_bits != 8:
+            return super().__call__(x)
+        bias = self["bias"] if "bias" in self else None
+        return _ext.bitlinear(x, self.weight, self.scale, bias, rounding="transformers")
+
+
+_ROUNDING_CLASS = {"divide": BitLinear, "transformers": TransformersRoundingBitLinear}
+
+
+def _check_rounding(where: str, activation_rounding) -> None:
+    if activation_rounding not in _ROUNDING_CLASS:
+        raise ValueError(
+            f"{where}: activation_rounding must be 'divide' (round(x / (max / 127)), bitnet_ext's default) or "
+            f"'transformers' (round(x * (127 / max)), as transformers' BitNet), got {activation_rounding!r}"
+        )
+
+
+def _convert_layer(m: nn.Module, activation_bits: Optional[int] = None) -> BitLinear:
     linear_class = "bitlinear" if m.invert_weight_scales else "autobitlinear"
     bias = getattr(m, "bias", None)
-    layer = BitLinear(m.in_features, m.out_features, bias is not None, activation_bits=None)
+    layer = BitLinear(m.in_features, m.out_features, bias is not None, activation_bits=activation_bits)
     layer.weight, layer.scale = from_hf_bitnet(
         m.weight, m.weight_scale, linear_class=linear_class, out_features=m.out_features
     )
@@ -72,25 +154,46 @@ def _convert_layer(m: nn.Module) -> BitLinear:
     return layer
 
 
-def patch_model(model: nn.Module) -> nn.Module:
+def patch_model(
+    model: nn.Module, *, activation_bits: Optional[int] = None, activation_rounding: str = "divide"
+) -> nn.Module:
     """Replace every mlx-lm ``BitLinear`` of ``model`` by bitnet_ext's, in place.
 
     The packed weights are converted once (bit-exact, see
     :func:`bitnet_ext.convert.from_hf_bitnet`); the old uint8 weights are
-    dropped. Returns ``model``. Layers that are already bitnet_ext's are left
-    alone, so patching twice is harmless.
+    dropped. Plain float ``nn.Linear`` / ``nn.Embedding`` modules (the output
+    head) become :class:`DenseLinear` / :class:`DenseEmbedding`, which run on
+    :func:`bitnet_ext.dense_matmul`. ``activation_bits`` is that of every
+    ternary layer: ``None`` (float activations, as mlx-lm) or ``8`` (BitNet
+    b1.58 int8 activations, :func:`bitnet_ext.bitlinear`). Returns ``model``.
+    ``activation_rounding="transformers"`` makes the int8 activation codes
+    round as transformers' BitNet does (see
+    :class:`TransformersRoundingBitLinear`; CPU only). Layers that are already
+    bitnet_ext's are kept (with these two options set), so patching twice is
+    harmless. mlx-lm's ``bitnet`` model attention then runs on
+    :func:`bitnet_ext.dense_matmul` too when the CPU is MLX's default device
+    (see :func:`bitnet_ext._cpu_attention.install_for_mlx_lm_bitnet`).
     """
     _check_module("patch_model", "model", model)
+    _check_activation_bits("patch_model", activation_bits)
+    _check_rounding("patch_model", activation_rounding)
     _, bitlinear_layers = _mlx_lm()
+    install_for_mlx_lm_bitnet()
     MlxLmBitLinear = bitlinear_layers.BitLinear
 
     def _swap(path, m):
         if isinstance(m, MlxLmBitLinear):
             try:
-                return _convert_layer(m)
+                m = _convert_layer(m, activation_bits)
             except ValueError as e:
                 raise ValueError(f"patch_model: cannot convert {path}: {e}") from None
-        return m
+        if isinstance(m, BitLinear):
+            m.activation_bits = activation_bits
+            if type(m) in _ROUNDING_CLASS.values():  # not a user's own subclass
+                # Same parameters, the forward of the chosen rounding.
+                m.__class__ = _ROUNDING_CLASS[activation_rounding]
+            return m
+        return _dense_head(m) or m
 
     leaves = tree_map_with_path(_swap, model.leaf_modules(), is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
@@ -131,7 +234,9 @@ def _check_args(path_or_hf_repo, **dicts) -> None:
             raise TypeError(f"{name} must be a dict or None, got {type(value).__name__}")
 
 
-def _converted_model_classes(config: Dict[str, Any]) -> Tuple[Callable[[Any], nn.Module], Any]:
+def _converted_model_classes(
+    config: Dict[str, Any], activation_bits: Optional[int] = None
+) -> Tuple[Callable[[Any], nn.Module], Any]:
     """get_model_classes for mlx-lm's load_model: the model with empty bitnet_ext layers."""
     utils, bitlinear_layers = _mlx_lm()
     model_class, args_class = utils._get_classes(config)
@@ -145,7 +250,7 @@ def _converted_model_classes(config: Dict[str, Any]) -> Tuple[Callable[[Any], nn
         def _empty(path, m):
             if isinstance(m, bitlinear_layers.BitLinear):
                 bias = getattr(m, "bias", None) is not None
-                return BitLinear(m.in_features, m.out_features, bias, activation_bits=None)
+                return BitLinear(m.in_features, m.out_features, bias, activation_bits=activation_bits)
             return m
 
         model.update_modules(tree_map_with_path(_empty, model.leaf_modules(), is_leaf=nn.Module.is_module))
@@ -162,24 +267,67 @@ def _resolve(path_or_hf_repo: Union[str, Path], revision: Optional[str] = None) 
     return Path(utils._download(str(path_or_hf_repo), revision=revision))
 
 
+def _float_linear_prefixes(model_path: Path) -> list:
+    """Modules of the checkpoint with a 2-D float ``weight`` and no ``weight_scale`` (e.g. an untied lm_head).
+
+    Reads only the safetensors headers, checked as ``convert`` checks them
+    (a malformed header raises ValueError naming the file).
+    """
+    tensors = {}
+    for f in sorted(model_path.glob("model*.safetensors")):
+        tensors.update(_read_header(f.resolve(), f.name)[0])
+    return sorted(
+        name[: -len(".weight")]
+        for name, t in tensors.items()
+        if name.endswith(".weight")
+        and t.dtype in ("F32", "F16", "BF16")
+        and len(t.shape) == 2
+        and name + "_scale" not in tensors
+    )
+
+
+def _keep_float_modules(model_path: Path, config: Dict[str, Any], model_config: Optional[Dict[str, Any]]):
+    """model_config for mlx-lm that keeps the checkpoint's float linears (e.g. an untied lm_head) float.
+
+    mlx-lm's ``bitnet_quantize`` turns every ``nn.Linear`` not in
+    ``modules_to_not_convert`` into a BitLinear, which then misses its
+    ``weight_scale``; listing the float ones there keeps them ``nn.Linear``.
+    """
+    keep = _float_linear_prefixes(model_path)
+    qc = dict(_quantization_config(config) or {})
+    listed = list(qc.get("modules_to_not_convert") or [])
+    missing = [p for p in keep if p not in listed]
+    if not missing:
+        return model_config
+    qc["modules_to_not_convert"] = listed + missing
+    return {**(model_config or {}), "quantization_config": qc}
+
+
 def load_model(
     path_or_hf_repo: Union[str, Path],
     *,
     lazy: bool = False,
     model_config: Optional[Dict[str, Any]] = None,
     revision: Optional[str] = None,
+    activation_bits: Optional[int] = None,
+    activation_rounding: str = "divide",
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Load a BitNet model with bitnet_ext layers; returns ``(model, config)``.
 
     Accepts both the Hugging Face / mlx-lm layout (``quant_method: "bitnet"``;
     mlx-lm loads it, then :func:`patch_model` converts the layers) and the
     output of ``python -m bitnet_ext convert`` (``quant_method: "bitnet_ext"``;
-    loaded directly, nothing to convert). The packed weights read from files
-    are checked: code 3 (never written by :func:`bitnet_ext.pack`) raises
-    ValueError naming the tensor; with ``lazy=True`` the check of a converted
-    directory is skipped, as nothing is read yet.
+    loaded directly, nothing to convert). Float linears of the checkpoint
+    (an untied ``lm_head.weight`` without ``weight_scale``) stay float and,
+    like a tied head, run on :func:`bitnet_ext.dense_matmul`. The packed
+    weights read from files are checked: code 3 (never written by
+    :func:`bitnet_ext.pack`) raises ValueError naming the tensor; with
+    ``lazy=True`` the check of a converted directory is skipped, as nothing is
+    read yet. ``activation_bits``, ``activation_rounding``: see :func:`patch_model`.
     """
     _check_args(path_or_hf_repo, model_config=model_config)
+    _check_activation_bits("load_model", activation_bits)
+    _check_rounding("load_model", activation_rounding)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     config = utils.load_config(model_path)
@@ -189,7 +337,10 @@ def load_model(
     method = qc.get("quant_method") if qc else None
     if method == QUANT_METHOD:
         model, config = utils.load_model(
-            model_path, lazy=True, model_config=model_config, get_model_classes=_converted_model_classes
+            model_path,
+            lazy=True,
+            model_config=model_config,
+            get_model_classes=functools.partial(_converted_model_classes, activation_bits=activation_bits),
         )
     elif method == "bitnet":
         if config.get("model_type") == "bitnet" and qc.get("linear_class", "bitlinear") != "autobitlinear":
@@ -200,13 +351,14 @@ def load_model(
                 "`python -m bitnet_ext convert` follows transformers.",
                 stacklevel=2,
             )
+        model_config = _keep_float_modules(model_path, config, model_config)
         model, config = utils.load_model(model_path, lazy=True, model_config=model_config)
-        patch_model(model)
     else:
         raise ValueError(
             f"bitnet_ext.mlx_lm.load: {model_path} is not a BitNet model (quantization_config.quant_method is "
             f"{method!r}; expected 'bitnet' or '{QUANT_METHOD}'). Use mlx_lm.load for other models."
         )
+    patch_model(model, activation_bits=activation_bits, activation_rounding=activation_rounding)
     if not lazy:
         mx.eval(model.parameters())
         if method == QUANT_METHOD:  # (the "bitnet" layout was checked while patch_model converted it)
@@ -222,15 +374,25 @@ def load(
     lazy: bool = False,
     return_config: bool = False,
     revision: Optional[str] = None,
+    activation_bits: Optional[int] = None,
+    activation_rounding: str = "divide",
 ) -> Union[Tuple[nn.Module, Any], Tuple[nn.Module, Any, Dict[str, Any]]]:
     """Like ``mlx_lm.load`` for BitNet models: ``(model, tokenizer[, config])`` with bitnet_ext layers.
 
     The model then works with ``mlx_lm.generate``, ``mlx_lm.stream_generate``,
-    prompt caches and batching, on any device MLX supports.
+    prompt caches and batching, on any device MLX supports. ``activation_bits=8``
+    runs every ternary layer with BitNet b1.58 int8 activations, and
+    ``activation_rounding="transformers"`` rounds them as transformers does (see :func:`patch_model`).
     """
     _check_args(path_or_hf_repo, tokenizer_config=tokenizer_config, model_config=model_config)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
-    model, config = load_model(model_path, lazy=lazy, model_config=model_config)
+    model, config = load_model(
+        model_path,
+        lazy=lazy,
+        model_config=model_config,
+        activation_bits=activation_bits,
+        activation_rounding=activation_rounding,
+    )
     tokenizer = utils.load_tokenizer(model_path, tokenizer_config, eos_token_ids=config.get("eos_token_id", None))
     return (model, tokenizer, config) if return_config else (model, tokenizer)

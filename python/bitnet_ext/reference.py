@@ -108,11 +108,18 @@ def ternary_matmul(x, wq, scale, *, transpose=True):
     return y.astype(x.dtype)
 
 
-def absmax_quantize(x, *, eps=1e-5):
-    """Per-token (last axis) int8 quantization -> (xq int8, xscale f32 (..., 1))."""
+def absmax_quantize(x, *, eps=1e-5, rounding="divide"):
+    """Per-token (last axis) int8 quantization -> (xq int8, xscale f32 (..., 1)).
+
+    rounding="transformers" rounds x * (127 / max) as transformers' BitNet
+    does, with torch's ``127 / t`` = ``reciprocal(t) * 127``, instead of
+    x / (max / 127); xscale is the same.
+    """
     xf = x.astype(mx.float32)
-    xscale = mx.maximum(mx.max(mx.abs(xf), axis=-1, keepdims=True), eps) / 127
-    return _round_clip(xf / xscale, -128, 127), xscale
+    amax = mx.maximum(mx.max(mx.abs(xf), axis=-1, keepdims=True), eps)
+    xscale = amax / 127
+    scaled = xf * ((1 / amax) * 127) if rounding == "transformers" else xf / xscale
+    return _round_clip(scaled, -128, 127), xscale
 
 
 def _int_dot(xq, w):
@@ -127,13 +134,13 @@ def _int_dot(xq, w):
     return acc
 
 
-def bitlinear(x, wq, scale, bias=None):
+def bitlinear(x, wq, scale, bias=None, *, rounding="divide"):
     """BitNet b1.58 W1.58A8 linear layer, x (..., K) -> (..., N) in x's dtype.
 
     y = ((float(acc) * xscale) * scale[n]) + bias[n], in that order, in float32,
     where acc is the exact int32 dot of the int8 activations with W.
     """
-    xq, xscale = absmax_quantize(x)
+    xq, xscale = absmax_quantize(x, rounding=rounding)
     acc = _int_dot(xq, unpack(wq))
     y = (acc.astype(mx.float32) * xscale) * mx.array(scale).astype(mx.float32)
     if bias is not None:
