@@ -271,6 +271,40 @@ def test_ternary_gemv_t_unaligned_weights_use_word_loads(wq_offset):
     assert ("_v4" in text) == (wq_offset == 0), text
 
 
+def _threadgroup_bytes_per_kernel(text):
+    """Total [[threadgroup(i)]] bytes of each kernel in a describe_plan text."""
+    totals = []
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            totals.append(0)
+        elif "threadgroup(" in line:
+            totals[-1] += int(line.split("=")[1].split()[0])
+    return totals
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("bitlinear", dict(M=1, N=8, K=16384)),       # the largest fused decode row
+    ("bitlinear", dict(M=1, N=8, K=16384 + 16)),  # past it: absmax + GEMV
+    ("bitlinear", dict(M=1, N=8, K=1 << 20)),
+    ("bitlinear", dict(M=40, N=8, K=4096)),
+    ("ternary_matmul", dict(M=1, N=8, K=1 << 20, transpose=False)),
+    ("ternary_matmul", dict(M=40, N=64, K=4096, transpose=False)),
+    ("ternary_matmul", dict(M=40, N=64, K=4096)),
+    ("absmax_quantize", dict(M=3, K=1 << 20)),
+    ("absmean_quantize", dict(N=3, K=4096)),
+], ids=str)
+def test_every_plan_fits_in_32_kib_of_threadgroup_memory(kind, params):
+    text = H.describe_plan(kind, dict(params, dtype="float16"))
+    totals = _threadgroup_bytes_per_kernel(text)
+    assert totals and max(totals) <= 32768, text
+
+
+def test_plan_threadgroup_memory_check_rejects_more_than_32_kib():
+    H.check_threadgroup_memory([16384, 16384])
+    with pytest.raises(ValueError, match=r"probe asks for 32769 bytes of threadgroup memory; Apple GPUs allow 32768"):
+        H.check_threadgroup_memory([16384, 16385])
+
+
 # (M, N, K) for transpose=False (y = x @ diag(s) W, the VJP): M = 1 (bm1),
 # M <= 16 (bm4 in one or more threadgroup rows), N not a multiple of the 8
 # simdgroups, K tails around the 512 outputs of a threadgroup, K = 6912.

@@ -53,6 +53,13 @@ constexpr int kElemThreads = 256;
 // Row reductions (absmax, absmean): threads per threadgroup, one row each.
 constexpr int kRowThreads = 256;
 
+// Push k after checking its threadgroup memory against Apple's limit (every
+// plan goes through here, so no kernel can ask a Mac for more than it has).
+void push(LaunchPlan& p, const KernelLaunch& k) {
+  check_threadgroup_memory(k);
+  p.kernels.push_back(k);
+}
+
 uint32_t ceil_div(int64_t a, int64_t b) {
   int64_t q = (a + b - 1) / b;
   if (q > int64_t(0xFFFFFFFFu)) {
@@ -166,6 +173,18 @@ KernelLaunch absmax_kernel(int64_t M, int64_t K, Dtype dtype, float eps, BufferB
 
 } // namespace
 
+void check_threadgroup_memory(const KernelLaunch& k) {
+  size_t total = 0;
+  for (const auto& t : k.threadgroup_memory) {
+    total += t.bytes;
+  }
+  if (total > kMaxThreadgroupMemory) {
+    throw std::invalid_argument("bitnet_ext: launch plan of " + k.name + " asks for " + std::to_string(total) +
+                                " bytes of threadgroup memory; Apple GPUs allow " +
+                                std::to_string(kMaxThreadgroupMemory));
+  }
+}
+
 LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
   check_k(a.K);
   LaunchPlan p;
@@ -173,9 +192,9 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return p; // nothing to compute
   }
   if (a.M <= kGemvMaxM) {
-    p.kernels.push_back(a.transpose ? gemv_t(a) : gemv_n(a));
+    push(p, a.transpose ? gemv_t(a) : gemv_n(a));
   } else {
-    p.kernels.push_back(gemm(a));
+    push(p, gemm(a));
   }
   return p;
 }
@@ -185,7 +204,7 @@ LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
   if (M <= 0 || K <= 0) {
     return p;
   }
-  p.kernels.push_back(absmax_kernel(M, K, dtype, eps, in(0, 0), out(0, 0), out(1, 0)));
+  push(p, absmax_kernel(M, K, dtype, eps, in(0, 0), out(0, 0), out(1, 0)));
   return p;
 }
 
@@ -205,14 +224,14 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
                    ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
     k.threadgroup_memory = {{0, size_t((a.K + 15) / 16 * 16)}, {1, 16 * sizeof(float)}};
-    p.kernels.push_back(k);
+    push(p, k);
     return p;
   }
   p.temporaries = {
       {"xq", size_t(a.M) * size_t(a.K), false},
       {"xscale", size_t(a.M) * sizeof(float), false},
   };
-  p.kernels.push_back(absmax_kernel(a.M, a.K, a.dtype, a.eps, in(0, 0), tmp(0, 0), tmp(1, 0)));
+  push(p, absmax_kernel(a.M, a.K, a.dtype, a.eps, in(0, 0), tmp(0, 0), tmp(1, 0)));
 
   KernelLaunch k;
   bool use_gemm = a.M > kGemvMaxM && a.K <= kI8GemmMaxK;
@@ -231,7 +250,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(a.has_bias ? 3 : 2, 4), out(0, 5)};
   k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
                  ci("has_bias", 10, a.has_bias)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -251,12 +270,12 @@ LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row
     // Row sums, scale[n] and the packed row n in one kernel; slot 3 (the
     // partial sums of the per-tensor mode) gets the scale buffer, never read.
     rows.buffers = {in(0, 0), out(0, 1), out(1, 2), out(1, 3)};
-    p.kernels.push_back(rows);
+    push(p, rows);
     return p;
   }
   p.temporaries = {{"row_sums", size_t(N) * 2 * sizeof(float), false}};
   rows.buffers = {in(0, 0), out(0, 1), out(1, 2), tmp(0, 3)};
-  p.kernels.push_back(rows);
+  push(p, rows);
 
   KernelLaunch fin;
   fin.name = "absmean_finalize";
@@ -265,7 +284,7 @@ LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row
   fin.buffers = {tmp(0, 0), out(1, 1)};
   fin.constants = {ci("N", 2, N), ci("K", 3, K), cf("eps", 4, eps)};
   fin.threadgroup_memory = {{0, 2 * 32 * sizeof(float)}};
-  p.kernels.push_back(fin);
+  push(p, fin);
 
   KernelLaunch pack;
   pack.name = name("absmean_pack", dtype);
@@ -273,7 +292,7 @@ LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row
   pack.group = {kElemThreads, 1, 1};
   pack.buffers = {in(0, 0), out(1, 1), out(0, 2)};
   pack.constants = {ci("N", 3, N), ci("K", 4, K), ci("per_row", 5, 0)};
-  p.kernels.push_back(pack);
+  push(p, pack);
   return p;
 }
 
@@ -290,7 +309,7 @@ LaunchPlan plan_pack(int64_t N, int64_t K) {
   k.group = {kElemThreads, 1, 1};
   k.buffers = {in(0, 0), out(0, 1), tmp(0, 2)};
   k.constants = {ci("words", 3, N * (K / 16))};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -306,7 +325,7 @@ LaunchPlan plan_unpack(int64_t N, int64_t K) {
   k.group = {kElemThreads, 1, 1};
   k.buffers = {in(0, 0), out(0, 1)};
   k.constants = {ci("words", 2, N * (K / 16))};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -322,7 +341,7 @@ LaunchPlan plan_dequantize(int64_t N, int64_t K, Dtype dtype, bool per_row_scale
   k.group = {kElemThreads, 1, 1};
   k.buffers = {in(0, 0), in(1, 1), out(0, 2)};
   k.constants = {ci("N", 3, N), ci("K", 4, K), ci("per_row", 5, per_row_scale)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 

@@ -164,6 +164,12 @@ LaunchPlan plan_dequantize(int64_t N, int64_t K, Dtype dtype, bool per_row_scale
 // build use it to check that kernels/ instantiates each one).
 std::vector<std::string> all_kernel_names();
 
+// Threadgroup memory one kernel may use on every Apple GPU (32 KiB): each plan
+// checks each of its kernels against it (check_threadgroup_memory throws
+// std::invalid_argument naming the kernel and the bytes).
+constexpr size_t kMaxThreadgroupMemory = 32768;
+void check_threadgroup_memory(const KernelLaunch& k);
+
 // Human-readable dump of a plan (debugging, BITNET_EXT_PRINT_PLANS).
 std::string describe(const LaunchPlan& plan);
 
