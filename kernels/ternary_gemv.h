@@ -2,10 +2,13 @@
 //
 // A threadgroup is TGV_SIMDGROUPS simdgroups; each simdgroup owns TGV_ROWS
 // consecutive rows of W and BM rows of x. Its 32 lanes split K: per step a
-// lane reads 4 words (64 codes) of each of its rows, as one uint4 when the
-// rows are 16-byte aligned (VEC) or as 4 coalesced words otherwise, decodes
-// them in registers and accumulates sum x * code in float; sum x is shared by
-// all rows. simd_sum reduces the lanes. Rows past N re-read row N-1 (no
+// lane reads 4 words (64 codes) of each of its rows as 4 coalesced words
+// (word b + 32u + lane: each load instruction of the simdgroup covers 128
+// consecutive bytes of W and 512 consecutive x values), decodes them in
+// registers and accumulates sum x * code in float; sum x is shared by all
+// rows. simd_sum reduces the lanes. (A uint4 variant, 4 consecutive words per
+// lane, spread each x load over 4x the cache lines and was 1.2-2.6x slower at
+// every measured shape: bench/results/metal-designs.md.) Rows past N re-read row N-1 (no
 // divergence in the loop) and are not stored; any K % 16 == 0 works (the
 // tail after the last full 128-word block takes one word per lane).
 #pragma once
@@ -49,7 +52,7 @@ inline void gemv_t_word(
   }
 }
 
-template <typename T, int BM, bool VEC>
+template <typename T, int BM>
 inline void ternary_gemv_t_impl(
     const device T* x,
     const device uint* wq,
@@ -82,27 +85,13 @@ inline void ternary_gemv_t_impl(
   int b = 0;
   for (; b + 128 <= words; b += 128) {
     uint wv[4][TGV_ROWS];
-    if (VEC) {
-      const int w0 = b + 4 * static_cast<int>(lane);
+    for (int u = 0; u < 4; ++u) {
       for (int r = 0; r < TGV_ROWS; ++r) {
-        uint4 v = *reinterpret_cast<const device uint4*>(wrow[r] + w0);
-        wv[0][r] = v.x;
-        wv[1][r] = v.y;
-        wv[2][r] = v.z;
-        wv[3][r] = v.w;
+        wv[u][r] = wrow[r][b + 32 * u + static_cast<int>(lane)];
       }
-      for (int u = 0; u < 4; ++u) {
-        gemv_t_word<T, BM>(x, K, mrows, w0 + u, wv[u], acc);
-      }
-    } else {
-      for (int u = 0; u < 4; ++u) {
-        for (int r = 0; r < TGV_ROWS; ++r) {
-          wv[u][r] = wrow[r][b + 32 * u + static_cast<int>(lane)];
-        }
-      }
-      for (int u = 0; u < 4; ++u) {
-        gemv_t_word<T, BM>(x, K, mrows, b + 32 * u + static_cast<int>(lane), wv[u], acc);
-      }
+    }
+    for (int u = 0; u < 4; ++u) {
+      gemv_t_word<T, BM>(x, K, mrows, b + 32 * u + static_cast<int>(lane), wv[u], acc);
     }
   }
   // Tail: fewer than 128 words left, one word per lane per step.

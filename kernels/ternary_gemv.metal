@@ -1,11 +1,11 @@
 // Ternary GEMV (decode), y = x @ (diag(s) W).T: kernels/ternary_gemv.h.
 // Transposed GEMV (VJP), y = x @ diag(s) W: same header.
-// Host names: ternary_gemv_t_<dtype>_bm<BM>_<v1|v4>, ternary_gemv_n_<dtype>_bm<BM>
+// Host names: ternary_gemv_t_<dtype>_bm<BM>, ternary_gemv_n_<dtype>_bm<BM>
 // (csrc/gpu/launch_plan.cpp).
 #include "ternary_utils.h"
 #include "ternary_gemv.h"
 
-template <typename T, int BM, bool VEC>
+template <typename T, int BM>
 [[kernel]] void ternary_gemv_t(
     const device T* x [[buffer(0)]],
     const device uint* wq [[buffer(1)]],
@@ -18,12 +18,11 @@ template <typename T, int BM, bool VEC>
     uint3 tgid [[threadgroup_position_in_grid]],
     uint sgid [[simdgroup_index_in_threadgroup]],
     uint lane [[thread_index_in_simdgroup]]) {
-  ternary_gemv_t_impl<T, BM, VEC>(x, wq, scale, y, M, N, K, per_row, tgid, sgid, lane);
+  ternary_gemv_t_impl<T, BM>(x, wq, scale, y, M, N, K, per_row, tgid, sgid, lane);
 }
 
-#define instantiate_gemv_t(tname, type, bm)                                                  \
-  instantiate_kernel("ternary_gemv_t_" #tname "_bm" #bm "_v1", ternary_gemv_t, type, bm, false) \
-  instantiate_kernel("ternary_gemv_t_" #tname "_bm" #bm "_v4", ternary_gemv_t, type, bm, true)
+#define instantiate_gemv_t(tname, type, bm) \
+  instantiate_kernel("ternary_gemv_t_" #tname "_bm" #bm, ternary_gemv_t, type, bm)
 
 #define instantiate_gemv_t_all_bm(tname, type, unused) \
   instantiate_gemv_t(tname, type, 1)                   \

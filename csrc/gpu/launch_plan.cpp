@@ -118,10 +118,8 @@ void check_k(int64_t K) {
 // y = x @ (s W).T for M <= kGemvMaxM: kernels/ternary_gemv.h.
 KernelLaunch gemv_t(const TernaryMatmulArgs& a) {
   int bm = gemv_bm(a.M);
-  int64_t words = a.K / 16;
-  bool vec = words % 4 == 0 && a.wq_byte_offset % 16 == 0;
   KernelLaunch k;
-  k.name = name("ternary_gemv_t", a.dtype, "bm" + std::to_string(bm) + (vec ? "_v4" : "_v1"));
+  k.name = name("ternary_gemv_t", a.dtype, "bm" + std::to_string(bm));
   k.grid = {ceil_div(a.N, kGemvRowsPerGroup), ceil_div(a.M, bm), 1};
   k.group = {32 * kGemvSimdgroups, 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
@@ -349,9 +347,7 @@ std::vector<std::string> all_kernel_names() {
   std::vector<std::string> names;
   for (Dtype d : {Dtype::float32, Dtype::float16, Dtype::bfloat16}) {
     for (int bm : {1, 4, 8}) {
-      for (const char* v : {"v1", "v4"}) {
-        names.push_back(name("ternary_gemv_t", d, "bm" + std::to_string(bm) + "_" + v));
-      }
+      names.push_back(name("ternary_gemv_t", d, "bm" + std::to_string(bm)));
       names.push_back(name("bitlinear_gemv", d, "bm" + std::to_string(bm)));
     }
     names.push_back(name("bitlinear_fused", d));

@@ -100,8 +100,8 @@ struct LaunchPlan {
 // transpose=true:  y (M x N) = x (M x K) @ (diag(s) W).T
 // transpose=false: y (M x K) = x (M x N) @ diag(s) W
 // M = x.size() / x.shape(-1) (leading batch axes flattened). K % 16 == 0.
-// wq_byte_offset: wq's offset in its buffer in bytes (vector loads of W need
-// 16-byte alignment; the plan falls back to word loads otherwise).
+// wq_byte_offset: wq's offset in its buffer in bytes (kept for kernels that
+// would need aligned vector loads of W; none does now, the GEMV loads words).
 struct TernaryMatmulArgs {
   int64_t M, N, K;
   Dtype dtype;
