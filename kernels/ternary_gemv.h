@@ -19,8 +19,6 @@
 #define TGV_SIMDGROUPS 2
 
 // One word column `wi` of the TGV_ROWS rows (words wv[r]) against BM rows of x.
-// Each word is decoded once, before the loop over the rows of x (at BM = 8 the
-// decode is 1/8 of what it was when every row re-extracted the codes).
 template <typename T, int BM>
 inline void gemv_t_word(
     const device T* x,
@@ -29,10 +27,6 @@ inline void gemv_t_word(
     int wi,
     thread const uint* wv,
     thread float* acc) {
-  float codes[TGV_ROWS][16];
-  for (int r = 0; r < TGV_ROWS; ++r) {
-    decode_codes16(wv[r], codes[r]);
-  }
   for (int m = 0; m < BM; ++m) {
     if (m < mrows) {
       float xs[16];
@@ -40,7 +34,7 @@ inline void gemv_t_word(
       float xsum = load_x16_scaled(xp, xs);
       if (is_finite_bits(xsum)) {
         for (int r = 0; r < TGV_ROWS; ++r) {
-          acc[m * TGV_ROWS + r] += dot16(codes[r], xs) - xsum;
+          acc[m * TGV_ROWS + r] += dot_codes16(wv[r], xs) - xsum;
         }
       } else {
         // An inf or NaN among these x: sum x W directly (the identity gives inf - inf).

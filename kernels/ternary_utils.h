@@ -52,27 +52,18 @@ inline float load_x16_scaled(const device T* xp, thread float* xs) {
   return sum;
 }
 
-// The 16 codes of word w as float, each masked in place in its byte: c[j] =
-// code_j * 4^(j % 4), the partner of load_x16_scaled's xs. Decoded once per
-// word and reused for every activation row (per word: 4 shifts, 16 ands, 16
-// conversions; then 16 FMAs per row in dot16).
-inline void decode_codes16(uint w, thread float* c) {
+// sum_j xs[j] * code_j for the 16 codes of word w (xs from load_x16_scaled),
+// decoded on the fly: each code is masked in place in its byte. (Decoding a
+// word once for all BM rows of x, 64 floats live per lane, measured slower on
+// the H200 at every shape: bench/results/metal-designs.md.)
+inline float dot_codes16(uint w, thread const float* xs) {
+  float acc = 0.0f;
   for (int i = 0; i < 4; ++i) {
     uint b = (w >> (8 * i)) & 0xFFu;
-    c[4 * i + 0] = static_cast<float>(b & 0x03u);
-    c[4 * i + 1] = static_cast<float>(b & 0x0Cu);
-    c[4 * i + 2] = static_cast<float>(b & 0x30u);
-    c[4 * i + 3] = static_cast<float>(b & 0xC0u);
-  }
-}
-
-// sum_j xs[j] * c[j] = sum_j x_j code_j (xs from load_x16_scaled, c from
-// decode_codes16), in the order j = 0..15 with explicit fma: the same bits
-// whatever the compiler's contraction setting.
-inline float dot16(thread const float* c, thread const float* xs) {
-  float acc = 0.0f;
-  for (int j = 0; j < 16; ++j) {
-    acc = fma(xs[j], c[j], acc);
+    acc = fma(xs[4 * i + 0], static_cast<float>(b & 0x03u), acc);
+    acc = fma(xs[4 * i + 1], static_cast<float>(b & 0x0Cu), acc);
+    acc = fma(xs[4 * i + 2], static_cast<float>(b & 0x30u), acc);
+    acc = fma(xs[4 * i + 3], static_cast<float>(b & 0xC0u), acc);
   }
   return acc;
 }

@@ -60,20 +60,6 @@ NB_MODULE(_metal_harness, m) {
       "C-contiguous NumPy arrays in the primitive's order; outputs are overwritten.");
 
   m.def(
-      "check_threadgroup_memory",
-      [](const std::vector<size_t>& bytes) {
-        gpu::KernelLaunch k;
-        k.name = "probe";
-        for (size_t i = 0; i < bytes.size(); ++i) {
-          k.threadgroup_memory.push_back({static_cast<int>(i), bytes[i]});
-        }
-        gpu::check_threadgroup_memory(k);
-      },
-      "bytes"_a,
-      "The launch plans' threadgroup memory check on a kernel with these [[threadgroup(i)]] sizes "
-      "(ValueError above 32 KiB in all).");
-
-  m.def(
       "launch",
       [](const std::string& name, std::vector<uint32_t> grid, std::vector<uint32_t> group, nb::list buffers,
          std::vector<size_t> threadgroup_memory, const std::string& order, uint64_t seed, int threads) {
