@@ -19,6 +19,9 @@
 #define TGV_SIMDGROUPS 2
 
 // One word column `wi` of the TGV_ROWS rows (words wv[r]) against BM rows of x.
+// BM > 1: each word is decoded once, before the loop over the rows of x; BM = 1:
+// on the fly (nothing to share, 64 fewer live floats). H200 measurements of
+// both: bench/results/metal-designs.md.
 template <typename T, int BM>
 inline void gemv_t_word(
     const device T* x,
@@ -27,6 +30,12 @@ inline void gemv_t_word(
     int wi,
     thread const uint* wv,
     thread float* acc) {
+  float codes[TGV_ROWS][16];
+  if (BM > 1) {
+    for (int r = 0; r < TGV_ROWS; ++r) {
+      decode_codes16(wv[r], codes[r]);
+    }
+  }
   for (int m = 0; m < BM; ++m) {
     if (m < mrows) {
       float xs[16];
@@ -34,7 +43,7 @@ inline void gemv_t_word(
       float xsum = load_x16_scaled(xp, xs);
       if (is_finite_bits(xsum)) {
         for (int r = 0; r < TGV_ROWS; ++r) {
-          acc[m * TGV_ROWS + r] += dot_codes16(wv[r], xs) - xsum;
+          acc[m * TGV_ROWS + r] += (BM > 1 ? dot16(codes[r], xs) : dot_codes16(wv[r], xs)) - xsum;
         }
       } else {
         // An inf or NaN among these x: sum x W directly (the identity gives inf - inf).

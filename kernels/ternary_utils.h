@@ -53,9 +53,7 @@ inline float load_x16_scaled(const device T* xp, thread float* xs) {
 }
 
 // sum_j xs[j] * code_j for the 16 codes of word w (xs from load_x16_scaled),
-// decoded on the fly: each code is masked in place in its byte. (Decoding a
-// word once for all BM rows of x, 64 floats live per lane, measured slower on
-// the H200 at every shape: bench/results/metal-designs.md.)
+// decoded on the fly: each code is masked in place in its byte.
 inline float dot_codes16(uint w, thread const float* xs) {
   float acc = 0.0f;
   for (int i = 0; i < 4; ++i) {
@@ -64,6 +62,27 @@ inline float dot_codes16(uint w, thread const float* xs) {
     acc = fma(xs[4 * i + 1], static_cast<float>(b & 0x0Cu), acc);
     acc = fma(xs[4 * i + 2], static_cast<float>(b & 0x30u), acc);
     acc = fma(xs[4 * i + 3], static_cast<float>(b & 0xC0u), acc);
+  }
+  return acc;
+}
+
+// The same 16 codes as float, c[j] = code_j * 4^(j % 4), for a word used
+// against several rows of x: decoded once, then dot16 per row (same fma order
+// as dot_codes16, so the same bits).
+inline void decode_codes16(uint w, thread float* c) {
+  for (int i = 0; i < 4; ++i) {
+    uint b = (w >> (8 * i)) & 0xFFu;
+    c[4 * i + 0] = static_cast<float>(b & 0x03u);
+    c[4 * i + 1] = static_cast<float>(b & 0x0Cu);
+    c[4 * i + 2] = static_cast<float>(b & 0x30u);
+    c[4 * i + 3] = static_cast<float>(b & 0xC0u);
+  }
+}
+
+inline float dot16(thread const float* c, thread const float* xs) {
+  float acc = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    acc = fma(xs[j], c[j], acc);
   }
   return acc;
 }
