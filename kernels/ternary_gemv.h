@@ -123,11 +123,14 @@ inline void ternary_gemv_t_impl(
 // Transposed ternary GEMV (the VJP, M small): y = x @ diag(s) W, y is M x K.
 //
 // Each lane owns one word column of W (16 outputs k); a threadgroup covers 32
-// word columns (512 outputs) and its TGVN_SIMDGROUPS simdgroups split the rows
-// n of W (simdgroup g takes n = g, g + TGVN_SIMDGROUPS, ...), so each warp
+// word columns (512 outputs) and the rows n in [n0, n0 + rows) of W, with
+// n0 = tgid.z * rows: N is split across the grid (K / 512 threadgroups alone
+// would be 5 for K = 2560). Its TGVN_SIMDGROUPS simdgroups split those rows
+// (simdgroup g takes n = n0 + g, n0 + g + TGVN_SIMDGROUPS, ...), so each warp
 // reads 32 consecutive words (128 bytes) of a row per step. Per m, the
-// simdgroups' partial sums meet in threadgroup memory and are added in a
-// fixed order. Uses sum_n a_n W_nk = sum_n a_n code_nk - sum_n a_n with
+// simdgroups' sums meet in threadgroup memory, are added in a fixed order and
+// stored as float in part[tgid.z][m][k]; ternary_gemv_n_reduce adds the
+// splits in order. Uses sum_n a_n W_nk = sum_n a_n code_nk - sum_n a_n with
 // a_n = x[m, n] s(n).
 #define TGVN_SIMDGROUPS 8
 
@@ -136,11 +139,12 @@ inline void ternary_gemv_n_impl(
     const device T* x,
     const device uint* wq,
     const device float* scale,
-    device T* y,
+    device float* part,
     int M,
     int N,
     int K,
     int per_row,
+    int rows,
     threadgroup float* partial, // [TGVN_SIMDGROUPS][32 * 16]
     uint3 tgid,
     uint tid,
@@ -152,6 +156,8 @@ inline void ternary_gemv_n_impl(
   const int m0 = static_cast<int>(tgid.y) * BM;
   const int mrows = min(BM, M - m0);
   x += static_cast<ulong>(m0) * N;
+  const int n0 = static_cast<int>(tgid.z) * rows;
+  const int n1 = min(N, n0 + rows);
 
   float acc[BM * 16];
   float asum[BM];
@@ -162,7 +168,7 @@ inline void ternary_gemv_n_impl(
     asum[m] = 0.0f;
   }
 
-  for (int n = static_cast<int>(sgid); n < N; n += TGVN_SIMDGROUPS) {
+  for (int n = n0 + static_cast<int>(sgid); n < n1; n += TGVN_SIMDGROUPS) {
     const uint w = wq[static_cast<ulong>(n) * words + col_load];
     const float s = row_scale(scale, per_row, n);
     for (int m = 0; m < BM; ++m) {
@@ -189,7 +195,7 @@ inline void ternary_gemv_n_impl(
       for (int j = 0; j < 16; ++j) {
         acc[m * 16 + j] = 0.0f;
       }
-      for (int n = static_cast<int>(sgid); n < N; n += TGVN_SIMDGROUPS) {
+      for (int n = n0 + static_cast<int>(sgid); n < n1; n += TGVN_SIMDGROUPS) {
         const uint w = wq[static_cast<ulong>(n) * words + col_load];
         const float a = static_cast<float>(x[static_cast<ulong>(m) * N + n]) * row_scale(scale, per_row, n);
         for (int j = 0; j < 16; ++j) {
@@ -214,10 +220,24 @@ inline void ternary_gemv_n_impl(
         }
         const int k = static_cast<int>(tgid.x) * 512 + o;
         if (k < K) {
-          y[static_cast<ulong>(m0 + m) * K + k] = static_cast<T>(total);
+          part[(static_cast<ulong>(tgid.z) * M + m0 + m) * K + k] = total;
         }
       }
       threadgroup_barrier(mem_flags::mem_threadgroup);
     }
   }
+}
+
+// y[i] = T(sum over the splits s = 0, 1, ... of part[s][i]), in that order
+// (one thread per element i of the M x K output).
+template <typename T>
+inline void ternary_gemv_n_reduce_impl(const device float* part, device T* y, int count, int splits, uint i) {
+  if (static_cast<int>(i) >= count) {
+    return;
+  }
+  float total = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    total += part[static_cast<ulong>(s) * count + i];
+  }
+  y[i] = static_cast<T>(total);
 }

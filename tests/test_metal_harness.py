@@ -316,6 +316,8 @@ MATMUL_N_SHAPES = [
     (4, 8, 1040),
     (7, 3, 6912),
     (16, 21, 96),
+    (1, 300, 528),  # N split in 3 across the grid (128 rows each), the last one partial
+    (5, 257, 96),   # a last split of one row
 ]
 
 
@@ -332,6 +334,7 @@ NONFINITE_MATMUL_CASES = [
     (3, 8, 2048 + 64, True),
     (1, 9, 528, False),
     (4, 8, 1040, False),
+    (2, 300, 48, False),  # N split across the grid (3 splits)
     (33, 40, 48, True),
     (33, 40, 48, False),
 ]

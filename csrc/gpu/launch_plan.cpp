@@ -32,8 +32,11 @@ namespace {
 constexpr int kGemvRows = 4;
 constexpr int kGemvSimdgroups = 2;
 constexpr int kGemvRowsPerGroup = kGemvRows * kGemvSimdgroups;
-// Transposed GEMV (transpose=false): simdgroups splitting N in a threadgroup.
+// Transposed GEMV (transpose=false): simdgroups splitting N in a threadgroup,
+// and rows of W per threadgroup when N is split across the grid (16 rows per
+// simdgroup; the partial sums, splits x M x K floats, meet in a second kernel).
 constexpr int kGemvNSimdgroups = 8;
+constexpr int64_t kGemvNRowsPerSplit = 16 * kGemvNSimdgroups;
 // GEMM tiles (kernels/ternary_gemm.h): BM x BN output tile, 4 simdgroups.
 constexpr int kGemmBM = 32;
 constexpr int kGemmBN = 32;
@@ -127,18 +130,30 @@ KernelLaunch gemv_t(const TernaryMatmulArgs& a) {
   return k;
 }
 
-// y = x @ s W for M <= kGemvMaxM: kernels/ternary_gemv_n.h.
-KernelLaunch gemv_n(const TernaryMatmulArgs& a) {
+// y = x @ s W for M <= kGemvMaxM: kernels/ternary_gemv.h. N is split across
+// grid.z (partial sums in a temporary), then ternary_gemv_n_reduce adds them.
+void gemv_n(LaunchPlan& p, const TernaryMatmulArgs& a) {
   int bm = a.M <= 1 ? 1 : 4;
+  uint32_t splits = ceil_div(a.N, kGemvNRowsPerSplit);
+  p.temporaries = {{"partial", size_t(splits) * size_t(a.M) * size_t(a.K) * sizeof(float), false}};
   KernelLaunch k;
   k.name = name("ternary_gemv_n", a.dtype, "bm" + std::to_string(bm));
-  k.grid = {ceil_div(a.K / 16, 32), ceil_div(a.M, bm), 1};
+  k.grid = {ceil_div(a.K / 16, 32), ceil_div(a.M, bm), splits};
   k.group = {32 * kGemvNSimdgroups, 1, 1};
-  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
-  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), tmp(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
+                 ci("rows", 8, kGemvNRowsPerSplit)};
   // One float per (simdgroup, lane, code) of the partial sums.
   k.threadgroup_memory = {{0, size_t(kGemvNSimdgroups) * 32 * 16 * sizeof(float)}};
-  return k;
+  push(p, k);
+
+  KernelLaunch r;
+  r.name = name("ternary_gemv_n_reduce", a.dtype);
+  r.grid = {ceil_div(a.M * a.K, kElemThreads), 1, 1};
+  r.group = {kElemThreads, 1, 1};
+  r.buffers = {tmp(0, 0), out(0, 1)};
+  r.constants = {ci("count", 2, a.M * a.K), ci("splits", 3, splits)};
+  push(p, r);
 }
 
 // Tiled simdgroup_matrix GEMM: kernels/ternary_gemm.h.
@@ -190,7 +205,11 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return p; // nothing to compute
   }
   if (a.M <= kGemvMaxM) {
-    push(p, a.transpose ? gemv_t(a) : gemv_n(a));
+    if (a.transpose) {
+      push(p, gemv_t(a));
+    } else {
+      gemv_n(p, a);
+    }
   } else {
     push(p, gemm(a));
   }
@@ -354,6 +373,7 @@ std::vector<std::string> all_kernel_names() {
     for (int bm : {1, 4}) {
       names.push_back(name("ternary_gemv_n", d, "bm" + std::to_string(bm)));
     }
+    names.push_back(name("ternary_gemv_n_reduce", d));
     names.push_back(name("ternary_gemm_t", d));
     names.push_back(name("ternary_gemm_n", d));
     names.push_back(name("bitlinear_gemm", d));
