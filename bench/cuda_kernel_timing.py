@@ -43,6 +43,8 @@ def kernel_bytes(name, M, N, K):
         return M * K * act + M * K + 4 * M
     if name.startswith(("bitlinear_gemv", "bitlinear_gemm")):
         return w + M * K + 4 * M + M * N * act + 4 * N
+    if name.startswith("ternary_gemv_n_reduce"):  # float partial sums of ceil(N/128) splits in, y out
+        return M * K * (4 * -(-N // 128) + act)
     if name.startswith("ternary_gemv_n") or name.startswith("ternary_gemm_n"):
         return w + M * N * act + M * K * act + 4 * N  # y = x (M x N) @ W (N x K)
     return w + M * K * act + M * N * act + 4 * N  # fused bitlinear, ternary GEMV/GEMM (transpose)
