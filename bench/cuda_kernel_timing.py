@@ -3,7 +3,7 @@
 NVIDIA NUMBERS, NOT APPLE-GPU NUMBERS: the same kernels/*.metal sources,
 compiled by nvcc through csrc/harness/cuda/msl_cuda.h (scalar emulation of
 simdgroup_matrix, no tensor cores) and launched with the shared launch plans.
-They are a relative measure for comparing kernel designs (v1 vs v4 GEMV, fused
+They are a relative measure for comparing kernel designs (GEMV layouts, fused
 vs unfused BitLinear, GEMV vs GEMM tilings), not a prediction of Apple-GPU speed.
 
 Shapes: the BitNet b1.58 2B-4T projections (hidden 2560, FFN 6912, 5 KV heads
@@ -43,6 +43,8 @@ def kernel_bytes(name, M, N, K):
         return M * K * act + M * K + 4 * M
     if name.startswith(("bitlinear_gemv", "bitlinear_gemm")):
         return w + M * K + 4 * M + M * N * act + 4 * N
+    if name.startswith("ternary_gemv_n_reduce"):  # float partial sums of ceil(N/128) splits in, y out
+        return M * K * (4 * -(-N // 128) + act)
     if name.startswith("ternary_gemv_n") or name.startswith("ternary_gemm_n"):
         return w + M * N * act + M * K * act + 4 * N  # y = x (M x N) @ W (N x K)
     return w + M * K * act + M * N * act + 4 * N  # fused bitlinear, ternary GEMV/GEMM (transpose)
@@ -53,9 +55,8 @@ def cases():
     for layer, (N, K) in LAYERS.items():
         for M in MS:
             base = dict(M=M, N=N, K=K, dtype=DT, per_row_scale=False)
-            if M <= 16:  # GEMV: vector (16-byte aligned) vs word loads
-                yield layer, "ternary_matmul v4", "ternary_matmul", dict(base)
-                yield layer, "ternary_matmul v1", "ternary_matmul", dict(base, wq_byte_offset=4)
+            if M <= 16:
+                yield layer, "ternary_matmul gemv", "ternary_matmul", dict(base)
             else:
                 yield layer, "ternary_matmul gemm", "ternary_matmul", dict(base)
             yield layer, "bitlinear", "bitlinear", dict(base)
@@ -64,6 +65,10 @@ def cases():
                 yield layer, "bitlinear unfused: int8 GEMV (M=2 plan)", "bitlinear", dict(base, M=2)
             if M in (1, 8, 128):
                 yield layer, "ternary_matmul transposed (VJP)", "ternary_matmul", dict(base, transpose=False)
+            if M == 8:  # the GEMM at M = 17: one 32-row tile, what it costs at any M <= 32 (GEMV threshold)
+                for t in (True, False):
+                    yield (layer, "GEMM at M=17 (one tile row)" + ("" if t else ", transposed (VJP)"),
+                           "ternary_matmul", dict(base, M=17, transpose=t))
 
 
 def inputs_for(kind, p, rng):

@@ -52,8 +52,13 @@ inline void absmax_quantize_impl(
 }
 
 // y[m, n] = T(((float(acc) * xscale[m]) * s(n)) + bias[n]), acc the exact int32
-// sum_k xq[m, k] W[n, k]. Two statements, so that no FMA contraction happens
-// (with -fno-fast-math): bit-identical to bitnet_ext.reference.bitlinear.
+// sum_k xq[m, k] W[n, k]: bit-identical to bitnet_ext.reference.bitlinear,
+// which rounds the product before adding the bias. A compiler that contracts
+// (a Metal compiler may; its default is undocumented, and separate statements
+// do not stop -ffp-contract=fast) would turn product + bias into one fma. The
+// rounded product therefore goes through a volatile variable: the add reads a
+// stored value, not a multiply, under any contraction setting (one store and
+// load per output, in the epilogue only).
 template <typename T>
 inline void bitlinear_store(
     device T* y,
@@ -63,7 +68,8 @@ inline void bitlinear_store(
     const device float* bias,
     int has_bias,
     int n) {
-  float v = (static_cast<float>(acc) * xs) * s;
+  volatile float product = (static_cast<float>(acc) * xs) * s;
+  float v = product;
   if (has_bias) {
     const float b = bias[n];
     v = v + b;
@@ -110,16 +116,17 @@ inline void bitlinear_gemv_impl(
     acc[i] = 0;
   }
   for (int wi = static_cast<int>(lane); wi < words; wi += 32) {
-    uint wv[BLG_ROWS];
+    // Each word decoded once, then reused for the BM rows of xq.
+    int codes[BLG_ROWS][16];
     for (int r = 0; r < BLG_ROWS; ++r) {
-      wv[r] = wrow[r][wi];
+      decode_codes16_i32(wrow[r][wi], codes[r]);
     }
     for (int m = 0; m < BM; ++m) {
       if (m < mrows) {
         int q[16];
         const int qsum = load_q16(xq + static_cast<ulong>(m) * K + wi * 16, q);
         for (int r = 0; r < BLG_ROWS; ++r) {
-          acc[m * BLG_ROWS + r] += dot_codes16_i32(wv[r], q) - qsum;
+          acc[m * BLG_ROWS + r] += dot16_i32(codes[r], q) - qsum;
         }
       }
     }

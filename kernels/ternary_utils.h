@@ -52,7 +52,8 @@ inline float load_x16_scaled(const device T* xp, thread float* xs) {
   return sum;
 }
 
-// sum_j xs[j] * code_j for the 16 codes of word w (xs from load_x16_scaled).
+// sum_j xs[j] * code_j for the 16 codes of word w (xs from load_x16_scaled),
+// decoded on the fly: each code is masked in place in its byte.
 inline float dot_codes16(uint w, thread const float* xs) {
   float acc = 0.0f;
   for (int i = 0; i < 4; ++i) {
@@ -61,6 +62,27 @@ inline float dot_codes16(uint w, thread const float* xs) {
     acc = fma(xs[4 * i + 1], static_cast<float>(b & 0x0Cu), acc);
     acc = fma(xs[4 * i + 2], static_cast<float>(b & 0x30u), acc);
     acc = fma(xs[4 * i + 3], static_cast<float>(b & 0xC0u), acc);
+  }
+  return acc;
+}
+
+// The same 16 codes as float, c[j] = code_j * 4^(j % 4), for a word used
+// against several rows of x: decoded once, then dot16 per row (same fma order
+// as dot_codes16, so the same bits).
+inline void decode_codes16(uint w, thread float* c) {
+  for (int i = 0; i < 4; ++i) {
+    uint b = (w >> (8 * i)) & 0xFFu;
+    c[4 * i + 0] = static_cast<float>(b & 0x03u);
+    c[4 * i + 1] = static_cast<float>(b & 0x0Cu);
+    c[4 * i + 2] = static_cast<float>(b & 0x30u);
+    c[4 * i + 3] = static_cast<float>(b & 0xC0u);
+  }
+}
+
+inline float dot16(thread const float* c, thread const float* xs) {
+  float acc = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    acc = fma(xs[j], c[j], acc);
   }
   return acc;
 }
@@ -77,11 +99,19 @@ inline int load_q16(P xp, thread int* xq) {
   return sum;
 }
 
-// Exact sum_j xq[j] * code_j for the 16 codes of word w.
-inline int dot_codes16_i32(uint w, thread const int* xq) {
+// The 16 codes of word w as int (decoded once per word, reused for every
+// activation row).
+inline void decode_codes16_i32(uint w, thread int* c) {
+  for (int j = 0; j < 16; ++j) {
+    c[j] = static_cast<int>((w >> (2 * j)) & 3u);
+  }
+}
+
+// Exact sum_j xq[j] * c[j] (c from decode_codes16_i32).
+inline int dot16_i32(thread const int* c, thread const int* xq) {
   int acc = 0;
   for (int j = 0; j < 16; ++j) {
-    acc += xq[j] * static_cast<int>((w >> (2 * j)) & 3u);
+    acc += xq[j] * c[j];
   }
   return acc;
 }
@@ -179,10 +209,11 @@ inline float ff_div(ffloat a, ffloat d) {
   if (!is_finite_bits(q)) {
     return q; // inf or NaN sum (the correction would be NaN)
   }
-  // r = a - q * d, with q * d.hi exact through fma.
-  float p = q * d.hi;
-  float perr = fma(q, d.hi, -p);
-  float r = (((a.hi - p) - perr) + a.lo) - q * d.lo;
+  // r = a - q * d. a.hi - q * d.hi is exact in one fma (the remainder of a
+  // rounded quotient is a float); every product sits inside an explicit fma,
+  // so no a * b + c is left for the compiler to contract or not.
+  const float r0 = fma(-q, d.hi, a.hi);
+  const float r = fma(-q, d.lo, r0 + a.lo);
   return q + precise::divide(r, d.hi);
 }
 

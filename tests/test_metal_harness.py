@@ -230,8 +230,8 @@ def matmul_sumsq(x, codes, scale, transpose):
 MATMUL_T_SHAPES = [
     (1, 1, 16),
     (1, 9, 48),
-    (1, 37, 2048 + 64),  # v4: one full block + a 4-word tail
-    (1, 13, 2048 + 16),  # v1: words % 4 != 0
+    (1, 37, 2048 + 64),  # one full block + a 4-word tail
+    (1, 13, 2048 + 16),  # words % 4 != 0
     (1, 21, 6912),
     (3, 8, 6912),
     (4, 11, 80),
@@ -265,10 +265,44 @@ def test_ternary_gemv_t(M, N, K, dtype_name):
 
 
 @pytest.mark.parametrize("wq_offset", [0, 4])
-def test_ternary_gemv_t_unaligned_weights_use_word_loads(wq_offset):
-    """The plan picks the v4 (uint4) variant only for 16-byte aligned rows."""
+def test_ternary_gemv_t_is_the_word_load_kernel_at_any_alignment(wq_offset):
+    """One GEMV for decode (coalesced word loads): aligned or not, no uint4 variant."""
     text = H.describe_plan("ternary_matmul", dict(M=1, N=8, K=2048, dtype="float16", wq_byte_offset=wq_offset))
-    assert ("_v4" in text) == (wq_offset == 0), text
+    assert text.startswith("ternary_gemv_t_float16_bm1 grid"), text
+
+
+def _threadgroup_bytes_per_kernel(text):
+    """Total [[threadgroup(i)]] bytes of each kernel in a describe_plan text."""
+    totals = []
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            totals.append(0)
+        elif "threadgroup(" in line:
+            totals[-1] += int(line.split("=")[1].split()[0])
+    return totals
+
+
+@pytest.mark.parametrize("kind,params", [
+    ("bitlinear", dict(M=1, N=8, K=16384)),       # the largest fused decode row
+    ("bitlinear", dict(M=1, N=8, K=16384 + 16)),  # past it: absmax + GEMV
+    ("bitlinear", dict(M=1, N=8, K=1 << 20)),
+    ("bitlinear", dict(M=40, N=8, K=4096)),
+    ("ternary_matmul", dict(M=1, N=8, K=1 << 20, transpose=False)),
+    ("ternary_matmul", dict(M=40, N=64, K=4096, transpose=False)),
+    ("ternary_matmul", dict(M=40, N=64, K=4096)),
+    ("absmax_quantize", dict(M=3, K=1 << 20)),
+    ("absmean_quantize", dict(N=3, K=4096)),
+], ids=str)
+def test_every_plan_fits_in_32_kib_of_threadgroup_memory(kind, params):
+    text = H.describe_plan(kind, dict(params, dtype="float16"))
+    totals = _threadgroup_bytes_per_kernel(text)
+    assert totals and max(totals) <= 32768, text
+
+
+def test_plan_threadgroup_memory_check_rejects_more_than_32_kib():
+    H.check_threadgroup_memory([16384, 16384])
+    with pytest.raises(ValueError, match=r"probe asks for 32769 bytes of threadgroup memory; Apple GPUs allow 32768"):
+        H.check_threadgroup_memory([16384, 16385])
 
 
 # (M, N, K) for transpose=False (y = x @ diag(s) W, the VJP): M = 1 (bm1),
@@ -282,6 +316,8 @@ MATMUL_N_SHAPES = [
     (4, 8, 1040),
     (7, 3, 6912),
     (16, 21, 96),
+    (1, 300, 528),  # N split in 3 across the grid (128 rows each), the last one partial
+    (5, 257, 96),   # a last split of one row
 ]
 
 
@@ -291,13 +327,14 @@ def test_ternary_gemv_n(M, N, K, dtype_name):
     check_matmul(M, N, K, dtype_name, False, per_row=(N % 2 == 1))
 
 
-# Every float path (GEMV t with the v4 and word loads, GEMV n, GEMM t and n)
+# Every float path (GEMV t, GEMV n, GEMM t and n)
 # with NaN/inf activations, and with arbitrary words (code 3).
 NONFINITE_MATMUL_CASES = [
     (1, 9, 48, True),
     (3, 8, 2048 + 64, True),
     (1, 9, 528, False),
     (4, 8, 1040, False),
+    (2, 300, 48, False),  # N split across the grid (3 splits)
     (33, 40, 48, True),
     (33, 40, 48, False),
 ]
@@ -709,7 +746,7 @@ def test_harness_out_of_bounds_access_is_an_exception_naming_the_kernel():
     assert proc.returncode == 0 and "DONE" in proc.stdout, f"child failed ({proc.returncode}): {proc.stderr[-2000:]}"
     assert len(raised) == 2, proc.stdout
     for line in raised:
-        assert "kernel ternary_gemv_t_float32_bm1_v4" in line and "faulted at address" in line, line
+        assert "kernel ternary_gemv_t_float32_bm1" in line and "faulted at address" in line, line
 
 
 @pytest.mark.parametrize("transpose_b", [0, 1])

@@ -32,8 +32,11 @@ namespace {
 constexpr int kGemvRows = 4;
 constexpr int kGemvSimdgroups = 2;
 constexpr int kGemvRowsPerGroup = kGemvRows * kGemvSimdgroups;
-// Transposed GEMV (transpose=false): simdgroups splitting N in a threadgroup.
+// Transposed GEMV (transpose=false): simdgroups splitting N in a threadgroup,
+// and rows of W per threadgroup when N is split across the grid (16 rows per
+// simdgroup; the partial sums, splits x M x K floats, meet in a second kernel).
 constexpr int kGemvNSimdgroups = 8;
+constexpr int64_t kGemvNRowsPerSplit = 16 * kGemvNSimdgroups;
 // GEMM tiles (kernels/ternary_gemm.h): BM x BN output tile, 4 simdgroups.
 constexpr int kGemmBM = 32;
 constexpr int kGemmBN = 32;
@@ -52,6 +55,13 @@ constexpr int64_t kI8GemmMaxK = int64_t(1) << 17;
 constexpr int kElemThreads = 256;
 // Row reductions (absmax, absmean): threads per threadgroup, one row each.
 constexpr int kRowThreads = 256;
+
+// Push k after checking its threadgroup memory against Apple's limit (every
+// plan goes through here, so no kernel can ask a Mac for more than it has).
+void push(LaunchPlan& p, const KernelLaunch& k) {
+  check_threadgroup_memory(k);
+  p.kernels.push_back(k);
+}
 
 uint32_t ceil_div(int64_t a, int64_t b) {
   int64_t q = (a + b - 1) / b;
@@ -111,10 +121,8 @@ void check_k(int64_t K) {
 // y = x @ (s W).T for M <= kGemvMaxM: kernels/ternary_gemv.h.
 KernelLaunch gemv_t(const TernaryMatmulArgs& a) {
   int bm = gemv_bm(a.M);
-  int64_t words = a.K / 16;
-  bool vec = words % 4 == 0 && a.wq_byte_offset % 16 == 0;
   KernelLaunch k;
-  k.name = name("ternary_gemv_t", a.dtype, "bm" + std::to_string(bm) + (vec ? "_v4" : "_v1"));
+  k.name = name("ternary_gemv_t", a.dtype, "bm" + std::to_string(bm));
   k.grid = {ceil_div(a.N, kGemvRowsPerGroup), ceil_div(a.M, bm), 1};
   k.group = {32 * kGemvSimdgroups, 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
@@ -122,18 +130,30 @@ KernelLaunch gemv_t(const TernaryMatmulArgs& a) {
   return k;
 }
 
-// y = x @ s W for M <= kGemvMaxM: kernels/ternary_gemv_n.h.
-KernelLaunch gemv_n(const TernaryMatmulArgs& a) {
+// y = x @ s W for M <= kGemvMaxM: kernels/ternary_gemv.h. N is split across
+// grid.z (partial sums in a temporary), then ternary_gemv_n_reduce adds them.
+void gemv_n(LaunchPlan& p, const TernaryMatmulArgs& a) {
   int bm = a.M <= 1 ? 1 : 4;
+  uint32_t splits = ceil_div(a.N, kGemvNRowsPerSplit);
+  p.temporaries = {{"partial", size_t(splits) * size_t(a.M) * size_t(a.K) * sizeof(float), false}};
   KernelLaunch k;
   k.name = name("ternary_gemv_n", a.dtype, "bm" + std::to_string(bm));
-  k.grid = {ceil_div(a.K / 16, 32), ceil_div(a.M, bm), 1};
+  k.grid = {ceil_div(a.K / 16, 32), ceil_div(a.M, bm), splits};
   k.group = {32 * kGemvNSimdgroups, 1, 1};
-  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
-  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), tmp(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
+                 ci("rows", 8, kGemvNRowsPerSplit)};
   // One float per (simdgroup, lane, code) of the partial sums.
   k.threadgroup_memory = {{0, size_t(kGemvNSimdgroups) * 32 * 16 * sizeof(float)}};
-  return k;
+  push(p, k);
+
+  KernelLaunch r;
+  r.name = name("ternary_gemv_n_reduce", a.dtype);
+  r.grid = {ceil_div(a.M * a.K, kElemThreads), 1, 1};
+  r.group = {kElemThreads, 1, 1};
+  r.buffers = {tmp(0, 0), out(0, 1)};
+  r.constants = {ci("count", 2, a.M * a.K), ci("splits", 3, splits)};
+  push(p, r);
 }
 
 // Tiled simdgroup_matrix GEMM: kernels/ternary_gemm.h.
@@ -166,6 +186,18 @@ KernelLaunch absmax_kernel(int64_t M, int64_t K, Dtype dtype, float eps, BufferB
 
 } // namespace
 
+void check_threadgroup_memory(const KernelLaunch& k) {
+  size_t total = 0;
+  for (const auto& t : k.threadgroup_memory) {
+    total += t.bytes;
+  }
+  if (total > kMaxThreadgroupMemory) {
+    throw std::invalid_argument("bitnet_ext: launch plan of " + k.name + " asks for " + std::to_string(total) +
+                                " bytes of threadgroup memory; Apple GPUs allow " +
+                                std::to_string(kMaxThreadgroupMemory));
+  }
+}
+
 LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
   check_k(a.K);
   LaunchPlan p;
@@ -173,9 +205,13 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return p; // nothing to compute
   }
   if (a.M <= kGemvMaxM) {
-    p.kernels.push_back(a.transpose ? gemv_t(a) : gemv_n(a));
+    if (a.transpose) {
+      push(p, gemv_t(a));
+    } else {
+      gemv_n(p, a);
+    }
   } else {
-    p.kernels.push_back(gemm(a));
+    push(p, gemm(a));
   }
   return p;
 }
@@ -185,7 +221,7 @@ LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
   if (M <= 0 || K <= 0) {
     return p;
   }
-  p.kernels.push_back(absmax_kernel(M, K, dtype, eps, in(0, 0), out(0, 0), out(1, 0)));
+  push(p, absmax_kernel(M, K, dtype, eps, in(0, 0), out(0, 0), out(1, 0)));
   return p;
 }
 
@@ -205,14 +241,14 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
                    ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
     k.threadgroup_memory = {{0, size_t((a.K + 15) / 16 * 16)}, {1, 16 * sizeof(float)}};
-    p.kernels.push_back(k);
+    push(p, k);
     return p;
   }
   p.temporaries = {
       {"xq", size_t(a.M) * size_t(a.K), false},
       {"xscale", size_t(a.M) * sizeof(float), false},
   };
-  p.kernels.push_back(absmax_kernel(a.M, a.K, a.dtype, a.eps, in(0, 0), tmp(0, 0), tmp(1, 0)));
+  push(p, absmax_kernel(a.M, a.K, a.dtype, a.eps, in(0, 0), tmp(0, 0), tmp(1, 0)));
 
   KernelLaunch k;
   bool use_gemm = a.M > kGemvMaxM && a.K <= kI8GemmMaxK;
@@ -231,7 +267,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(a.has_bias ? 3 : 2, 4), out(0, 5)};
   k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
                  ci("has_bias", 10, a.has_bias)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -251,12 +287,12 @@ LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row
     // Row sums, scale[n] and the packed row n in one kernel; slot 3 (the
     // partial sums of the per-tensor mode) gets the scale buffer, never read.
     rows.buffers = {in(0, 0), out(0, 1), out(1, 2), out(1, 3)};
-    p.kernels.push_back(rows);
+    push(p, rows);
     return p;
   }
   p.temporaries = {{"row_sums", size_t(N) * 2 * sizeof(float), false}};
   rows.buffers = {in(0, 0), out(0, 1), out(1, 2), tmp(0, 3)};
-  p.kernels.push_back(rows);
+  push(p, rows);
 
   KernelLaunch fin;
   fin.name = "absmean_finalize";
@@ -265,7 +301,7 @@ LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row
   fin.buffers = {tmp(0, 0), out(1, 1)};
   fin.constants = {ci("N", 2, N), ci("K", 3, K), cf("eps", 4, eps)};
   fin.threadgroup_memory = {{0, 2 * 32 * sizeof(float)}};
-  p.kernels.push_back(fin);
+  push(p, fin);
 
   KernelLaunch pack;
   pack.name = name("absmean_pack", dtype);
@@ -273,7 +309,7 @@ LaunchPlan plan_absmean_quantize(int64_t N, int64_t K, Dtype dtype, bool per_row
   pack.group = {kElemThreads, 1, 1};
   pack.buffers = {in(0, 0), out(1, 1), out(0, 2)};
   pack.constants = {ci("N", 3, N), ci("K", 4, K), ci("per_row", 5, 0)};
-  p.kernels.push_back(pack);
+  push(p, pack);
   return p;
 }
 
@@ -290,7 +326,7 @@ LaunchPlan plan_pack(int64_t N, int64_t K) {
   k.group = {kElemThreads, 1, 1};
   k.buffers = {in(0, 0), out(0, 1), tmp(0, 2)};
   k.constants = {ci("words", 3, N * (K / 16))};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -306,7 +342,7 @@ LaunchPlan plan_unpack(int64_t N, int64_t K) {
   k.group = {kElemThreads, 1, 1};
   k.buffers = {in(0, 0), out(0, 1)};
   k.constants = {ci("words", 2, N * (K / 16))};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -322,7 +358,7 @@ LaunchPlan plan_dequantize(int64_t N, int64_t K, Dtype dtype, bool per_row_scale
   k.group = {kElemThreads, 1, 1};
   k.buffers = {in(0, 0), in(1, 1), out(0, 2)};
   k.constants = {ci("N", 3, N), ci("K", 4, K), ci("per_row", 5, per_row_scale)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -330,15 +366,14 @@ std::vector<std::string> all_kernel_names() {
   std::vector<std::string> names;
   for (Dtype d : {Dtype::float32, Dtype::float16, Dtype::bfloat16}) {
     for (int bm : {1, 4, 8}) {
-      for (const char* v : {"v1", "v4"}) {
-        names.push_back(name("ternary_gemv_t", d, "bm" + std::to_string(bm) + "_" + v));
-      }
+      names.push_back(name("ternary_gemv_t", d, "bm" + std::to_string(bm)));
       names.push_back(name("bitlinear_gemv", d, "bm" + std::to_string(bm)));
     }
     names.push_back(name("bitlinear_fused", d));
     for (int bm : {1, 4}) {
       names.push_back(name("ternary_gemv_n", d, "bm" + std::to_string(bm)));
     }
+    names.push_back(name("ternary_gemv_n_reduce", d));
     names.push_back(name("ternary_gemm_t", d));
     names.push_back(name("ternary_gemm_n", d));
     names.push_back(name("bitlinear_gemm", d));

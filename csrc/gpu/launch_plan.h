@@ -100,8 +100,8 @@ struct LaunchPlan {
 // transpose=true:  y (M x N) = x (M x K) @ (diag(s) W).T
 // transpose=false: y (M x K) = x (M x N) @ diag(s) W
 // M = x.size() / x.shape(-1) (leading batch axes flattened). K % 16 == 0.
-// wq_byte_offset: wq's offset in its buffer in bytes (vector loads of W need
-// 16-byte alignment; the plan falls back to word loads otherwise).
+// wq_byte_offset: wq's offset in its buffer in bytes (kept for kernels that
+// would need aligned vector loads of W; none does now, the GEMV loads words).
 struct TernaryMatmulArgs {
   int64_t M, N, K;
   Dtype dtype;
@@ -163,6 +163,12 @@ LaunchPlan plan_dequantize(int64_t N, int64_t K, Dtype dtype, bool per_row_scale
 // Every kernel host name the plans can produce (the harness and the macOS
 // build use it to check that kernels/ instantiates each one).
 std::vector<std::string> all_kernel_names();
+
+// Threadgroup memory one kernel may use on every Apple GPU (32 KiB): each plan
+// checks each of its kernels against it (check_threadgroup_memory throws
+// std::invalid_argument naming the kernel and the bytes).
+constexpr size_t kMaxThreadgroupMemory = 32768;
+void check_threadgroup_memory(const KernelLaunch& k);
 
 // Human-readable dump of a plan (debugging, BITNET_EXT_PRINT_PLANS).
 std::string describe(const LaunchPlan& plan);

@@ -82,7 +82,7 @@ inline gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p) {
 }
 
 // kernel_names, kernel_sources, plan_kernel_names, executed_kernels,
-// reset_executed_kernels, describe_plan. kernels(): the target's registry.
+// reset_executed_kernels, describe_plan, check_threadgroup_memory. kernels(): the target's registry.
 template <class Kernels, class Executed, class Reset>
 void def_kernel_queries(nb::module_& m, Kernels kernels, Executed executed, Reset reset) {
   using namespace nb::literals;
@@ -113,6 +113,19 @@ void def_kernel_queries(nb::module_& m, Kernels kernels, Executed executed, Rese
       "describe_plan",
       [](const std::string& kind, const nb::dict& params) { return gpu::describe(make_plan(kind, params)); },
       "kind"_a, "params"_a, "The launch plan of a primitive, as text.");
+  m.def(
+      "check_threadgroup_memory",
+      [](const std::vector<size_t>& bytes) {
+        gpu::KernelLaunch k;
+        k.name = "probe";
+        for (size_t i = 0; i < bytes.size(); ++i) {
+          k.threadgroup_memory.push_back({static_cast<int>(i), bytes[i]});
+        }
+        gpu::check_threadgroup_memory(k);
+      },
+      "bytes"_a,
+      "The launch plans' threadgroup memory check on a kernel with these [[threadgroup(i)]] sizes "
+      "(ValueError above 32 KiB in all).");
 }
 
 } // namespace bnh

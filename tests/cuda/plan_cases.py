@@ -36,10 +36,11 @@ def cases():
     """(kind, params) pairs; together they launch every kernel the plans name."""
     for dt in DTYPES:
         for M in (1, 3, 8, 17):
-            for off in (0, 4):  # v4 (aligned) and v1 GEMV variants
+            for off in (0, 4):  # W at a 16-byte aligned and an unaligned offset
                 yield "ternary_matmul", dict(M=M, N=13, K=2048 + 64, dtype=dt, per_row_scale=True, wq_byte_offset=off)
         for M in (1, 4, 17):
             yield "ternary_matmul", dict(M=M, N=11, K=528, dtype=dt, transpose=False)
+        yield "ternary_matmul", dict(M=3, N=300, K=528, dtype=dt, transpose=False)  # N split in 3
         for M, K in ((1, 80), (1, 16384 + 16), (3, 80), (8, 96), (17, 48)):
             yield "bitlinear", dict(M=M, N=9, K=K, dtype=dt, per_row_scale=True, has_bias=True)
         yield "absmax_quantize", dict(M=2, K=300, dtype=dt)
