@@ -74,6 +74,18 @@ run_sanitizers() {
   echo "${found:- none}"
 }
 
+# A patch that no longer applies plants nothing: its row would read "not
+# caught" (or "caught" by a half-applied tree). Every patch must apply to this
+# tree exactly (no fuzz) before anything runs; regenerate the stale ones.
+stale=""
+for p in "$root"/tests/cuda/planted_bugs/*.patch; do
+  patch -p1 -s -F0 --dry-run < "$p" > /dev/null 2>&1 || stale="$stale $(basename "$p")"
+done
+if [ -n "$stale" ]; then
+  echo "error: planted-bug patches that do not apply to this tree:$stale" >&2
+  exit 2
+fi
+
 build || { echo "baseline build failed"; tail -n 40 build.log; exit 1; }
 baseline=$(run_tests "$dest/baseline_$target.log")
 echo "baseline: $baseline"
@@ -82,7 +94,7 @@ echo "{\"target\": \"$target\", \"baseline\": \"$baseline\", \"bugs\": [" > "$js
 sep=""
 for p in "$root"/tests/cuda/planted_bugs/*.patch; do
   name=$(basename "$p" .patch)
-  patch -p1 -s < "$p" || { echo "$name: patch does not apply"; continue; }
+  patch -p1 -s -F0 < "$p" || { echo "error: $name.patch does not apply" >&2; exit 2; }
   if build; then
     tests=$(run_tests "$dest/${name}_$target.log")
     san=""
@@ -91,7 +103,7 @@ for p in "$root"/tests/cuda/planted_bugs/*.patch; do
     tests="caught: build failed ($(grep -m1 -i error build.log | cut -c1-200))"
     san=""
   fi
-  patch -p1 -R -s < "$p"
+  patch -p1 -R -s -F0 < "$p" || { echo "error: $name.patch does not revert" >&2; exit 2; }
   echo "$name | tests: $tests | sanitizers:${san}"
   $py - "$name" "$tests" "$san" "$sep" >> "$json" <<'PY'
 import json, sys
