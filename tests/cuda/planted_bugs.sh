@@ -9,7 +9,9 @@
 #
 #   bash tests/cuda/planted_bugs.sh fibers OUT_DIR     (any Linux machine)
 #   bash tests/cuda/planted_bugs.sh cuda OUT_DIR       (GPU machine; after: eval "$(bash .cuda-bundle/install.sh)")
-# Writes OUT_DIR/planted_<target>.json and .md.
+# Writes OUT_DIR/planted_<target>.json and a log per run. Exits 2, naming them, when
+# patches do not apply exactly to the tree: when the kernels change, regenerate
+# the patch so that it plants the same bug in today's code.
 set -uo pipefail
 target=$1
 dest=$(realpath -m "$2")
