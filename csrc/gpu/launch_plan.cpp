@@ -231,7 +231,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   if (a.M <= 0 || a.N <= 0) {
     return p;
   }
-  if (a.M == 1 && a.K <= kFusedMaxK) {
+  if (a.M == 1 && a.K <= kFusedMaxK && a.allow_fused) {
     KernelLaunch k;
     k.name = name("bitlinear_fused", a.dtype);
     k.grid = {ceil_div(a.N, kGemvRowsPerGroup), 1, 1};

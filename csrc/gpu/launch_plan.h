@@ -133,6 +133,9 @@ struct BitLinearArgs {
   bool has_bias = false;
   float eps = 1e-5f;
   int64_t wq_byte_offset = 0;
+  // false: the two-kernel plan at M = 1 too (a measurement and test switch:
+  // the fused kernel is measured faster at every decode shape, metal-designs.md).
+  bool allow_fused = true;
 };
 LaunchPlan plan_bitlinear(const BitLinearArgs& a);
 inline LaunchPlan plan_bitlinear(
