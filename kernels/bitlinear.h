@@ -79,8 +79,7 @@ inline void bitlinear_store(
 
 // Decode GEMV on int8 activations: the layout of ternary_gemv_t (TGV_ROWS rows
 // of W per simdgroup, TGV_SIMDGROUPS simdgroups, lanes split K word by word,
-// coalesced), with exact int32 accumulation: sum xq * code - sum xq (each
-// word's 16 products summed in float, exactly: load_q16_scaled).
+// coalesced), with exact int32 accumulation: sum xq * code - sum xq.
 #define BLG_ROWS 4
 #define BLG_SIMDGROUPS 2
 
@@ -117,19 +116,17 @@ inline void bitlinear_gemv_impl(
     acc[i] = 0;
   }
   for (int wi = static_cast<int>(lane); wi < words; wi += 32) {
-    // Each word decoded once, then reused for the BM rows of xq. The word's
-    // dot product is float arithmetic that is exact (ternary_utils.h,
-    // load_q16_scaled), then int32.
-    float codes[BLG_ROWS][16];
+    // Each word decoded once, then reused for the BM rows of xq.
+    int codes[BLG_ROWS][16];
     for (int r = 0; r < BLG_ROWS; ++r) {
-      decode_codes16_scaled(wrow[r][wi], codes[r]);
+      decode_codes16_i32(wrow[r][wi], codes[r]);
     }
     for (int m = 0; m < BM; ++m) {
       if (m < mrows) {
-        float xs[16];
-        const int qsum = load_q16_scaled(xq + static_cast<ulong>(m) * K + wi * 16, xs);
+        int q[16];
+        const int qsum = load_q16(xq + static_cast<ulong>(m) * K + wi * 16, q);
         for (int r = 0; r < BLG_ROWS; ++r) {
-          acc[m * BLG_ROWS + r] += static_cast<int>(dot16(codes[r], xs)) - qsum;
+          acc[m * BLG_ROWS + r] += dot16_i32(codes[r], q) - qsum;
         }
       }
     }

@@ -87,45 +87,40 @@ inline float dot16(thread const float* c, thread const float* xs) {
   return acc;
 }
 
-// The int8 GEMV in float arithmetic (float fma is full rate on Apple GPUs,
-// a 32-bit integer multiply is not). Word w of W is used without shifts:
-// c[j] = float(w & (3 << 2j)) = code_j * 4^j, and x is pre-scaled to match,
-// xs[j] = float(xq[j]) * 4^-j. Why this is exact, under any contraction or
-// summation order:
-//  - xs[j] is exact: |xq[j]| <= 128 = 2^7 fits the 24-bit significand, and a
-//    power-of-two factor down to 4^-15 = 2^-30 stays far above float's
-//    smallest normal (2^-126).
-//  - c[j] is exact: code_j * 2^(2j) <= 3 * 2^30 has two significant bits.
-//  - xs[j] * c[j] = xq[j] * code_j exactly (the powers of two cancel): an
-//    integer with |.| <= 128 * 3 = 384 (code 3 reads as 3, i.e. W = +2).
-//  - every partial sum of the 16 products is an integer with
-//    |.| <= 16 * 384 = 6144 < 2^24, so no product or sum of dot16 rounds,
-//    fused or not.
-// The word's dot product is then converted to int (exact) and accumulated in
-// int32 as before: the largest K stays the int32 bound, not 2^24 / 384.
-// (tests/test_metal_harness.py: test_bitlinear_float_dot_is_exact_at_the_bound.)
+// The int8 GEMV stays in integer arithmetic. An exact float formulation was
+// measured (codes masked in place as float(w & (3 << 2j)) = code * 4^j, xq
+// pre-scaled by 4^-j, 16 fma per word with every partial sum an integer below
+// 16 * 128 * 3 = 6144 < 2^24): 7-28% slower on the H200 at every decode
+// shape (bench/results/metal-designs.md), the 16 int -> float conversions per
+// word costing more than the integer multiplies they replace.
 
-// Loads 16 int8 activations, pre-scaled: xs[j] = xq[j] * 4^-j. Returns the
-// exact int sum of the xq[j]. (P: a device or threadgroup int8_t pointer.)
+// Loads 16 int8 activations as int; returns their sum. (P: a device or
+// threadgroup int8_t pointer.)
 template <typename P>
-inline int load_q16_scaled(P xp, thread float* xs) {
+inline int load_q16(P xp, thread int* xq) {
   int sum = 0;
-  float pow4 = 1.0f; // 4^-j, exact
   for (int j = 0; j < 16; ++j) {
-    const int q = static_cast<int>(xp[j]);
-    sum += q;
-    xs[j] = static_cast<float>(q) * pow4;
-    pow4 *= 0.25f;
+    xq[j] = static_cast<int>(xp[j]);
+    sum += xq[j];
   }
   return sum;
 }
 
-// The 16 codes of word w masked in place, c[j] = code_j * 4^j as float
-// (decoded once per word, reused for every activation row).
-inline void decode_codes16_scaled(uint w, thread float* c) {
+// The 16 codes of word w as int (decoded once per word, reused for every
+// activation row).
+inline void decode_codes16_i32(uint w, thread int* c) {
   for (int j = 0; j < 16; ++j) {
-    c[j] = static_cast<float>(w & (3u << (2 * j)));
+    c[j] = static_cast<int>((w >> (2 * j)) & 3u);
   }
+}
+
+// Exact sum_j xq[j] * c[j] (c from decode_codes16_i32).
+inline int dot16_i32(thread const int* c, thread const int* xq) {
+  int acc = 0;
+  for (int j = 0; j < 16; ++j) {
+    acc += xq[j] * c[j];
+  }
+  return acc;
 }
 
 // The ternary value (-1, 0, 1; +2 for code 3) of code j of word w.

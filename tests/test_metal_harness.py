@@ -283,8 +283,8 @@ def _threadgroup_bytes_per_kernel(text):
 
 
 @pytest.mark.parametrize("kind,params", [
-    ("bitlinear", dict(M=1, N=8, K=16384)),       # the largest fused decode row
-    ("bitlinear", dict(M=1, N=8, K=16384 + 16)),  # past it: absmax + GEMV
+    ("bitlinear", dict(M=1, N=8, K=4096)),       # the largest fused decode row
+    ("bitlinear", dict(M=1, N=8, K=4096 + 16)),  # past it: absmax + GEMV
     ("bitlinear", dict(M=1, N=8, K=1 << 20)),
     ("bitlinear", dict(M=40, N=8, K=4096)),
     ("ternary_matmul", dict(M=1, N=8, K=1 << 20, transpose=False)),
@@ -455,7 +455,7 @@ def test_absmean_quantize_adversarial(N, K, per_row):
     assert_equal(wq, rq, "absmean codes")
 
 
-# M = 1: the fused kernel (K <= 16384) or the int8 GEMV bm1; M <= 16: int8 GEMV
+# M = 1: the fused kernel (K <= 4096) or the int8 GEMV bm1; M <= 16: int8 GEMV
 # (bm4/bm8); M > 16: the int8 simdgroup GEMM.
 BITLINEAR_SHAPES = [
     (1, 1, 16),
@@ -490,7 +490,7 @@ def test_bitlinear(M, N, K, dtype_name):
     assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), f"bitlinear {params}")
 
 
-# One shape per kernel: fused, int8 GEMV bm1 (K > 16384), bm4/bm8, GEMM.
+# One shape per kernel: fused, int8 GEMV bm1 (K > 4096), bm4/bm8, GEMM.
 NONFINITE_BITLINEAR_SHAPES = [(1, 7, 2560), (1, 5, 16384 + 16), (6, 9, 80), (40, 37, 96)]
 
 
@@ -530,7 +530,7 @@ def test_bitlinear_int32_accumulation_is_exact_at_large_k():
     assert_equal(y, ref.bitlinear(x, wq, mx.array(1.0)), "bitlinear K=16384")
 
 
-@pytest.mark.parametrize("M,N,K", [(1, 19, 2560), (1, 5, 16384)], ids=lambda v: str(v))
+@pytest.mark.parametrize("M,N,K", [(1, 19, 2560), (1, 5, 4096)], ids=lambda v: str(v))
 def test_bitlinear_unfused_decode_plan_gives_the_fused_bits(M, N, K):
     """fused=False (the timing switch) runs absmax_quantize + the int8 GEMV bm1 at M = 1: same bits."""
     assert "bitlinear_gemv_float32_bm1" in H.describe_plan("bitlinear", dict(M=M, N=N, K=K, dtype="float32",
@@ -548,11 +548,10 @@ def test_bitlinear_unfused_decode_plan_gives_the_fused_bits(M, N, K):
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
-@pytest.mark.parametrize("M,K", [(1, 16384), (1, 16384 + 16), (2, 2048), (8, 4096)], ids=lambda v: str(v))
-def test_bitlinear_float_dot_is_exact_at_the_bound(M, K, sign):
-    """Every code 3 (+2) and every activation at +-127 after quantization: each word's float dot product
-    (ternary_utils.h, load_q16_scaled) reaches its largest magnitude, 16 * 127 * 3 per word, at every
-    int8 GEMV (fused, bm1, bm4, bm8)."""
+@pytest.mark.parametrize("M,K", [(1, 4096), (1, 16384), (2, 2048), (8, 4096)], ids=lambda v: str(v))
+def test_bitlinear_is_exact_at_the_bound(M, K, sign):
+    """Every code 3 (+2) and every activation at +-127 after quantization: each word's 16 products reach
+    their largest magnitude, 16 * 127 * 3 per word, at every int8 GEMV (fused, bm1, bm4, bm8)."""
     N = 5
     rows = np.where(np.arange(M) % 2 == 0, sign, -sign).astype(np.float32)
     x = mx.array(np.repeat(rows[:, None], K, axis=1))
