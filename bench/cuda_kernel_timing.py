@@ -13,6 +13,7 @@ the weights (<= 4.5 MB) stay in the H200's 50 MB L2, so "achieved bandwidth"
 (bytes a kernel must move / time) is hot-cache bandwidth.
 
 Usage: python3 bench/cuda_kernel_timing.py OUT.json [OUT.md]   (needs _metal_cuda, see tests/cuda/run_on_gpu.sh)
+BITNET_TIMING_ONLY=bitlinear: only the ops whose name starts with it (a before/after run of one kernel family).
 """
 
 import json
@@ -60,9 +61,8 @@ def cases():
             else:
                 yield layer, "ternary_matmul gemm", "ternary_matmul", dict(base)
             yield layer, "bitlinear", "bitlinear", dict(base)
-            if M == 1:  # unfused decode BitLinear: quantize, then the int8 GEMV (what M > 1 plans run)
-                yield layer, "bitlinear unfused: absmax_quantize", "absmax_quantize", dict(M=1, K=K, dtype=DT)
-                yield layer, "bitlinear unfused: int8 GEMV (M=2 plan)", "bitlinear", dict(base, M=2)
+            if M == 1:  # unfused decode BitLinear: absmax_quantize, then the int8 GEMV bm1
+                yield layer, "bitlinear unfused (fused=False)", "bitlinear", dict(base, fused=False)
             if M in (1, 8, 128):
                 yield layer, "ternary_matmul transposed (VJP)", "ternary_matmul", dict(base, transpose=False)
             if M == 8:  # the GEMM at M = 17: one 32-row tile, what it costs at any M <= 32 (GEMV threshold)
@@ -89,9 +89,12 @@ def main():
     sys.path.insert(0, os.environ.get("BITNET_METAL_CUDA_DIR", str(ROOT / "build" / "cuda")))
     import _metal_cuda as C
 
+    only = os.environ.get("BITNET_TIMING_ONLY", "")  # time only the ops whose name starts with this
     rng = np.random.default_rng(0)
     rows = []
     for layer, variant, kind, p in cases():
+        if not variant.startswith(only):
+            continue
         ins, outs = inputs_for(kind, p, rng)
         for name, us in C.time_plan(kind, p, ins, outs, warmup=20, iters=200):
             M = p.get("M", 1)

@@ -87,6 +87,13 @@ inline float dot16(thread const float* c, thread const float* xs) {
   return acc;
 }
 
+// The int8 GEMV stays in integer arithmetic. An exact float formulation was
+// measured (codes masked in place as float(w & (3 << 2j)) = code * 4^j, xq
+// pre-scaled by 4^-j, 16 fma per word with every partial sum an integer below
+// 16 * 128 * 3 = 6144 < 2^24): 7-28% slower on the H200 at every decode
+// shape (bench/results/metal-designs.md), the 16 int -> float conversions per
+// word costing more than the integer multiplies they replace.
+
 // Loads 16 int8 activations as int; returns their sum. (P: a device or
 // threadgroup int8_t pointer.)
 template <typename P>

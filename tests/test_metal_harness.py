@@ -283,8 +283,8 @@ def _threadgroup_bytes_per_kernel(text):
 
 
 @pytest.mark.parametrize("kind,params", [
-    ("bitlinear", dict(M=1, N=8, K=16384)),       # the largest fused decode row
-    ("bitlinear", dict(M=1, N=8, K=16384 + 16)),  # past it: absmax + GEMV
+    ("bitlinear", dict(M=1, N=8, K=4096)),       # the largest fused decode row
+    ("bitlinear", dict(M=1, N=8, K=4096 + 16)),  # past it: absmax + GEMV
     ("bitlinear", dict(M=1, N=8, K=1 << 20)),
     ("bitlinear", dict(M=40, N=8, K=4096)),
     ("ternary_matmul", dict(M=1, N=8, K=1 << 20, transpose=False)),
@@ -455,7 +455,7 @@ def test_absmean_quantize_adversarial(N, K, per_row):
     assert_equal(wq, rq, "absmean codes")
 
 
-# M = 1: the fused kernel (K <= 16384) or the int8 GEMV bm1; M <= 16: int8 GEMV
+# M = 1: the fused kernel (K <= 4096) or the int8 GEMV bm1; M <= 16: int8 GEMV
 # (bm4/bm8); M > 16: the int8 simdgroup GEMM.
 BITLINEAR_SHAPES = [
     (1, 1, 16),
@@ -490,7 +490,7 @@ def test_bitlinear(M, N, K, dtype_name):
     assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), f"bitlinear {params}")
 
 
-# One shape per kernel: fused, int8 GEMV bm1 (K > 16384), bm4/bm8, GEMM.
+# One shape per kernel: fused, int8 GEMV bm1 (K > 4096), bm4/bm8, GEMM.
 NONFINITE_BITLINEAR_SHAPES = [(1, 7, 2560), (1, 5, 16384 + 16), (6, 9, 80), (40, 37, 96)]
 
 
@@ -528,6 +528,40 @@ def test_bitlinear_int32_accumulation_is_exact_at_large_k():
     scale = mx.array([1.0])
     (y,) = run("bitlinear", dict(M=M, N=N, K=K, dtype="float32"), [x, wq, scale], [((M, N), mx.float32)])
     assert_equal(y, ref.bitlinear(x, wq, mx.array(1.0)), "bitlinear K=16384")
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 19, 2560), (1, 5, 4096)], ids=lambda v: str(v))
+def test_bitlinear_unfused_decode_plan_gives_the_fused_bits(M, N, K):
+    """fused=False (the timing switch) runs absmax_quantize + the int8 GEMV bm1 at M = 1: same bits."""
+    assert "bitlinear_gemv_float32_bm1" in H.describe_plan("bitlinear", dict(M=M, N=N, K=K, dtype="float32",
+                                                                             fused=False))
+    x = randn((M, K), mx.float32, 7)
+    wq = random_words((N, K // 16), N)
+    scale = make_scale(True, N, K)
+    bias = randn((N,), mx.float32, 99)
+    params = dict(M=M, N=N, K=K, dtype="float32", per_row_scale=True, has_bias=True)
+    (fused,) = run("bitlinear", params, [x, wq, scale, bias], [((M, N), mx.float32)])
+    (unfused,) = run("bitlinear", dict(params, fused=False), [x, wq, scale, bias], [((M, N), mx.float32)])
+    expect = ref.bitlinear(x, wq, scale, bias=bias)
+    assert_equal(fused, expect, "fused")
+    assert_equal(unfused, expect, "absmax + int8 GEMV bm1")
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
+@pytest.mark.parametrize("M,K", [(1, 4096), (1, 16384), (2, 2048), (8, 4096)], ids=lambda v: str(v))
+def test_bitlinear_is_exact_at_the_bound(M, K, sign):
+    """Every code 3 (+2) and every activation at +-127 after quantization: each word's 16 products reach
+    their largest magnitude, 16 * 127 * 3 per word, at every int8 GEMV (fused, bm1, bm4, bm8)."""
+    N = 5
+    rows = np.where(np.arange(M) % 2 == 0, sign, -sign).astype(np.float32)
+    x = mx.array(np.repeat(rows[:, None], K, axis=1))
+    wq = mx.array(np.full((N, K // 16), 0xFFFFFFFF, np.uint32))
+    scale = mx.array([0.5], mx.float32)
+    (y,) = run("bitlinear", dict(M=M, N=N, K=K, dtype="float32"), [x, wq, scale], [((M, N), mx.float32)])
+    expect = ref.bitlinear(x, wq, scale[0])
+    # the case intended: xq = +-127, W = +2, so y = 0.5 * (2 * 127 K) * xscale = +-K (up to xscale's rounding)
+    np.testing.assert_allclose(np.array(expect), rows[:, None] * K * np.ones((1, N)), rtol=1e-6)
+    assert_equal(y, expect, f"bitlinear all code 3, M={M} K={K}")
 
 
 # ---------------------------------------------------------------------------

@@ -44,9 +44,13 @@ constexpr int kGemmBK = 32;
 constexpr int kGemmThreads = 128;
 // M above which the tiled simdgroup_matrix GEMM replaces the GEMV family.
 constexpr int64_t kGemvMaxM = 16;
-// Decode BitLinear (M = 1) in one kernel while the int8 row fits in
-// threadgroup memory (with room to spare under Apple's 32 KiB).
-constexpr int64_t kFusedMaxK = 16384;
+// Decode BitLinear (M = 1) in one kernel up to this K, absmax_quantize + the
+// int8 GEMV bm1 above it. Measured (H200 through the CUDA shim,
+// bench/results/metal-designs.md): the fused kernel is 2-8% faster at
+// K = 2560 and 10% slower at K = 6912 (likely because each of its N/8
+// threadgroups quantizes the whole row again). The cut between the two
+// measured K is a choice, not a measurement.
+constexpr int64_t kFusedMaxK = 4096;
 // Integer exactness of the int8 GEMM (float32 accumulation of integer
 // products): every partial sum is bounded by 128 * K <= 2^24.
 constexpr int64_t kI8GemmMaxK = int64_t(1) << 17;
@@ -231,7 +235,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   if (a.M <= 0 || a.N <= 0) {
     return p;
   }
-  if (a.M == 1 && a.K <= kFusedMaxK) {
+  if (a.M == 1 && a.K <= kFusedMaxK && a.allow_fused) {
     KernelLaunch k;
     k.name = name("bitlinear_fused", a.dtype);
     k.grid = {ceil_div(a.N, kGemvRowsPerGroup), 1, 1};

@@ -121,7 +121,7 @@ LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps);
 
 // BitLinear.       inputs: 0 x (T, M x K), 1 wq, 2 scale (float32, 1 or N),
 //                  3 bias (float32 N, only when has_bias).  outputs: 0 y (T, M x N).
-// M = 1 (decode, K <= 16384): one kernel, bitlinear_fused_<T> (each
+// M = 1 (decode, K <= 4096): one kernel, bitlinear_fused_<T> (each
 // threadgroup quantizes x into threadgroup memory). Otherwise two: absmax_quantize
 // into temporaries (xq int8 M x K, xscale float32 M), then the exact int8 x
 // ternary product with the fused epilogue
@@ -133,6 +133,9 @@ struct BitLinearArgs {
   bool has_bias = false;
   float eps = 1e-5f;
   int64_t wq_byte_offset = 0;
+  // false: the two-kernel plan at M = 1 too (a measurement and test switch:
+  // the fused kernel is measured faster at every decode shape, metal-designs.md).
+  bool allow_fused = true;
 };
 LaunchPlan plan_bitlinear(const BitLinearArgs& a);
 inline LaunchPlan plan_bitlinear(

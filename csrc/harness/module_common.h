@@ -56,7 +56,7 @@ inline gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p) {
     gpu::BitLinearArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
                          parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
                          get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
-                         get<int64_t>(p, "wq_byte_offset", 0)};
+                         get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true)};
     return gpu::plan_bitlinear(a);
   }
   if (kind == "absmax_quantize") {
