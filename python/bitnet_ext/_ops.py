@@ -37,7 +37,8 @@ def pack(codes: Union[mx.array, "np.ndarray", list, tuple], *, stream: StreamOrD
         outside = (codes > 1).sum(stream=mx.cpu)
     else:
         outside = mx.logical_or(codes < -1, codes > 1, stream=mx.cpu).sum(stream=mx.cpu)
-    if outside.item() != 0:  # a count: != 0 is > 0, and type-checks (item() may be complex)
+    # A count, so != 0 is > 0 (item() is typed int | float | complex, which has no >).
+    if outside.item() != 0:
         raise ValueError(
             f"pack: codes must contain only -1, 0 and 1, but {outside.item()} of the "
             f"{codes.size} values of codes (shape {tuple(codes.shape)}) are outside that set "

@@ -240,7 +240,8 @@ def _converted_model_classes(
     """get_model_classes for mlx-lm's load_model: the model with empty bitnet_ext layers."""
     utils, bitlinear_layers = _mlx_lm()
     model_class, args_class = utils._get_classes(config)
-    source_qc = dict((_quantization_config(config) or {}).get("source_quantization_config") or {"quant_method": "bitnet"})
+    qc = _quantization_config(config) or {}  # present: load_model checked quant_method
+    source_qc = dict(qc.get("source_quantization_config") or {"quant_method": "bitnet"})
 
     def build(args: Any) -> nn.Module:
         model = model_class(args)

@@ -87,7 +87,9 @@ def _cases(device: Union[mx.Device, mx.Stream]) -> List[Tuple[str, Check]]:
     return cases
 
 
-def run_self_check(device: Union[mx.Device, mx.Stream], progress: Callable[[str], None] = lambda s: None) -> List[CheckResult]:
+def run_self_check(
+    device: Union[mx.Device, mx.Stream], progress: Callable[[str], None] = lambda s: None
+) -> List[CheckResult]:
     results = []
     for name, check in _cases(device):
         try:
