@@ -13,12 +13,13 @@ from typing import List, Optional
 import mlx.core as mx
 
 from . import __version__, cpu
+from ._compat import mlx_version
 from . import convert as _convert
 from .quickbench import format_header, format_row, run_quick_bench
 from .selfcheck import run_self_check
 
 
-def _device_description(device) -> str:
+def _device_description(device: mx.Device) -> str:
     if device.type == mx.cpu:
         return f"cpu ({platform.machine()}, ISA {cpu.active_isa()}, {cpu.num_threads()} threads)"
     return str(device)
@@ -55,7 +56,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "bitnet-ext") -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    say(f"bitnet_ext {__version__} on mlx {mx.__version__}, default device: {_device_description(device)}")
+    say(f"bitnet_ext {__version__} on mlx {mlx_version()}, default device: {_device_description(device)}")
     say("Self-check against bitnet_ext.reference:")
     checks = run_self_check(device, progress=say)
     failed = [c for c in checks if not c.passed]
@@ -71,7 +72,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "bitnet-ext") -> int:
 
     if args.json:
         print(json.dumps({
-            "version": __version__, "mlx": mx.__version__, "device": _device_description(device),
+            "version": __version__, "mlx": mlx_version(), "device": _device_description(device),
             "checks": [c.__dict__ for c in checks], "benchmark": rows,
         }, indent=2))
     return 1 if failed else 0

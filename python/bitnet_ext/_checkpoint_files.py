@@ -23,7 +23,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, List, Optional, Tuple
 
 __all__ = ["ConversionError", "SourceDir", "MAX_JSON_BYTES"]
 
@@ -50,7 +50,7 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def check_plain_name(name, what: str) -> str:
+def check_plain_name(name: object, what: str) -> str:
     """``name`` if it is a plain file name; else ConversionError naming ``what``."""
     if not isinstance(name, str):
         raise ConversionError(f"{what} must be a file name (a string), got {type(name).__name__} {name!r}")
@@ -119,16 +119,17 @@ class SourceDir:
             return real, "dir"
         raise ConversionError(f"{what} {p} is not a regular file (a FIFO, socket or device is not model data)")
 
-    def file(self, name, what: str) -> Optional[Path]:
+    def file(self, name: object, what: str) -> Optional[Path]:
         """The resolved path of the regular file ``name`` (a checkpoint-provided plain name); None if missing."""
-        real, kind = self.entry(Path(check_plain_name(name, what)), what)
+        plain = check_plain_name(name, what)
+        real, kind = self.entry(Path(plain), what)
         if kind == "missing":
             return None
         if kind != "file":
-            raise ConversionError(f"{what} {self.root / name} is a directory, expected a file")
+            raise ConversionError(f"{what} {self.root / plain} is a directory, expected a file")
         return real
 
-    def read_json(self, name: str, what: str, expect: type = dict):
+    def read_json(self, name: str, what: str, expect: type = dict) -> Any:
         """The parsed JSON file ``name``, which must hold a value of type ``expect``; None if missing."""
         real = self.file(name, what)
         if real is None:
@@ -145,7 +146,7 @@ class SourceDir:
         return sorted(os.listdir(self.root / rel))
 
 
-def parse_json(raw: bytes, what: str, expect: type):
+def parse_json(raw: bytes, what: str, expect: type) -> Any:
     try:
         value = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
@@ -155,17 +156,16 @@ def parse_json(raw: bytes, what: str, expect: type):
     except RecursionError:
         raise ConversionError(f"{what}: JSON nested too deeply") from None
     if not isinstance(value, expect):
-        kinds = {dict: "a JSON object", list: "a JSON array"}
+        kinds: Dict[type, str] = {dict: "a JSON object", list: "a JSON array"}
         raise ConversionError(f"{what} must hold {kinds.get(expect, expect.__name__)}, got {_json_kind(value)}")
     return value
 
 
-def _json_kind(value) -> str:
+def _json_kind(value: object) -> str:
     if value is None:
         return "null"
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), f"the number {value!r}"
-    )
+    kinds: Dict[type, str] = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), f"the number {value!r}")
 
 
 def open_regular(real: Path, what: str) -> BinaryIO:

@@ -11,14 +11,14 @@ are float32.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import mlx.core as mx
 
 from . import _ext
 
 
-def _keep(mask, B: int, Hq: int, Hkv: int, L: int, S: int):
+def _keep(mask: Union[None, str, mx.array], B: int, Hq: int, Hkv: int, L: int, S: int) -> Optional[mx.array]:
     """Where a query may look, as (B, Hkv, Hq/Hkv, L, S)-indexable: None (everywhere), bool or additive."""
     if mask is None:
         return None
@@ -77,14 +77,19 @@ def install_for_mlx_lm_bitnet() -> None:
     """
     from mlx_lm.models import bitnet as bitnet_module
 
-    original = bitnet_module.scaled_dot_product_attention
+    # Callable[..., mx.array]: mlx-lm annotates mask as Optional[mx.array], yet its models pass "causal".
+    original: Callable[..., mx.array] = bitnet_module.scaled_dot_product_attention
     if getattr(original, "_bitnet_ext_cpu_attention", False):
         return
 
-    def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mask, sinks: Optional[mx.array] = None):
+    def scaled_dot_product_attention(
+        queries: mx.array, keys: mx.array, values: mx.array, cache: Any, scale: float,
+        mask: Union[None, str, mx.array], sinks: Optional[mx.array] = None,
+    ) -> mx.array:
         if sinks is None and not hasattr(cache, "bits") and mx.default_device() == mx.cpu:
             return cpu_attention(queries, keys, values, scale=scale, mask=mask)
         return original(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
 
-    scaled_dot_product_attention._bitnet_ext_cpu_attention = True
+    # A marker on the function object: mypy has no type for attributes set on a function.
+    scaled_dot_product_attention._bitnet_ext_cpu_attention = True  # type: ignore[attr-defined]
     bitnet_module.scaled_dot_product_attention = scaled_dot_product_attention

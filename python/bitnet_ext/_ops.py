@@ -1,15 +1,18 @@
 """The ops that need a little Python around the C++ primitives."""
 
-from typing import Optional, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union, cast
 
 import mlx.core as mx
 
 from . import _ext
 
+if TYPE_CHECKING:
+    import numpy as np
+
 StreamOrDevice = Optional[Union[mx.Stream, mx.Device]]
 
 
-def pack(codes, *, stream: StreamOrDevice = None) -> mx.array:
+def pack(codes: Union[mx.array, "np.ndarray", list, tuple], *, stream: StreamOrDevice = None) -> mx.array:
     """Pack ternary codes into uint32 words, 16 per word.
 
     Args:
@@ -34,7 +37,8 @@ def pack(codes, *, stream: StreamOrDevice = None) -> mx.array:
         outside = (codes > 1).sum(stream=mx.cpu)
     else:
         outside = mx.logical_or(codes < -1, codes > 1, stream=mx.cpu).sum(stream=mx.cpu)
-    if outside.item() > 0:
+    # A count, so != 0 is > 0 (item() is typed int | float | complex, which has no >).
+    if outside.item() != 0:
         raise ValueError(
             f"pack: codes must contain only -1, 0 and 1, but {outside.item()} of the "
             f"{codes.size} values of codes (shape {tuple(codes.shape)}) are outside that set "
@@ -52,7 +56,7 @@ def fake_quantize(w: mx.array, *, per_channel: bool = False, stream: StreamOrDev
     """
 
     @mx.custom_function
-    def quantize_dequantize(latent):
+    def quantize_dequantize(latent: mx.array) -> mx.array:
         # Forward-mode autodiff still walks the body of a custom function; the
         # quantizer has no derivative, and the custom rules below define it.
         latent = mx.stop_gradient(latent)
@@ -60,17 +64,18 @@ def fake_quantize(w: mx.array, *, per_channel: bool = False, stream: StreamOrDev
         return _ext.dequantize(wq, scale, dtype=latent.dtype, stream=stream)
 
     @quantize_dequantize.vjp
-    def straight_through_vjp(primals, cotangent, output):
+    def straight_through_vjp(primals: mx.array, cotangent: mx.array, output: mx.array) -> mx.array:
         return cotangent
 
     @quantize_dequantize.jvp
-    def straight_through_jvp(primals, tangent):
+    def straight_through_jvp(primals: mx.array, tangent: mx.array) -> mx.array:
         return tangent
 
     @quantize_dequantize.vmap
-    def per_matrix_vmap(inputs, axes):
+    def per_matrix_vmap(inputs: List[mx.array], axes: List[int]) -> Tuple[mx.array, int]:
         # Quantize each matrix of the batch on its own (its own absmean).
         latent = mx.moveaxis(inputs[0], axes[0], 0)
-        return mx.stack([quantize_dequantize(m) for m in latent]), 0
+        return mx.stack([cast(mx.array, quantize_dequantize(m)) for m in latent]), 0
 
-    return quantize_dequantize(w)
+    # MLX's stub types custom_function calls as -> object; the body returns an array.
+    return cast(mx.array, quantize_dequantize(w))

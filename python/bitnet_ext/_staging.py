@@ -26,7 +26,8 @@ from typing import List, Optional
 try:
     import fcntl
 except ImportError:  # no flock (Windows): leftovers are never judged stale
-    fcntl = None
+    # mypy types the name as the module and has no spelling for "the module or None".
+    fcntl = None  # type: ignore[assignment]
 
 from ._checkpoint_files import ConversionError
 
@@ -50,7 +51,7 @@ def _lock(fd: int) -> bool:
 def remove_stale(dst: Path) -> List[str]:
     """Delete the temporary directories killed runs for ``dst`` left behind; returns their names."""
     pattern = re.compile(r"\." + re.escape(dst.name) + r"\." + _TAG + r"\.[0-9a-f]{8}\.tmp")
-    removed = []
+    removed: List[str] = []
     try:
         names = sorted(os.listdir(dst.parent))
     except OSError:
@@ -102,12 +103,14 @@ class Staging:
 
     def commit(self) -> None:
         """Replace ``dst`` (which may exist: --force) by the finished directory."""
+        assert self.path is not None, "commit() after commit() or discard()"
         old = None
         if self.dst.exists():
             # Move the old DST into a locked directory of our own first (if we die
             # now, it is a stale leftover the next run removes), so that DST is
             # replaced by one rename.
             old = Staging(self.dst)
+            assert old.path is not None  # Staging() raises unless it made its directory
             os.replace(self.dst, old.path / "old")
         os.replace(self.path, self.dst)
         self.path = None

@@ -36,7 +36,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -166,13 +166,13 @@ def from_hf_bitnet(
     return mx.array(words.astype(np.uint32)), mx.array(np.array([scale], dtype=np.float32))
 
 
-def _short(value) -> str:
+def _short(value: object) -> str:
     """repr(value), cut to a length that fits in a one-line error message."""
     r = repr(value)
     return r if len(r) <= 80 else r[:77] + "..."
 
 
-def _integer(where: str, arg: str, value) -> int:
+def _integer(where: str, arg: str, value: Any) -> int:
     """value as an int: Python or NumPy integers only (int(2.7) would silently give 2)."""
     try:
         if isinstance(value, bool):
@@ -182,7 +182,7 @@ def _integer(where: str, arg: str, value) -> int:
         raise TypeError(f"{where}: {arg} must be an integer, got {type(value).__name__} {_short(value)}") from None
 
 
-def _to_numpy(a: Union[np.ndarray, mx.array]) -> np.ndarray:
+def _to_numpy(a: Union[float, np.ndarray, mx.array]) -> np.ndarray:
     if isinstance(a, np.ndarray):
         return a
     if isinstance(a, (int, float)):
@@ -227,7 +227,7 @@ class _Tensor:
         return self.end - self.begin
 
 
-def _offsets_or_shape(v, n: Optional[int]) -> Tuple[int, ...]:
+def _offsets_or_shape(v: object, n: Optional[int]) -> Tuple[int, ...]:
     """v as a tuple of non-negative ints (of length n if given); ValueError otherwise."""
     if not isinstance(v, list) or (n is not None and len(v) != n):
         raise ValueError
@@ -272,8 +272,8 @@ def _read_header(path: Path, what: str) -> Tuple[Dict[str, _Tensor], dict]:
 class _Source:
     """Read-only memory maps of SRC's safetensors files."""
 
-    def __init__(self):
-        self._maps: Dict[Path, Tuple[object, mmap.mmap]] = {}
+    def __init__(self) -> None:
+        self._maps: Dict[Path, Tuple[BinaryIO, mmap.mmap]] = {}
 
     def map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
@@ -454,7 +454,9 @@ def _plan(files: SourceDir) -> _Plan:
     everything: Dict[str, _Tensor] = {}
     shard_of: Dict[str, str] = {}
     for n in names:
-        tensors, meta = _read_header(paths[n], str(src / n))
+        path = paths[n]
+        assert path is not None  # missing shards raised above
+        tensors, meta = _read_header(path, str(src / n))
         for k in tensors:
             if k in everything:
                 raise ConversionError(f"tensor {k!r} is in both {shard_of[k]} and {n}")
@@ -532,9 +534,13 @@ def _check_all_layers_present(plan: _Plan, expected: Dict[str, Tuple[int, int]],
         )
 
 
-def _out_entries(plan: _Plan, shard: str) -> List[Tuple[str, str, Tuple[int, ...], int, object]]:
+# (kind, what): ("copy", _Tensor), ("scale", _Linear) or ("weight", _Linear).
+_EntrySource = Tuple[str, Union[_Tensor, _Linear]]
+
+
+def _out_entries(plan: _Plan, shard: str) -> List[Tuple[str, str, Tuple[int, ...], int, _EntrySource]]:
     """(name, dtype, shape, nbytes, source) of the tensors of one output shard."""
-    out = []
+    out: List[Tuple[str, str, Tuple[int, ...], int, _EntrySource]] = []
     for name, t in plan.shards[shard].items():
         if name.endswith(".weight_scale") and name[: -len("_scale")] in plan.linears:
             lin = plan.linears[name[: -len("_scale")]]
@@ -553,10 +559,11 @@ def _out_entries(plan: _Plan, shard: str) -> List[Tuple[str, str, Tuple[int, ...
 def _size(n: float) -> str:
     if n < 1024:
         return f"{int(n)} B"
-    for unit in ("KiB", "MiB", "GiB"):
+    for unit in ("KiB", "MiB"):
         n /= 1024
-        if n < 1024 or unit == "GiB":
+        if n < 1024:
             return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GiB"
 
 
 class _Progress:
@@ -613,18 +620,18 @@ def _write_shard(src: _Source, plan: _Plan, shard: str, path: Path, progress: _P
         for name, _dtype, _shape, nbytes, (kind, obj) in entries:
             start = data_start + header[name]["data_offsets"][0]
             assert f.tell() == start
-            if kind == "copy":
+            if isinstance(obj, _Tensor):  # kind "copy"
                 _copy_tensor(src, obj, f, progress)
             elif kind == "scale":
                 f.write(np.array([obj.scale], "<f4").tobytes())
                 progress.update(4)
-            else:
+            else:  # kind "weight"
                 _convert_tensor(src, obj, f, start, progress)
             f.seek(start + nbytes)
     return {name: shard for name, *_ in entries}
 
 
-def _copy_tensor(src: _Source, t: _Tensor, f, progress: _Progress) -> None:
+def _copy_tensor(src: _Source, t: _Tensor, f: BinaryIO, progress: _Progress) -> None:
     mm = src.map(t.file)
     with memoryview(mm) as view:
         for a in range(t.begin, t.end, _CHUNK_BYTES):
@@ -634,7 +641,7 @@ def _copy_tensor(src: _Source, t: _Tensor, f, progress: _Progress) -> None:
             progress.update(b - a)
 
 
-def _convert_tensor(src: _Source, lin: _Linear, f, start: int, progress: _Progress) -> None:
+def _convert_tensor(src: _Source, lin: _Linear, f: BinaryIO, start: int, progress: _Progress) -> None:
     t = lin.weight
     P, K = t.shape
     N = lin.out_features
@@ -730,6 +737,7 @@ def _convert_checkpoint(src: Path, dst: Path, force: bool, progress: bool) -> di
         total = sum(e[3] for shard in plan.shards for e in _out_entries(plan, shard))
         remove_stale(dst)
         staging = Staging(dst)
+        assert staging.path is not None  # set until commit() or discard()
         bar = _Progress(total, progress)
         try:
             _write_output(files, source, plan, staging.path, total, bar)
@@ -770,7 +778,13 @@ def _write_output(files: SourceDir, source: _Source, plan: _Plan, tmp: Path, tot
     _copy_other_files(files, Path("."), tmp, skip=lambda n: n in handled or n.endswith(".safetensors"))
 
 
-def _copy_other_files(files: SourceDir, rel: Path, out: Path, skip=lambda name: False, _seen=None) -> None:
+def _copy_other_files(
+    files: SourceDir,
+    rel: Path,
+    out: Path,
+    skip: Callable[[str], bool] = lambda name: False,
+    _seen: Optional[Tuple[Path, ...]] = None,
+) -> None:
     """Copy the non-hidden files and directories of SRC/rel to out, under SourceDir's rules.
 
     A symlink is followed (its target must lie in SRC) and copied as what it

@@ -100,11 +100,11 @@ def _dense(x: mx.array, w: mx.array) -> mx.array:
     return _ext.dense_matmul(x if x.dtype == dtype else x.astype(dtype), w)
 
 
-def _dense_head(m):
+def _dense_head(m: nn.Module) -> Optional[nn.Module]:
     """A plain float Linear / Embedding as its dense_matmul twin (same parameters); anything else: None."""
     if type(m) is nn.Linear:
         out_features, in_features = m.weight.shape
-        new = DenseLinear(in_features, out_features, bias="bias" in m)
+        new: nn.Module = DenseLinear(in_features, out_features, bias="bias" in m)
     elif type(m) is nn.Embedding:
         new = DenseEmbedding(*m.weight.shape)
     else:
@@ -134,7 +134,7 @@ class TransformersRoundingBitLinear(BitLinear):
 _ROUNDING_CLASS = {"divide": BitLinear, "transformers": TransformersRoundingBitLinear}
 
 
-def _check_rounding(where: str, activation_rounding) -> None:
+def _check_rounding(where: str, activation_rounding: object) -> None:
     if activation_rounding not in _ROUNDING_CLASS:
         raise ValueError(
             f"{where}: activation_rounding must be 'divide' (round(x / (max / 127)), bitnet_ext's default) or "
@@ -181,7 +181,7 @@ def patch_model(
     install_for_mlx_lm_bitnet()
     MlxLmBitLinear = bitlinear_layers.BitLinear
 
-    def _swap(path, m):
+    def _swap(path: str, m: nn.Module) -> nn.Module:
         if isinstance(m, MlxLmBitLinear):
             try:
                 m = _convert_layer(m, activation_bits)
@@ -217,14 +217,14 @@ def _quantization_config(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return qc
 
 
-def _check_packed_weights(model: nn.Module, where) -> None:
+def _check_packed_weights(model: nn.Module, where: Union[str, Path]) -> None:
     """Refuse packed weights (read from files) that hold code 3, which bitnet_ext.pack never writes."""
     for path, m in model.named_modules():
         if isinstance(m, BitLinear):
             _check_packed_weight(m.weight, f"{where}: {path}.weight")
 
 
-def _check_args(path_or_hf_repo, **dicts) -> None:
+def _check_args(path_or_hf_repo: object, **dicts: object) -> None:
     if not isinstance(path_or_hf_repo, (str, os.PathLike)):
         raise TypeError(
             f"path_or_hf_repo must be a path or a Hugging Face repo id (str), got {type(path_or_hf_repo).__name__}"
@@ -240,14 +240,15 @@ def _converted_model_classes(
     """get_model_classes for mlx-lm's load_model: the model with empty bitnet_ext layers."""
     utils, bitlinear_layers = _mlx_lm()
     model_class, args_class = utils._get_classes(config)
-    source_qc = dict(_quantization_config(config).get("source_quantization_config") or {"quant_method": "bitnet"})
+    qc = _quantization_config(config) or {}  # present: load_model checked quant_method
+    source_qc = dict(qc.get("source_quantization_config") or {"quant_method": "bitnet"})
 
-    def build(args):
+    def build(args: Any) -> nn.Module:
         model = model_class(args)
         # Where mlx-lm would put its BitLinear (for any architecture), put ours.
         model = bitlinear_layers.bitnet_quantize(model, source_qc)
 
-        def _empty(path, m):
+        def _empty(path: str, m: nn.Module) -> nn.Module:
             if isinstance(m, bitlinear_layers.BitLinear):
                 bias = getattr(m, "bias", None) is not None
                 return BitLinear(m.in_features, m.out_features, bias, activation_bits=activation_bits)
@@ -286,7 +287,9 @@ def _float_linear_prefixes(model_path: Path) -> list:
     )
 
 
-def _keep_float_modules(model_path: Path, config: Dict[str, Any], model_config: Optional[Dict[str, Any]]):
+def _keep_float_modules(
+    model_path: Path, config: Dict[str, Any], model_config: Optional[Dict[str, Any]]
+) -> Optional[Dict[str, Any]]:
     """model_config for mlx-lm that keeps the checkpoint's float linears (e.g. an untied lm_head) float.
 
     mlx-lm's ``bitnet_quantize`` turns every ``nn.Linear`` not in
@@ -333,8 +336,8 @@ def load_model(
     config = utils.load_config(model_path)
     if model_config:
         config.update(model_config)
-    qc = _quantization_config(config)
-    method = qc.get("quant_method") if qc else None
+    qc = _quantization_config(config) or {}
+    method = qc.get("quant_method")
     if method == QUANT_METHOD:
         model, config = utils.load_model(
             model_path,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Callable, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -65,12 +65,12 @@ def _check_activation_bits(cls_name: str, activation_bits: object) -> None:
         )
 
 
-def _check_module(where: str, arg: str, value) -> None:
+def _check_module(where: str, arg: str, value: object) -> None:
     if not isinstance(value, nn.Module):
         raise TypeError(f"{where}: {arg} must be an mlx.nn.Module, got {type(value).__name__}")
 
 
-def _check_linear(where: str, linear) -> None:
+def _check_linear(where: str, linear: object) -> None:
     weight = linear.get("weight") if isinstance(linear, nn.Module) else None
     if not isinstance(weight, mx.array) or weight.ndim != 2:
         raise TypeError(
@@ -87,7 +87,7 @@ def _code3_fields(w: mx.array) -> mx.array:
 _any_code3 = mx.compile(lambda w: mx.max(_code3_fields(w)), shapeless=True)
 
 
-def _check_packed_weight(weight, what: str) -> None:
+def _check_packed_weight(weight: object, what: str) -> None:
     """Refuse a packed weight that is not uint32 or holds code 3 (bits 11), which pack never writes."""
     if not isinstance(weight, mx.array):
         return  # mlx.nn.Module.load_weights says what it expected
@@ -121,11 +121,11 @@ class _TernaryLinearBase(nn.Module):
         )
 
     @classmethod
-    def _shaped_like(cls, linear: nn.Module, per_channel: bool, activation_bits: Optional[int]):
-        """A fresh layer of ``cls`` with ``linear``'s dimensions and bias presence."""
+    def _linear_dims(cls, linear: nn.Module) -> Tuple[int, int, bool]:
+        """``linear``'s (input_dims, output_dims, bias), checked: the first arguments of ``cls(...)``."""
         _check_linear(f"{cls.__name__}.from_linear", linear)
         output_dims, input_dims = linear.weight.shape
-        return cls(input_dims, output_dims, "bias" in linear, per_channel=per_channel, activation_bits=activation_bits)
+        return input_dims, output_dims, "bias" in linear
 
 
 class BitLinear(_TernaryLinearBase):
@@ -188,7 +188,7 @@ class BitLinear(_TernaryLinearBase):
         activation_bits: Optional[int] = 8,
     ) -> "BitLinear":
         """Absmean-quantize an ``mlx.nn.Linear`` (or a :class:`BitLinearQAT`)."""
-        layer = cls._shaped_like(linear, per_channel, activation_bits)
+        layer = cls(*cls._linear_dims(linear), per_channel=per_channel, activation_bits=activation_bits)
         wq, scale = _ext.absmean_quantize(linear.weight, per_channel=per_channel)
         layer.weight = wq
         layer.scale = scale.reshape(-1)
@@ -196,21 +196,25 @@ class BitLinear(_TernaryLinearBase):
             layer.bias = linear.bias
         return layer
 
-    def load_weights(self, file_or_weights, strict: bool = True) -> "BitLinear":
+    def load_weights(
+        self, file_or_weights: Union[str, os.PathLike, Sequence[Tuple[str, mx.array]]], strict: bool = True
+    ) -> "BitLinear":
         """``mlx.nn.Module.load_weights``, refusing a ``weight`` that is not a valid packed ternary array.
 
         The weight must be uint32 and hold only the codes 0, 1, 2 (code 3,
         bits ``11``, is never written by :func:`bitnet_ext.pack`); the check
         runs before the layer is changed.
         """
-        weights = file_or_weights
-        if isinstance(weights, (str, os.PathLike)):
-            weights = list(mx.load(os.fspath(weights)).items())
-        weights = list(weights)
+        if isinstance(file_or_weights, (str, os.PathLike)):
+            # A weights file (.npz, .safetensors) loads as a dict, as mlx.nn.Module.load_weights assumes.
+            weights = list(cast(Dict[str, mx.array], mx.load(os.fspath(file_or_weights))).items())
+        else:
+            weights = list(file_or_weights)
         for name, value in weights:
             if name == "weight":
                 _check_packed_weight(value, "BitLinear.load_weights: weight")
-        return super().load_weights(weights, strict=strict)
+        super().load_weights(weights, strict=strict)  # returns self
+        return self
 
     def dequantized_weight(self, dtype: mx.Dtype = mx.float32) -> mx.array:
         """The effective float weight ``scale * W``, shape (output_dims, input_dims)."""
@@ -297,7 +301,7 @@ class BitLinearQAT(_TernaryLinearBase):
         activation_bits: Optional[int] = 8,
     ) -> "BitLinearQAT":
         """Start QAT from a float ``mlx.nn.Linear`` (its weights become the latent weights)."""
-        layer = cls._shaped_like(linear, per_channel, activation_bits)
+        layer = cls(*cls._linear_dims(linear), per_channel=per_channel, activation_bits=activation_bits)
         layer.weight = linear.weight
         if "bias" in linear:
             layer.bias = linear.bias
@@ -337,9 +341,9 @@ def quantize(
             f"got {type(class_predicate).__name__}"
         )
     defaults = {"qat": qat, "per_channel": per_channel, "activation_bits": activation_bits}
-    skipped = []
+    skipped: List[str] = []
 
-    def _maybe_replace(path, m):
+    def _maybe_replace(path: str, m: nn.Module) -> nn.Module:
         selected = (class_predicate or _default_predicate)(path, m)
         if not selected:
             return m
@@ -383,7 +387,7 @@ def to_inference(model: nn.Module) -> nn.Module:
     """Replace every :class:`BitLinearQAT` of ``model`` by its :class:`BitLinear`, in place; returns the model."""
     _check_module("to_inference", "model", model)
 
-    def _convert(path, m):
+    def _convert(path: str, m: nn.Module) -> nn.Module:
         return m.to_inference() if isinstance(m, BitLinearQAT) else m
 
     leaves = tree_map_with_path(_convert, model.leaf_modules(), is_leaf=nn.Module.is_module)

@@ -34,7 +34,10 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def _methods(device, x, wq, w_float, w_np, group_scales, scale) -> Dict[str, Callable[[], object]]:
+def _methods(
+    device: mx.Device, x: mx.array, wq: mx.array, w_float: mx.array, w_np: np.ndarray,
+    group_scales: mx.array, scale: mx.array,
+) -> Dict[str, Callable[[], object]]:
     x_np = np.array(x.astype(mx.float32))
     return {
         "bitlinear": lambda: mx.eval(_ext.bitlinear(x, wq, scale, stream=device)),
@@ -46,7 +49,7 @@ def _methods(device, x, wq, w_float, w_np, group_scales, scale) -> Dict[str, Cal
     }
 
 
-def run_quick_bench(device, repeats: int = 10, full: bool = False,
+def run_quick_bench(device: mx.Device, repeats: int = 10, full: bool = False,
                     progress: Callable[[Dict], None] = lambda row: None,
                     note: Callable[[str], None] = lambda text: None) -> List[Dict]:
     """One row per (M, N, K): median ms per method (None where not run) and

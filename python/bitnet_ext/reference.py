@@ -21,6 +21,8 @@ absmean_quantize a NaN or inf in the weights a scale covers makes that scale
 NaN or inf and all its codes 0.
 """
 
+from typing import Optional, Tuple, Union, cast
+
 import mlx.core as mx
 
 __all__ = [
@@ -41,20 +43,23 @@ _SHIFTS = mx.arange(0, 32, 2, dtype=mx.uint32)  # bit offset of code j in a word
 # float32 matmul over one chunk is exact whatever its summation order.
 _EXACT_CHUNK = 1 << 16
 
+# A scale is a Python float or an array of shape (), (1,) or (N,).
+Scale = Union[float, mx.array]
 
-def _round_clip(q, lo, hi):
+
+def _round_clip(q: mx.array, lo: int, hi: int) -> mx.array:
     """clip(round_half_even(q), lo, hi) with NaN -> 0 (int8 codes)."""
     r = mx.clip(mx.round(q), lo, hi)
     return mx.where(mx.isnan(r), 0, r).astype(mx.int8)
 
 
-def _row_scale(scale):
+def _row_scale(scale: Scale) -> mx.array:
     """scale () or (1,) or (N,) -> float32 broadcastable against (N, K)."""
     scale = mx.array(scale).astype(mx.float32)
     return scale.reshape(-1, 1) if scale.ndim == 1 else scale
 
 
-def pack(codes):
+def pack(codes: mx.array) -> mx.array:
     """Integer (..., K) in {-1, 0, 1}, K % 16 == 0 -> uint32 (..., K / 16)."""
     *lead, K = codes.shape
     if K % 16:
@@ -65,33 +70,33 @@ def pack(codes):
     return mx.sum(mx.left_shift(c, _SHIFTS), axis=-1).astype(mx.uint32)
 
 
-def unpack(wq):
+def unpack(wq: mx.array) -> mx.array:
     """uint32 (..., K / 16) -> int8 codes in {-1, 0, 1} of shape (..., K)."""
     *lead, W = wq.shape
     c = mx.bitwise_and(mx.right_shift(wq[..., None], _SHIFTS), 3)
     return (c.astype(mx.int8) - 1).reshape(*lead, W * 16)
 
 
-def _mean_abs(w32, axis):
+def _mean_abs(w32: mx.array, axis: Optional[int]) -> mx.array:
     # Accumulated in float64 and rounded once to float32, as the C++ kernel
     # does (float64 exists on the CPU only, so the mean runs there).
     a = mx.abs(w32).astype(mx.float64, stream=mx.cpu)
     return mx.mean(a, axis=axis, stream=mx.cpu).astype(mx.float32, stream=mx.cpu)
 
 
-def absmean_quantize(w, *, per_channel=False, eps=1e-5):
+def absmean_quantize(w: mx.array, *, per_channel: bool = False, eps: float = 1e-5) -> Tuple[mx.array, mx.array]:
     """w (N, K) -> (packed uint32 (N, K/16), float32 scale () or (N,))."""
     w32 = w.astype(mx.float32)
     scale = mx.maximum(_mean_abs(w32, -1 if per_channel else None), eps)
     return pack(_round_clip(w32 / _row_scale(scale), -1, 1)), scale
 
 
-def dequantize(wq, scale, *, dtype=mx.float16):
+def dequantize(wq: mx.array, scale: Scale, *, dtype: mx.Dtype = mx.float16) -> mx.array:
     """scale * W, scale broadcast per row n when it is (N,)."""
     return (_row_scale(scale) * unpack(wq).astype(mx.float32)).astype(dtype)
 
 
-def ternary_matmul(x, wq, scale, *, transpose=True):
+def ternary_matmul(x: mx.array, wq: mx.array, scale: Scale, *, transpose: bool = True) -> mx.array:
     """x @ W_eff.T (transpose) or x @ W_eff with W_eff = diag(scale) @ W.
 
     Accumulates in float32, returns x's dtype. With transpose the scale is
@@ -108,7 +113,7 @@ def ternary_matmul(x, wq, scale, *, transpose=True):
     return y.astype(x.dtype)
 
 
-def absmax_quantize(x, *, eps=1e-5, rounding="divide"):
+def absmax_quantize(x: mx.array, *, eps: float = 1e-5, rounding: str = "divide") -> Tuple[mx.array, mx.array]:
     """Per-token (last axis) int8 quantization -> (xq int8, xscale f32 (..., 1)).
 
     rounding="transformers" rounds x * (127 / max) as transformers' BitNet
@@ -122,19 +127,22 @@ def absmax_quantize(x, *, eps=1e-5, rounding="divide"):
     return _round_clip(scaled, -128, 127), xscale
 
 
-def _int_dot(xq, w):
+def _int_dot(xq: mx.array, w: mx.array) -> mx.array:
     """Exact int32 xq (..., K) @ w (N, K).T for any K (see _EXACT_CHUNK)."""
     K = xq.shape[-1]
-    acc = None
+    acc: Optional[mx.array] = None
     for k0 in range(0, K, _EXACT_CHUNK):
         xs = xq[..., k0 : k0 + _EXACT_CHUNK].astype(mx.float32)
         ws = w[:, k0 : k0 + _EXACT_CHUNK].astype(mx.float32)
         part = (xs @ ws.T).astype(mx.int32)
         acc = part if acc is None else acc + part
+    assert acc is not None, "K >= 1: absmax_quantize rejects K == 0"
     return acc
 
 
-def bitlinear(x, wq, scale, bias=None, *, rounding="divide"):
+def bitlinear(
+    x: mx.array, wq: mx.array, scale: Scale, bias: Optional[mx.array] = None, *, rounding: str = "divide"
+) -> mx.array:
     """BitNet b1.58 W1.58A8 linear layer, x (..., K) -> (..., N) in x's dtype.
 
     y = ((float(acc) * xscale) * scale[n]) + bias[n], in that order, in float32,
@@ -148,20 +156,20 @@ def bitlinear(x, wq, scale, bias=None, *, rounding="divide"):
     return y.astype(x.dtype)
 
 
-def _fake_quantize(per_channel):
+def _fake_quantize(per_channel: bool) -> mx.custom_function:
     @mx.custom_function
-    def fq(w):
+    def fq(w: mx.array) -> mx.array:
         wq, scale = absmean_quantize(w, per_channel=per_channel)
         return dequantize(wq, scale, dtype=w.dtype)
 
     # Straight-through estimator: the derivative is the identity. (With one
     # positional argument MLX passes the primal/tangent as a bare array.)
     @fq.vjp
-    def fq_vjp(primal, cotangent, output):
+    def fq_vjp(primal: mx.array, cotangent: mx.array, output: mx.array) -> mx.array:
         return cotangent
 
     @fq.jvp
-    def fq_jvp(primal, tangent):
+    def fq_jvp(primal: mx.array, tangent: mx.array) -> mx.array:
         return tangent
 
     return fq
@@ -170,6 +178,7 @@ def _fake_quantize(per_channel):
 _FAKE_QUANTIZE = {False: _fake_quantize(False), True: _fake_quantize(True)}
 
 
-def fake_quantize(w, *, per_channel=False):
+def fake_quantize(w: mx.array, *, per_channel: bool = False) -> mx.array:
     """dequantize(absmean_quantize(w)) in w's dtype; identity gradient."""
-    return _FAKE_QUANTIZE[bool(per_channel)](w)
+    # MLX's stub types custom_function calls as -> object; fq returns an array.
+    return cast(mx.array, _FAKE_QUANTIZE[bool(per_channel)](w))

@@ -5,12 +5,16 @@ installed build computes the right thing on their machine.
 """
 
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import Callable, List, Tuple, Union, cast
 
 import mlx.core as mx
 
 from . import _ops, reference
 from . import _ext
+
+
+# A check returns (passed, detail).
+Check = Callable[[], Tuple[bool, str]]
 
 
 @dataclass
@@ -20,16 +24,17 @@ class CheckResult:
     detail: str
 
 
-def _random_ternary(n, k, key):
+def _random_ternary(n: int, k: int, key: mx.array) -> mx.array:
     return mx.random.randint(-1, 2, (n, k), key=key).astype(mx.int8)
 
 
-def _max_rel_error(ours, ref):
+def _max_rel_error(ours: mx.array, ref: mx.array) -> float:
     ours32, ref32 = ours.astype(mx.float32), ref.astype(mx.float32)
-    return (mx.abs(ours32 - ref32).max() / mx.maximum(mx.abs(ref32).max(), 1e-30)).item()
+    # item() is typed int | float | complex; a float32 scalar gives a float.
+    return cast(float, (mx.abs(ours32 - ref32).max() / mx.maximum(mx.abs(ref32).max(), 1e-30)).item())
 
 
-def _cases(device) -> List[tuple]:
+def _cases(device: Union[mx.Device, mx.Stream]) -> List[Tuple[str, Check]]:
     """(name, check) pairs; each check returns (passed, detail)."""
     keys = mx.random.split(mx.random.key(0), 4)
     N, K, M = 96, 2560, 5
@@ -41,14 +46,15 @@ def _cases(device) -> List[tuple]:
     g = mx.random.normal((2, M, N), key=keys[3])
     s = device
 
-    def exact(ours, ref):
-        return mx.array_equal(ours, ref).item(), "bit-exact" if mx.array_equal(ours, ref).item() else "differs"
+    def exact(ours: mx.array, ref: mx.array) -> Tuple[bool, str]:
+        equal = bool(mx.array_equal(ours, ref).item())
+        return equal, "bit-exact" if equal else "differs"
 
-    def close(ours, ref, tol):
+    def close(ours: mx.array, ref: mx.array, tol: float) -> Tuple[bool, str]:
         err = _max_rel_error(ours, ref)
         return err <= tol, f"max rel err {err:.1e} (tol {tol:.0e})"
 
-    cases = [
+    cases: List[Tuple[str, Check]] = [
         ("pack", lambda: exact(_ops.pack(codes, stream=s), wq)),
         ("unpack", lambda: exact(_ext.unpack(wq, stream=s), codes)),
         ("dequantize", lambda: exact(_ext.dequantize(wq, scale_r, dtype=mx.float32, stream=s),
@@ -57,26 +63,33 @@ def _cases(device) -> List[tuple]:
                                            reference.absmean_quantize(x[0], per_channel=True)[0])),
         ("absmax_quantize", lambda: exact(_ext.absmax_quantize(x, stream=s)[0], reference.absmax_quantize(x)[0])),
     ]
-    for dtype in (mx.float32, mx.float16, mx.bfloat16):
+
+    def dtype_cases(dtype: mx.Dtype) -> List[Tuple[str, Check]]:
+        # One call per dtype, so each check captures its own xd, tol and dtype.
         xd = x.astype(dtype)
         tol = {mx.float32: 1e-5, mx.float16: 2e-3, mx.bfloat16: 1e-2}[dtype]
         name = str(dtype).split(".")[-1]
-        cases += [
-            (f"ternary_matmul {name}", lambda xd=xd, tol=tol: close(
+        return [
+            (f"ternary_matmul {name}", lambda: close(
                 _ext.ternary_matmul(xd, wq, scale_r, stream=s), reference.ternary_matmul(xd, wq, scale_r), tol)),
-            (f"ternary_matmul.T {name}", lambda tol=tol, dtype=dtype: close(
+            (f"ternary_matmul.T {name}", lambda: close(
                 _ext.ternary_matmul(g.astype(dtype), wq, scale_t, transpose=False, stream=s),
                 reference.ternary_matmul(g.astype(dtype), wq, scale_t, transpose=False), tol)),
-            (f"bitlinear {name}", lambda xd=xd: exact(
+            (f"bitlinear {name}", lambda: exact(
                 _ext.bitlinear(xd, wq, scale_r, stream=s), reference.bitlinear(xd, wq, scale_r))),
         ]
+
+    for dtype in (mx.float32, mx.float16, mx.bfloat16):
+        cases += dtype_cases(dtype)
     grad_ours = mx.grad(lambda v: _ext.ternary_matmul(v, wq, scale_r, stream=s).sum())(x)
     grad_ref = mx.grad(lambda v: reference.ternary_matmul(v, wq, scale_r).sum())(x)
     cases.append(("grad ternary_matmul", lambda: close(grad_ours, grad_ref, 1e-5)))
     return cases
 
 
-def run_self_check(device, progress: Callable[[str], None] = lambda s: None) -> List[CheckResult]:
+def run_self_check(
+    device: Union[mx.Device, mx.Stream], progress: Callable[[str], None] = lambda s: None
+) -> List[CheckResult]:
     results = []
     for name, check in _cases(device):
         try:
