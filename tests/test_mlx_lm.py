@@ -445,8 +445,9 @@ def test_activation_rounding_option():
 @pytest.mark.parametrize(
     "B, Hq, Hkv, L, S, mask",
     [(1, 20, 5, 1, 40, None), (2, 4, 2, 7, 7, "causal"), (1, 4, 1, 5, 9, "causal"), (2, 4, 2, 3, 6, "bool"),
-     (1, 2, 2, 4, 4, "additive")],  # fmt: skip
-    ids=["decode-gqa", "prefill-causal", "causal-with-cache", "bool-mask", "additive-mask"],
+     (1, 2, 2, 4, 4, "additive"), (1, 4, 2, 150, 150, "causal"), (2, 4, 1, 130, 170, "causal")],  # fmt: skip
+    ids=["decode-gqa", "prefill-causal", "causal-with-cache", "bool-mask", "additive-mask", "causal-query-blocks",
+         "causal-query-blocks-with-cache"],
 )
 def test_cpu_attention_matches_mlx_sdpa(dtype, B, Hq, Hkv, L, S, mask):
     from bitnet_ext._cpu_attention import cpu_attention
