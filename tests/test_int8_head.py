@@ -4,6 +4,7 @@ against bitnet_ext.reference: bit-exact on every ISA level and thread count
 order), edge shapes, autodiff, vmap, compile and the argument checks."""
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -137,3 +138,65 @@ def test_int8_matmul_largest_k_is_exact(isa):
     x = mx.ones((1, K))
     wq = mx.full((1, K), 127, mx.int8)
     exact(x, wq, mx.ones((1,)), f"int8_matmul at the K bound [{isa}]")
+
+
+# ---------------------------------------------------------------------------
+# head_bits=8 in bitnet_ext.mlx_lm (tiny models of test_mlx_lm)
+
+
+def test_head_bits_8_tied_and_untied():
+    pytest.importorskip("mlx_lm")
+    from test_mlx_lm import graph_ops, make_models, tokens
+
+    from bitnet_ext import mlx_lm as bx_mlx_lm
+
+    model, _ = make_models(seed=30, dtype=mx.bfloat16)
+    bx_mlx_lm.patch_model(model)
+    t = tokens((2, 6), 31)
+    float_logits = model(t)
+    h = model.model(t)
+    bx_mlx_lm.patch_model(model, head_bits=8)
+    emb = model.model.embed_tokens
+    assert isinstance(emb, bx_mlx_lm.Int8HeadEmbedding) and emb.weight.dtype == mx.bfloat16  # lookup stays float
+    logits = model(t)
+    assert "Int8Matmul" in graph_ops(logits) and logits.dtype == mx.bfloat16
+    # Exactly the int8 head's definition on the same hidden states.
+    wq, s = ref.int8_quantize_rows(emb.weight)
+    assert mx.array_equal(logits, ref.int8_matmul(h, wq, s)).item()
+    # Close to the float head: each of the K = 64 products carries a weight
+    # error <= s_n / 2 and an activation error <= xscale / 2, i.e. relative
+    # errors <= 1/254 of the row / token maxima; with random signs the sum's
+    # error is ~sqrt(K) * |h|max |w|max / 254, a few percent of the largest
+    # logit here, on top of the bf16 rounding of the result (2^-8).
+    scale = mx.abs(float_logits).max().item()
+    err = mx.abs(logits.astype(mx.float32) - float_logits.astype(mx.float32)).max().item()
+    assert err <= 0.05 * scale, f"int8 head vs float head: {err:.3e} > 0.05 * {scale:.3e}"
+    assert err > 0  # really a different (rounded) head
+    bx_mlx_lm.patch_model(model)  # patched again without head_bits: the int8 head stays
+    assert isinstance(model.model.embed_tokens, bx_mlx_lm.Int8HeadEmbedding)
+
+    # An untied float lm_head becomes Int8HeadLinear (float weight dropped), the embedding stays dense.
+    untied, _ = make_models(seed=32)
+    untied.args.tie_word_embeddings = False
+    untied.lm_head = lm_head = nn.Linear(64, 64, bias=False)  # hidden 64 -> vocab 64
+    mx.eval(lm_head.parameters())
+    bx_mlx_lm.patch_model(untied, head_bits=8)
+    assert isinstance(untied.lm_head, bx_mlx_lm.Int8HeadLinear) and untied.lm_head.weight.dtype == mx.int8
+    assert isinstance(untied.model.embed_tokens, bx_mlx_lm.DenseEmbedding)
+    assert not isinstance(untied.model.embed_tokens, bx_mlx_lm.Int8HeadEmbedding)
+    wq, s = ref.int8_quantize_rows(lm_head.weight)
+    x = randn((1, 3, 64), mx.float32, seed=33)
+    assert mx.array_equal(untied.lm_head(x), ref.int8_matmul(x, wq, s)).item()
+
+
+def test_head_bits_checked():
+    pytest.importorskip("mlx_lm")
+    from test_mlx_lm import make_models
+
+    from bitnet_ext import mlx_lm as bx_mlx_lm
+
+    model, _ = make_models(seed=34)
+    with pytest.raises(ValueError, match="head_bits must be None .* or 8"):
+        bx_mlx_lm.patch_model(model, head_bits=4)
+    with pytest.raises(ValueError, match="load_model: head_bits"):
+        bx_mlx_lm.load_model("/nonexistent", head_bits=16)
