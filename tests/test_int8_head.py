@@ -66,6 +66,18 @@ def test_int8_matmul_dtype_and_batch_axes(xdtype):
     assert bx.int8_matmul(x, wq, s).shape == (2, 3, 20)
 
 
+def test_int8_matmul_strided_empty_and_nan():
+    wq, s = bx.int8_quantize_rows(randn((10, 40), mx.float32, seed=9))
+    assert bx.int8_matmul(mx.zeros((0, 40)), wq, s).shape == (0, 10)
+    x = randn((40, 3), mx.float32, seed=10).T  # strided x
+    exact(x, wq, s, "int8_matmul strided x")
+    wt = mx.random.randint(-127, 128, (40, 10), key=mx.random.key(11)).astype(mx.int8).T  # strided wq
+    exact(x, wt, s, "int8_matmul strided wq")
+    # A NaN row: xscale NaN, codes 0, outputs NaN (as the reference's rules say).
+    y = bx.int8_matmul(mx.full((1, 40), float("nan")), wq, s)
+    assert np.isnan(to_np(y)).all()
+
+
 def test_int8_quantize_rows_definition():
     w = mx.array([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5], [-0.3, 0.1, 0.2]])
     wq, s = bx.int8_quantize_rows(w)
