@@ -50,6 +50,14 @@ def weight_bytes(model) -> int:
     return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
 
 
+def head_weight_bytes_saved(model) -> int:
+    """Bytes per token that head_bits=8 does not read: with a tied int8 head the float
+    embedding table is only looked up (one row per token) and its int8 copy is the
+    head; an untied int8 lm_head holds no float weight."""
+    emb = model.model.embed_tokens
+    return emb.weight.nbytes if hasattr(emb, "head_weight") else 0
+
+
 def kv_bytes_per_token(config: dict, context: int) -> int:
     """K and V of every layer read once per decoded token at `context` positions (bf16 cache)."""
     hd = config["hidden_size"] // config["num_attention_heads"]
@@ -83,24 +91,24 @@ def markdown(res: dict) -> str:
         f"{res['date']} on {res['machine']['cpu']} ({res['machine']['usable_cpus']} usable CPUs), "
         f"MLX {res['machine']['mlx']}, mlx-lm {res['machine']['mlx_lm']}, bitnet_ext ISA {res['isa']}.",
         f"Prompt {res['prompt_tokens']} tokens, {res['decode_tokens']} decoded tokens (greedy, mlx-lm generate_step).",
-        f"Weight bytes per token: {res['weight_bytes'] / 1e9:.3f} GB "
+        f"Weight bytes per token (float head): {res['weight_bytes'] / 1e9:.3f} GB "
         f"(+ KV cache at {res['prompt_tokens'] + res['decode_tokens']} positions: "
         f"{res['kv_bytes_at_end'] / 1e9:.3f} GB).",
         "",
-        "| threads | activations | prefill tok/s | decode tok/s | read GB/s (4k pages) | roofline tok/s "
+        "| threads | activations | head | prefill tok/s | decode tok/s | read GB/s (4k pages) | roofline tok/s "
         "| decode / roofline | load avg before / after |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in res["runs"]:
         lines.append(
-            f"| {r['threads']} | {r['activations']} | {r['prefill_tok_s']:.1f} | {r['decode_tok_s']:.2f} "
+            f"| {r['threads']} | {r['activations']} | {r.get('head', 'float')} | {r['prefill_tok_s']:.1f} | {r['decode_tok_s']:.2f} "
             f"| {r['read_GBps']:.1f} ({r['read_GBps_4k']:.1f}) | {r['roofline_tok_s']:.2f} "
             f"| {100 * r['decode_vs_roofline']:.0f}% | {r['loadavg_before']:.2f} / {r['loadavg_after']:.2f} |"
         )
     lines += [
         "",
         "roofline tok/s = measured read bandwidth (best of huge and 4 KiB pages, same thread count, same run) "
-        "/ weight bytes per token.",
+        "/ weight bytes per token (of that run's head).",
         "",
     ]
     return "\n".join(lines)
@@ -111,6 +119,11 @@ def main() -> None:
     ap.add_argument("--model-dir", default=None, help="an existing checkpoint (default: build one in a temp dir)")
     ap.add_argument("--threads", default="1,2", help="comma list of bitnet_ext thread counts")
     ap.add_argument("--acts", default="float,int8", help="comma list from float,int8")
+    ap.add_argument(
+        "--heads",
+        default="float",
+        help="comma list from float,int8 (head_bits=8); int8 last: an int8 head stays int8 when patched again",
+    )
     ap.add_argument("--prompt", type=int, default=512, help="prompt tokens")
     ap.add_argument("--decode", type=int, default=128, help="generated tokens")
     ap.add_argument("--out", default=None, help="output path without extension (default bench/results/model-<host>)")
@@ -158,28 +171,37 @@ def main() -> None:
         "kv_bytes_at_end": kv_bytes_per_token(config, args.prompt + args.decode),
         "runs": [],
     }
-    for threads in [int(t) for t in args.threads.split(",")]:
+    heads = args.heads.split(",")
+    if heads not in (["float"], ["int8"], ["float", "int8"]):
+        ap.error("--heads: float, int8 or float,int8 (an int8 head cannot go back to float)")
+    for head, threads in [(h, int(t)) for h in heads for t in args.threads.split(",")]:
         bx.cpu.set_num_threads(threads)
         bw = measure_read_bandwidth(threads, info["llc_bytes"])
         _log(f"{threads} thread(s): read {bw['read_GBps']:.1f} GB/s ({bw['read_GBps_4k']:.1f} on 4 KiB pages)")
         for acts in args.acts.split(","):
-            bx_mlx_lm.patch_model(model, activation_bits=8 if acts == "int8" else None)
+            bx_mlx_lm.patch_model(
+                model, activation_bits=8 if acts == "int8" else None, head_bits=8 if head == "int8" else None
+            )
+            run_bytes = weight_bytes(model) - head_weight_bytes_saved(model)
             run_generation(model, prompt[:16], 4)  # warm up (allocations, first-call costs)
             load_before = os.getloadavg()[0]
             r = run_generation(model, prompt, args.decode)
             r.update(
                 threads=threads,
                 activations=acts,
+                head=head,
+                weight_bytes=run_bytes,
                 read_GBps=bw["read_GBps"],
                 read_GBps_4k=bw["read_GBps_4k"],
-                roofline_tok_s=bw["read_GBps"] * 1e9 / wbytes,
+                roofline_tok_s=bw["read_GBps"] * 1e9 / run_bytes,
                 loadavg_before=load_before,
                 loadavg_after=os.getloadavg()[0],
             )
             r["decode_vs_roofline"] = r["decode_tok_s"] / r["roofline_tok_s"]
             res["runs"].append(r)
             _log(
-                f"  {acts}: prefill {r['prefill_tok_s']:.1f} tok/s, decode {r['decode_tok_s']:.2f} tok/s "
+                f"  {acts} acts, {head} head: prefill {r['prefill_tok_s']:.1f} tok/s, "
+                f"decode {r['decode_tok_s']:.2f} tok/s "
                 f"({100 * r['decode_vs_roofline']:.0f}% of the {r['roofline_tok_s']:.2f} tok/s roofline), "
                 f"load {load_before:.2f} -> {r['loadavg_after']:.2f}"
             )

@@ -216,6 +216,30 @@ mx::Shape dense_matmul_shape(const mx::array& x, const mx::array& w) {
   return with_last(x.shape(), w.shape(0));
 }
 
+mx::Shape int8_matmul_shape(const mx::array& x, const mx::array& wq, const mx::array& row_scale) {
+  const char* op = "int8_matmul";
+  if (wq.dtype() != mx::int8) {
+    throw DTypeError(std::string(op) + ": wq must be int8 (from int8_quantize_rows), got " + describe(wq.dtype()) +
+                     ".");
+  }
+  if (wq.ndim() != 2 || wq.shape(0) == 0 || wq.shape(1) == 0) {
+    fail(op, "wq must be a non-empty 2-D array of shape (N, K), got shape " + describe(wq.shape()) + ".");
+  }
+  const int K = wq.shape(1);
+  if (K > kInt8MatmulMaxK) {
+    fail(op, "K = " + std::to_string(K) + " (wq of shape " + describe(wq.shape()) + ") is larger than " +
+             std::to_string(kInt8MatmulMaxK) +
+             ", the largest K whose int32 accumulation of int8 activations times int8 weights is exact.");
+  }
+  check_x(op, x, K, "K");
+  require_float(op, "row_scale", row_scale.dtype());
+  if (row_scale.ndim() != 1 || row_scale.shape(0) != wq.shape(0)) {
+    fail(op, "row_scale must have shape (" + std::to_string(wq.shape(0)) + ",) (one per row of wq), got " +
+             describe(row_scale.shape()) + ".");
+  }
+  return with_last(x.shape(), wq.shape(0));
+}
+
 void check_eval_shape(const char* op, const mx::Shape& expected, const mx::array& out) {
   if (out.shape() != expected) {
     // Only a graph built around the ops can get here (the checks above run

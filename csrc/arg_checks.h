@@ -39,6 +39,11 @@ mx::Shape ternary_matmul_shape(
     const mx::array& wq,
     const mx::array& scale,
     bool transpose);
+// int8_matmul accumulates int8 activations (|xq| <= 128) times int8 weights
+// (|wq| <= 127) in int32: exact while 128 * 127 * K <= 2^31 - 1, i.e.
+// K <= 132,104. Larger K raises instead of wrapping.
+constexpr int64_t kInt8MatmulMaxK = int64_t{2147483647} / (128 * 127);
+
 mx::Shape bitlinear_shape(
     const mx::array& x,
     const mx::array& wq,
@@ -47,6 +52,9 @@ mx::Shape bitlinear_shape(
 
 // dense_matmul: x float (..., K), w float (N, K) -> (..., N).
 mx::Shape dense_matmul_shape(const mx::array& x, const mx::array& w);
+
+// int8_matmul: x float (..., K), wq int8 (N, K), row_scale float (N,) -> (..., N).
+mx::Shape int8_matmul_shape(const mx::array& x, const mx::array& wq, const mx::array& row_scale);
 
 // For eval_cpu: throws unless `expected` (the rules' shapes for the node's
 // inputs) equals the shapes of the outputs about to be written.

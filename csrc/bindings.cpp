@@ -269,6 +269,20 @@ NB_MODULE(_ext, m) {
       "x (..., K) float16/bfloat16/float32, w (N, K) float16/bfloat16/float32 (used as stored,\n"
       "no copy or conversion of w). float32 accumulation; the result (..., N) has x's dtype.\n"
       "CPU streams run bitnet_ext's kernels (M = 1 streams w once); GPU streams use mx.matmul.");
+  m.def(
+      "int8_matmul",
+      [](nb::handle x, nb::handle wq, nb::handle row_scale, nb::handle s) {
+        const char* op = "int8_matmul";
+        return bitnet_ext::int8_matmul(
+            array_arg(x, op, "x"), array_arg(wq, op, "wq"), array_arg(row_scale, op, "row_scale"), stream_arg(s));
+      },
+      "x"_a, "wq"_a, "row_scale"_a, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def int8_matmul(x: mlx.core.array, wq: mlx.core.array, row_scale: mlx.core.array, *, " STREAM_SIG
+              ") -> mlx.core.array"),
+      "The opt-in int8 head: x (..., K) -> (..., N) in x's dtype, CPU only.\n\n"
+      "x is absmax-quantized to int8 per token (as in bitlinear), multiplied with wq int8 (N, K)\n"
+      "(from int8_quantize_rows) in exact int32, then y = (acc * xscale) * row_scale in float32.\n"
+      "K is at most 132,104 (exact int32 accumulation).");
 #undef STREAM_SIG
 
   m.def("_pretend_gpu_backend_for_testing", &bitnet_ext::pretend_gpu_backend_for_testing, "on"_a,

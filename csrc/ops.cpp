@@ -8,6 +8,7 @@
 #include "mlx/ops.h"
 #include "primitives/bitlinear.h"
 #include "primitives/dense_matmul.h"
+#include "primitives/int8_matmul.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
 #include "primitives/ternary_matmul.h"
@@ -142,6 +143,21 @@ mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevic
   }
   auto s = resolve_stream(sd, "dense_matmul");
   return mx::array(std::move(shape), x.dtype(), std::make_shared<DenseMatmul>(s), {x, row_major(w, s)});
+}
+
+mx::array int8_matmul(
+    const mx::array& x,
+    const mx::array& wq,
+    const mx::array& row_scale,
+    mx::StreamOrDevice sd) {
+  auto s = resolve_stream(sd, "int8_matmul");
+  if (s.device.type != mx::Device::cpu) {
+    throw ArgumentError("int8_matmul: runs on the CPU only (stream=mx.cpu); on a GPU use dense_matmul.");
+  }
+  auto shape = int8_matmul_shape(x, wq, row_scale);
+  return mx::array(
+      std::move(shape), x.dtype(), std::make_shared<Int8Matmul>(s),
+      {x, row_major(wq, s), mx::astype(row_scale, mx::float32, s)});
 }
 
 } // namespace bitnet_ext

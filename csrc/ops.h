@@ -77,4 +77,13 @@ mx::array bitlinear(
 // CPU streams run bitnet_ext's kernels; GPU streams MLX's own matmul.
 mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevice s = {});
 
+// The opt-in int8 head: x (..., K) absmax-quantized per token, exact int32
+// dot with wq int8 (N, K), y = (acc * xscale) * row_scale[n] in float32,
+// returned in x's dtype. CPU streams only.
+mx::array int8_matmul(
+    const mx::array& x,
+    const mx::array& wq,
+    const mx::array& row_scale,
+    mx::StreamOrDevice s = {});
+
 } // namespace bitnet_ext

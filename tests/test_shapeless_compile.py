@@ -67,6 +67,18 @@ CASES = {
         "mx.ones((1, 32)), mx.ones((4, 1 << 20))",
         ["dense_matmul", "K"],
     ),
+    "int8_matmul/K_mismatch": (
+        "lambda x, w, s: bx.int8_matmul(x, w, s)",
+        "mx.ones((1, 32)), mx.ones((4, 32), mx.int8), mx.ones((4,))",
+        "mx.ones((1, 32)), mx.ones((4, 1 << 16), mx.int8), mx.ones((4,))",
+        ["int8_matmul", "K"],
+    ),
+    "int8_matmul/row_scale_length": (
+        "lambda x, w, s: bx.int8_matmul(x, w, s)",
+        "mx.ones((1, 32)), mx.ones((4, 32), mx.int8), mx.ones((4,))",
+        "mx.ones((1, 32)), mx.ones((4, 32), mx.int8), mx.ones((9,))",
+        ["int8_matmul", "row_scale"],
+    ),
     "dequantize/scale_length": (
         "lambda w, s: bx.dequantize(w, s)",
         "W4x32, mx.ones((4,))",

@@ -19,10 +19,12 @@ from ._ext import (  # noqa: E402
     bitlinear,
     dense_matmul,
     dequantize,
+    int8_matmul,
     ternary_matmul,
     unpack,
 )
 from ._ops import fake_quantize, pack  # noqa: E402
+from .reference import int8_quantize_rows  # noqa: E402  (pure MLX, run once at load time)
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,8 @@ __all__ = [
     "dense_matmul",
     "dequantize",
     "fake_quantize",
+    "int8_matmul",
+    "int8_quantize_rows",
     "nn",
     "pack",
     "reference",

@@ -32,7 +32,11 @@ The float output head (a tied ``embed_tokens.as_linear`` or an untied float
 :func:`bitnet_ext.dense_matmul` (bf16/f16/f32 weights read as stored, float32
 accumulation; MLX's own matmul on GPUs). ``activation_bits=8`` selects the
 BitNet b1.58 int8 activation path (:func:`bitnet_ext.bitlinear`) for every
-layer instead of mlx-lm's float activations.
+layer instead of mlx-lm's float activations. ``head_bits=8`` (opt-in, CPU
+only) quantizes the output head once, per row, to int8
+(:func:`bitnet_ext.int8_quantize_rows`) and runs it on
+:func:`bitnet_ext.int8_matmul`: half the bytes of a bf16 head per token, at
+the cost of int8 rounding of the head's weights and inputs.
 
 On the CPU, the attention of mlx-lm's ``bitnet`` model runs on
 :func:`bitnet_ext.dense_matmul` as well (MLX's CPU attention multiplies with
@@ -61,8 +65,18 @@ from . import _ext
 from ._cpu_attention import install_for_mlx_lm_bitnet
 from .convert import QUANT_METHOD, _read_header, _short, from_hf_bitnet
 from .nn import BitLinear, _check_activation_bits, _check_module, _check_packed_weight
+from .reference import int8_quantize_rows
 
-__all__ = ["DenseEmbedding", "DenseLinear", "TransformersRoundingBitLinear", "patch_model", "load", "load_model"]
+__all__ = [
+    "DenseEmbedding",
+    "DenseLinear",
+    "Int8HeadEmbedding",
+    "Int8HeadLinear",
+    "TransformersRoundingBitLinear",
+    "patch_model",
+    "load",
+    "load_model",
+]
 
 
 def _mlx_lm() -> Tuple[Any, Any]:
@@ -116,6 +130,53 @@ def _dense_head(m: nn.Module) -> Optional[nn.Module]:
     return new
 
 
+class Int8HeadLinear(nn.Module):
+    """An untied float output head as per-row int8 (``head_bits=8``), run on :func:`bitnet_ext.int8_matmul`.
+
+    ``weight`` is int8 (N, K) and ``row_scale`` float32 (N,), from
+    :func:`bitnet_ext.int8_quantize_rows`; the float weight is dropped.
+    """
+
+    def __init__(self, weight: mx.array, bias: Optional[mx.array] = None) -> None:
+        super().__init__()
+        self.weight, self.row_scale = int8_quantize_rows(weight)
+        if bias is not None:
+            self.bias = bias
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = _ext.int8_matmul(x, self.weight, self.row_scale)
+        return y + self.bias if "bias" in self else y
+
+
+class Int8HeadEmbedding(DenseEmbedding):
+    """A tied embedding (``head_bits=8``): the float table for the lookup, a per-row int8 copy for ``as_linear``."""
+
+    def __init__(self, weight: mx.array) -> None:
+        super().__init__(*weight.shape)
+        self.weight = weight
+        self.head_weight, self.head_row_scale = int8_quantize_rows(weight)
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return _ext.int8_matmul(x, self.head_weight, self.head_row_scale)
+
+
+def _int8_head(m: nn.Module, path: str, tied: bool) -> Optional[nn.Module]:
+    """The output head of the model as its int8 twin; anything else (or an int8 head already): None."""
+    if type(m) in (nn.Linear, DenseLinear) and path.split(".")[-1] == "lm_head":
+        return Int8HeadLinear(m.weight, m["bias"] if "bias" in m else None)
+    if tied and type(m) in (nn.Embedding, DenseEmbedding):
+        return Int8HeadEmbedding(m.weight)
+    return None
+
+
+def _check_head_bits(where: str, head_bits: object) -> None:
+    if head_bits not in (None, 8):
+        raise ValueError(
+            f"{where}: head_bits must be None (the float head) or 8 (per-row int8 head weights, "
+            f"bitnet_ext.int8_matmul), got {head_bits!r}"
+        )
+
+
 class TransformersRoundingBitLinear(BitLinear):
     """:class:`bitnet_ext.nn.BitLinear` whose int8 activations round as transformers' BitNet does.
 
@@ -155,7 +216,11 @@ def _convert_layer(m: nn.Module, activation_bits: Optional[int] = None) -> BitLi
 
 
 def patch_model(
-    model: nn.Module, *, activation_bits: Optional[int] = None, activation_rounding: str = "divide"
+    model: nn.Module,
+    *,
+    activation_bits: Optional[int] = None,
+    activation_rounding: str = "divide",
+    head_bits: Optional[int] = None,
 ) -> nn.Module:
     """Replace every mlx-lm ``BitLinear`` of ``model`` by bitnet_ext's, in place.
 
@@ -173,10 +238,16 @@ def patch_model(
     harmless. mlx-lm's ``bitnet`` model attention then runs on
     :func:`bitnet_ext.dense_matmul` too when the CPU is MLX's default device
     (see :func:`bitnet_ext._cpu_attention.install_for_mlx_lm_bitnet`).
+    ``head_bits=8`` makes the output head (an untied ``lm_head``, else the
+    tied embedding's ``as_linear``) an :class:`Int8HeadLinear` /
+    :class:`Int8HeadEmbedding`, quantized here, once (CPU only; its logits
+    differ from the float head's by the int8 rounding). An int8 head stays
+    int8 when patched again.
     """
     _check_module("patch_model", "model", model)
     _check_activation_bits("patch_model", activation_bits)
     _check_rounding("patch_model", activation_rounding)
+    _check_head_bits("patch_model", head_bits)
     _, bitlinear_layers = _mlx_lm()
     install_for_mlx_lm_bitnet()
     MlxLmBitLinear = bitlinear_layers.BitLinear
@@ -193,8 +264,14 @@ def patch_model(
                 # Same parameters, the forward of the chosen rounding.
                 m.__class__ = _ROUNDING_CLASS[activation_rounding]
             return m
+        if head_bits == 8:
+            head = _int8_head(m, path, tied)
+            if head is not None:
+                return head
         return _dense_head(m) or m
 
+    # An untied lm_head is the head; otherwise the embedding's as_linear is.
+    tied = not any(path.split(".")[-1] == "lm_head" for path, _ in model.named_modules())
     leaves = tree_map_with_path(_swap, model.leaf_modules(), is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
     return model
@@ -314,6 +391,7 @@ def load_model(
     revision: Optional[str] = None,
     activation_bits: Optional[int] = None,
     activation_rounding: str = "divide",
+    head_bits: Optional[int] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Load a BitNet model with bitnet_ext layers; returns ``(model, config)``.
 
@@ -326,11 +404,12 @@ def load_model(
     weights read from files are checked: code 3 (never written by
     :func:`bitnet_ext.pack`) raises ValueError naming the tensor; with
     ``lazy=True`` the check of a converted directory is skipped, as nothing is
-    read yet. ``activation_bits``, ``activation_rounding``: see :func:`patch_model`.
+    read yet. ``activation_bits``, ``activation_rounding``, ``head_bits``: see :func:`patch_model`.
     """
     _check_args(path_or_hf_repo, model_config=model_config)
     _check_activation_bits("load_model", activation_bits)
     _check_rounding("load_model", activation_rounding)
+    _check_head_bits("load_model", head_bits)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     config = utils.load_config(model_path)
@@ -361,7 +440,7 @@ def load_model(
             f"bitnet_ext.mlx_lm.load: {model_path} is not a BitNet model (quantization_config.quant_method is "
             f"{method!r}; expected 'bitnet' or '{QUANT_METHOD}'). Use mlx_lm.load for other models."
         )
-    patch_model(model, activation_bits=activation_bits, activation_rounding=activation_rounding)
+    patch_model(model, activation_bits=activation_bits, activation_rounding=activation_rounding, head_bits=head_bits)
     if not lazy:
         mx.eval(model.parameters())
         if method == QUANT_METHOD:  # (the "bitnet" layout was checked while patch_model converted it)
@@ -379,13 +458,15 @@ def load(
     revision: Optional[str] = None,
     activation_bits: Optional[int] = None,
     activation_rounding: str = "divide",
+    head_bits: Optional[int] = None,
 ) -> Union[Tuple[nn.Module, Any], Tuple[nn.Module, Any, Dict[str, Any]]]:
     """Like ``mlx_lm.load`` for BitNet models: ``(model, tokenizer[, config])`` with bitnet_ext layers.
 
     The model then works with ``mlx_lm.generate``, ``mlx_lm.stream_generate``,
     prompt caches and batching, on any device MLX supports. ``activation_bits=8``
     runs every ternary layer with BitNet b1.58 int8 activations, and
-    ``activation_rounding="transformers"`` rounds them as transformers does (see :func:`patch_model`).
+    ``activation_rounding="transformers"`` rounds them as transformers does, and ``head_bits=8``
+    runs the output head on per-row int8 weights (see :func:`patch_model`).
     """
     _check_args(path_or_hf_repo, tokenizer_config=tokenizer_config, model_config=model_config)
     utils, _ = _mlx_lm()
@@ -396,6 +477,7 @@ def load(
         model_config=model_config,
         activation_bits=activation_bits,
         activation_rounding=activation_rounding,
+        head_bits=head_bits,
     )
     tokenizer = utils.load_tokenizer(model_path, tokenizer_config, eos_token_ids=config.get("eos_token_id", None))
     return (model, tokenizer, config) if return_config else (model, tokenizer)

@@ -34,6 +34,8 @@ __all__ = [
     "absmax_quantize",
     "bitlinear",
     "fake_quantize",
+    "int8_quantize_rows",
+    "int8_matmul",
 ]
 
 _SHIFTS = mx.arange(0, 32, 2, dtype=mx.uint32)  # bit offset of code j in a word
@@ -42,6 +44,9 @@ _SHIFTS = mx.arange(0, 32, 2, dtype=mx.uint32)  # bit offset of code j in a word
 # many int8 x ternary products has |partial sum| <= 128 * 2^16 = 2^23, so a
 # float32 matmul over one chunk is exact whatever its summation order.
 _EXACT_CHUNK = 1 << 16
+# The same for int8 x int8 products (|xq| <= 128, |wq| <= 127): 1024 of them
+# sum to at most 128 * 127 * 1024 < 2^24.
+_EXACT_CHUNK_INT8 = 1024
 
 # A scale is a Python float or an array of shape (), (1,) or (N,).
 Scale = Union[float, mx.array]
@@ -127,13 +132,13 @@ def absmax_quantize(x: mx.array, *, eps: float = 1e-5, rounding: str = "divide")
     return _round_clip(scaled, -128, 127), xscale
 
 
-def _int_dot(xq: mx.array, w: mx.array) -> mx.array:
+def _int_dot(xq: mx.array, w: mx.array, chunk: int = _EXACT_CHUNK) -> mx.array:
     """Exact int32 xq (..., K) @ w (N, K).T for any K (see _EXACT_CHUNK)."""
     K = xq.shape[-1]
     acc: Optional[mx.array] = None
-    for k0 in range(0, K, _EXACT_CHUNK):
-        xs = xq[..., k0 : k0 + _EXACT_CHUNK].astype(mx.float32)
-        ws = w[:, k0 : k0 + _EXACT_CHUNK].astype(mx.float32)
+    for k0 in range(0, K, chunk):
+        xs = xq[..., k0 : k0 + chunk].astype(mx.float32)
+        ws = w[:, k0 : k0 + chunk].astype(mx.float32)
         part = (xs @ ws.T).astype(mx.int32)
         acc = part if acc is None else acc + part
     assert acc is not None, "K >= 1: absmax_quantize rejects K == 0"
@@ -153,6 +158,32 @@ def bitlinear(
     y = (acc.astype(mx.float32) * xscale) * mx.array(scale).astype(mx.float32)
     if bias is not None:
         y = y + bias.astype(mx.float32)
+    return y.astype(x.dtype)
+
+
+def int8_quantize_rows(w: mx.array) -> Tuple[mx.array, mx.array]:
+    """Per-row symmetric int8 quantization of a float (N, K) -> (wq int8 (N, K), s f32 (N,)).
+
+    s[n] = max_k |w[n, k]| / 127 in float32 and wq[n, k] = clip(round_half_even(
+    w[n, k] / s[n]), -127, 127) (a true float32 division). A row of zeros has
+    s = 0 and codes 0 (0 / 0 is NaN, and a NaN quotient becomes code 0), so
+    its outputs are 0. This is also the production quantizer (run once at
+    load time); bitnet_ext.int8_quantize_rows is this function.
+    """
+    w32 = w.astype(mx.float32)
+    s = mx.max(mx.abs(w32), axis=-1, keepdims=True) / 127
+    return _round_clip(w32 / s, -127, 127), s.reshape(-1)
+
+
+def int8_matmul(x: mx.array, wq: mx.array, row_scale: mx.array) -> mx.array:
+    """The int8 head, x (..., K) -> (..., N) in x's dtype.
+
+    y = (float(acc) * xscale) * row_scale[n], in that order, in float32, where
+    acc is the exact int32 dot of absmax_quantize(x) with wq (N, K) int8.
+    """
+    xq, xscale = absmax_quantize(x)
+    acc = _int_dot(xq, wq, _EXACT_CHUNK_INT8)
+    y = (acc.astype(mx.float32) * xscale) * row_scale.astype(mx.float32)
     return y.astype(x.dtype)
 
 
