@@ -17,6 +17,7 @@
 
 #include "dense.h"
 #include "kernels.h" // num_threads()
+#include "prefetch_stream.h"
 #include "thread_pool.h"
 
 namespace bitnet_ext::cpu {
@@ -65,14 +66,6 @@ inline float to_float(F16 v) {
   return f;
 }
 
-inline void prefetch(const void* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 0);
-#else
-  (void)p;
-#endif
-}
-
 template <class Ops>
 struct DenseSimd {
   using vf = typename Ops::vf;
@@ -104,7 +97,7 @@ struct DenseSimd {
       for (int m = 0; m < MB; ++m) xv[m] = Ops::lf(x + m * ldx + k);
       for (int j = 0; j < NBr; ++j) {
         // Streamed once from DRAM at M = 1: ask for the lines ahead of use.
-        prefetch(wr[j] + k + 512 / static_cast<int>(sizeof(T)));
+        prefetch_stream(wr[j] + k + 512 / static_cast<int>(sizeof(T)));
         const vf wv = Ops::lw(wr[j] + k);
         for (int m = 0; m < MB; ++m) acc[m][j] = Ops::fmadd(xv[m], wv, acc[m][j]);
       }

@@ -16,18 +16,11 @@
 
 #include "int8_head.h"
 #include "kernels.h" // num_threads()
+#include "prefetch_stream.h"
 #include "thread_pool.h"
 
 namespace bitnet_ext::cpu {
 namespace {
-
-inline void int8_prefetch(const void* p) {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_prefetch(p, 0, 0);
-#else
-  (void)p;
-#endif
-}
 
 template <class Ops>
 struct Int8HeadSimd {
@@ -49,7 +42,7 @@ struct Int8HeadSimd {
     int64_t k = 0;
     for (; k + L <= K; k += L) {
       for (int j = 0; j < NBr; ++j) {
-        int8_prefetch(wr[j] + k + 512);
+        prefetch_stream(wr[j] + k + 512);
         acc[j] = Ops::step(acc[j], x + k, wr[j] + k);
       }
     }
