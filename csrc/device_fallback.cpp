@@ -48,13 +48,18 @@ bool has_gpu_kernels() {
 #endif
 }
 
-mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name) {
-  mx::Device requested = mx::default_device();
+mx::Device requested_device(mx::StreamOrDevice s) {
   if (auto* stream = std::get_if<mx::Stream>(&s)) {
-    requested = stream->device;
-  } else if (auto* device = std::get_if<mx::Device>(&s)) {
-    requested = *device;
+    return stream->device;
   }
+  if (auto* device = std::get_if<mx::Device>(&s)) {
+    return *device;
+  }
+  return mx::default_device();
+}
+
+mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name) {
+  const mx::Device requested = requested_device(s);
   if (requested.type == mx::Device::gpu && !has_gpu_kernels()) {
     if (!pretend_gpu_backend.load() && !mx::is_available(mx::Device(mx::Device::gpu))) {
       // What MLX's own ops do (ValueError from mx.default_stream), said plainly.

@@ -24,6 +24,10 @@ namespace mx = mlx::core;
 // Whether this build has GPU kernels for the MLX GPU backend it runs on.
 bool has_gpu_kernels();
 
+// The device a stream-or-device argument names (the default device when it
+// names none), before any fallback.
+mx::Device requested_device(mx::StreamOrDevice s);
+
 // The stream to run on (see above). Throws std::invalid_argument when the
 // request names a GPU this MLX does not have.
 mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name);

@@ -1,7 +1,5 @@
 #include "ops.h"
 
-#include <variant>
-
 #include "arg_checks.h"
 #include "device_fallback.h"
 #include "mlx/device.h"
@@ -117,20 +115,6 @@ mx::array bitlinear(
 }
 
 // ---- dense_matmul: the float head (kept apart from the ternary ops above).
-
-namespace {
-
-mx::Device requested_device(mx::StreamOrDevice sd) {
-  if (auto* stream = std::get_if<mx::Stream>(&sd)) {
-    return stream->device;
-  }
-  if (auto* device = std::get_if<mx::Device>(&sd)) {
-    return *device;
-  }
-  return mx::default_device();
-}
-
-} // namespace
 
 mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevice sd) {
   auto shape = dense_matmul_shape(x, w);
