@@ -171,6 +171,15 @@ NB_MODULE(_ext, m) {
   m.attr("MLX_BUILD_VERSION") = std::to_string(MLX_VERSION_MAJOR) + "." +
       std::to_string(MLX_VERSION_MINOR) + "." + std::to_string(MLX_VERSION_PATCH);
   m.attr("MLX_BUILD_VERSION_NUMERIC") = MLX_VERSION_NUMERIC;
+  // The MLX GPU backend this build has kernels for: "metal", "cuda" or "none"
+  // (then a GPU request falls back to the CPU, device_fallback.h).
+#if defined(BITNET_EXT_METAL)
+  m.attr("GPU_BACKEND") = "metal";
+#elif defined(BITNET_EXT_CUDA)
+  m.attr("GPU_BACKEND") = "cuda";
+#else
+  m.attr("GPU_BACKEND") = "none";
+#endif
 
   // Signatures spelled out so the generated stubs show mx types (the
   // stream and scale arguments are converted by hand, see above).

@@ -43,6 +43,11 @@ bool has_gpu_kernels() {
   // bitnet_ext.metallib is reported loudly at the first GPU eval
   // (csrc/gpu/metal/library.cpp), not hidden behind the CPU fallback.
   return mx::is_available(mx::Device(mx::Device::gpu));
+#elif defined(BITNET_EXT_CUDA)
+  // CUDA builds (cmake/cuda.cmake): our kernels serve MLX's CUDA GPU, the
+  // only GPU backend such an MLX has; without a usable NVIDIA GPU MLX itself
+  // reports none.
+  return mx::is_available(mx::Device(mx::Device::gpu));
 #else
   return false;
 #endif

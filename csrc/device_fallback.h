@@ -1,11 +1,13 @@
 // Choosing the stream an op runs on.
 //
-// The extension has kernels for the CPU everywhere and (in a Metal build) for
-// Apple GPUs. A request for a GPU gets one of three answers:
-// - this MLX has no usable GPU at all (a Linux mlx-cpu install, or a Metal
-//   build on a machine without a Metal device): ValueError, as plain MLX
+// The extension has kernels for the CPU everywhere, for Apple GPUs in a Metal
+// build and for NVIDIA GPUs in a CUDA build (one built against MLX's CUDA
+// backend). A request for a GPU gets one of three answers:
+// - this MLX has no usable GPU at all (a Linux mlx-cpu install, or a Metal or
+//   CUDA build on a machine without such a GPU): ValueError, as plain MLX
 //   raises for its own ops;
-// - this MLX has a GPU backend our build has no kernels for (e.g. CUDA): the
+// - this MLX has a GPU backend our build has no kernels for (e.g. this
+//   package built against mlx-cpu, then run with MLX's CUDA backend): the
 //   op runs on the CPU and warns, on every such call (the Python warnings
 //   filter decides what is shown; with warnings as errors every call raises);
 // - our GPU kernels serve it: the GPU stream.
@@ -39,8 +41,8 @@ mx::Stream resolve_stream(mx::StreamOrDevice s, const char* op_name);
 void set_fallback_warning_handler(std::function<void(const std::string&)> f);
 
 // Tests only: answer as if this MLX had a GPU backend that our build has no
-// kernels for (an MLX CUDA build), so that the CPU-fallback path (warning and
-// all) runs on a CPU-only machine. The ops still run on the CPU stream.
+// kernels for (e.g. a CPU-only build run with MLX's CUDA backend), so that
+// the CPU-fallback path (warning and all) runs on a CPU-only machine. The ops still run on the CPU stream.
 void pretend_gpu_backend_for_testing(bool on);
 
 } // namespace bitnet_ext

@@ -2,9 +2,10 @@
 //
 // Such a build has no GPU kernels: the ops never place a node on a GPU stream
 // (see device_fallback.h), so reaching these is a bug or a hand-built graph.
-// Metal builds (cmake/metal.cmake defines BITNET_EXT_METAL) compile this file
-// to nothing and use csrc/gpu/metal/eval_gpu_metal.cpp instead.
-#ifndef BITNET_EXT_METAL
+// Metal builds (cmake/metal.cmake defines BITNET_EXT_METAL) and CUDA builds
+// (cmake/cuda.cmake defines BITNET_EXT_CUDA) compile this file to nothing and
+// use csrc/gpu/metal/eval_gpu_metal.cpp or csrc/gpu/cuda/eval_gpu_cuda.cpp.
+#if !defined(BITNET_EXT_METAL) && !defined(BITNET_EXT_CUDA)
 
 #include <stdexcept>
 #include <string>
@@ -50,4 +51,4 @@ void AbsmaxQuantize::eval_gpu(const std::vector<mx::array>&, std::vector<mx::arr
 
 } // namespace bitnet_ext
 
-#endif // BITNET_EXT_METAL
+#endif // !BITNET_EXT_METAL && !BITNET_EXT_CUDA

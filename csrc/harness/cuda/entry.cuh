@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "msl_cuda.h"
@@ -42,6 +43,8 @@ __device__ inline A bind(const KernelArgs& a) {
   if constexpr (std::is_pointer_v<A> || std::is_reference_v<A>) {
     static_assert(kind == ParamKind::Buffer || kind == ParamKind::Threadgroup,
                   "msl_cuda: a built-in index parameter has a pointer or reference type");
+    static_assert(!(kind == ParamKind::Buffer && std::is_reference_v<A>),
+                  "msl_cuda: constants ([[buffer(i)]] references) are bound by Arg, not bind");
     void* p = kind == ParamKind::Buffer ? a.buffers[index] : bnc_threadgroup_memory + a.threadgroup_offset[index];
     if constexpr (std::is_pointer_v<A>) {
       return reinterpret_cast<A>(p);
@@ -80,13 +83,39 @@ __device__ inline A bind(const KernelArgs& a) {
   }
 }
 
+// One argument of the kernel call, alive until the call returns. A constant
+// (`constant int& n [[buffer(i)]]`, set_bytes on Metal) is copied out of
+// KernelArgs::constants[i] and the kernel gets a reference to that copy;
+// everything else is what bind() returns.
+template <class A, int Enc, bool IsConstant = ParamKind(Enc / 256) == ParamKind::Buffer && std::is_reference_v<A>>
+struct Arg {
+  __device__ explicit Arg(const KernelArgs& a) : value(bind<A, Enc>(a)) {}
+  __device__ A get() {
+    return value;
+  }
+  A value;
+};
+template <class A, int Enc>
+struct Arg<A, Enc, true> {
+  using T = std::remove_cv_t<std::remove_reference_t<A>>;
+  static_assert(sizeof(T) == 4 && std::is_trivially_copyable_v<T>, "msl_cuda: a constant must be a 4-byte scalar");
+  __device__ explicit Arg(const KernelArgs& a) {
+    const uint32_t bits = a.constants[Enc % 256];
+    memcpy(&value, &bits, 4);
+  }
+  __device__ A get() {
+    return value;
+  }
+  T value;
+};
+
 template <auto F, class Sig, int... Enc>
 struct Entry;
 template <auto F, class... A, int... Enc>
 struct Entry<F, void (*)(A...), Enc...> {
   static_assert(sizeof...(A) == sizeof...(Enc), "parameter table does not match the kernel signature");
   __device__ static void run(const KernelArgs& a) {
-    F(bind<A, Enc>(a)...);
+    F(Arg<A, Enc>(a).get()...);
   }
 };
 

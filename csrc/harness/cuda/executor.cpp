@@ -9,7 +9,7 @@
 #include <stdexcept>
 
 #include "kernel_record.h"
-#include "param_kind.h"
+#include "launch_args.h"
 #include "registry.h"
 
 namespace bnc {
@@ -49,18 +49,6 @@ class DeviceBuffer {
 bnh::ExecutedRecord g_executed;
 
 } // namespace
-
-void register_kernel(const char* name, const char* file, const void* entry, std::vector<int> params) {
-  bnh::KernelRegistry<KernelInfo>::add({name, file, entry, std::move(params)});
-}
-
-const std::vector<KernelInfo>& kernels() {
-  return bnh::KernelRegistry<KernelInfo>::all();
-}
-
-const KernelInfo* find_kernel(const std::string& name) {
-  return bnh::KernelRegistry<KernelInfo>::find(name);
-}
 
 std::vector<std::string> executed_kernels() {
   return g_executed.list();
@@ -109,71 +97,24 @@ KernelTimes execute_plan(
     size_t shared;
   };
   std::vector<Prepared> launches;
-  std::vector<std::unique_ptr<DeviceBuffer>> consts; // constants and mem_flags-check scratch
+  std::vector<std::unique_ptr<DeviceBuffer>> scratch; // the mem_flags check's
   for (const auto& k : plan.kernels) {
     const KernelInfo* info = find_kernel(k.name);
     if (!info) {
       throw std::runtime_error("bnc: no kernel named '" + k.name + "' in kernels/ (not instantiated?)");
     }
-    const std::string where = "bnc: plan for " + k.name + ": ";
-    const uint64_t threads = uint64_t(k.group.x) * k.group.y * k.group.z;
-    if (threads == 0 || threads > 1024 || threads % 32 != 0) {
-      // Simdgroups map to warps one to one only for whole simdgroups.
-      throw std::runtime_error(where + "threads per threadgroup must be a multiple of 32 in 32..1024, got " +
-                               std::to_string(threads));
-    }
-    Prepared p{info, dim3(k.grid.x, k.grid.y, k.grid.z), dim3(k.group.x, k.group.y, k.group.z), {}, 0};
-    std::vector<bool> bound(kMaxBuffers, false), tg_bound(kMaxThreadgroup, false);
-    auto bind = [&](int slot, void* ptr, const std::string& what) {
-      if (slot < 0 || slot >= kMaxBuffers) {
-        throw std::runtime_error(where + "bad slot for " + what);
-      }
-      if (bound[slot]) {
-        throw std::runtime_error(where + "buffer(" + std::to_string(slot) + ") bound twice");
-      }
-      bound[slot] = true;
-      p.args.buffers[slot] = ptr;
+    auto pointer_of = [&](ArgKind kind, int index) -> void* {
+      const auto& list = kind == ArgKind::Input ? in : kind == ArgKind::Output ? out : tmp;
+      return index >= 0 && size_t(index) < list.size() ? list[index]->get() : nullptr;
     };
-    for (const auto& b : k.buffers) {
-      auto& list = b.kind == ArgKind::Input ? in : b.kind == ArgKind::Output ? out : tmp;
-      if (b.index < 0 || size_t(b.index) >= list.size()) {
-        throw std::runtime_error(where + "binds a missing array at buffer(" + std::to_string(b.slot) + ")");
-      }
-      bind(b.slot, list[b.index]->get(), "an array");
-    }
-    for (const auto& c : k.constants) {
-      consts.push_back(std::make_unique<DeviceBuffer>(4));
-      const void* src = c.type == Constant::Type::Int32 ? static_cast<const void*>(&c.i32) : &c.f32;
-      check(cudaMemcpy(consts.back()->get(), src, 4, cudaMemcpyHostToDevice), "copy of a constant");
-      bind(c.slot, consts.back()->get(), "constant " + c.name);
-    }
-    for (const auto& t : k.threadgroup_memory) {
-      if (t.slot < 0 || t.slot >= kMaxThreadgroup) {
-        throw std::runtime_error(where + "bad threadgroup memory slot " + std::to_string(t.slot));
-      }
-      tg_bound[t.slot] = true;
-      p.args.threadgroup_offset[t.slot] = uint32_t(p.shared);
-      p.shared += (t.bytes + 15) / 16 * 16;
-    }
-    if (p.shared > kAppleThreadgroupMemory) {
-      throw std::runtime_error(where + "asks for " + std::to_string(p.shared) +
-                               " bytes of threadgroup memory; Apple GPUs allow 32768");
-    }
-    for (int e : info->params) {
-      const auto kind = bnh::ParamKind(e / 256);
-      const int index = e % 256;
-      if (kind == bnh::ParamKind::Buffer && !bound[index]) {
-        throw std::runtime_error(where + "[[buffer(" + std::to_string(index) + ")]] is not bound");
-      }
-      if (kind == bnh::ParamKind::Threadgroup && !tg_bound[index]) {
-        throw std::runtime_error(where + "[[threadgroup(" + std::to_string(index) + ")]] has no memory");
-      }
-    }
+    PackedLaunch packed = pack_launch(k, *info, pointer_of, kAppleThreadgroupMemory, "Apple GPUs");
+    Prepared p{info, dim3(k.grid.x, k.grid.y, k.grid.z), dim3(k.group.x, k.group.y, k.group.z), packed.args,
+               packed.shared_bytes};
     // Scratch for the debug build's mem_flags check (unused otherwise; cheap).
     if (p.shared > 0) {
       const uint64_t blocks = uint64_t(k.grid.x) * k.grid.y * k.grid.z;
-      consts.push_back(std::make_unique<DeviceBuffer>(blocks * p.shared));
-      p.args.threadgroup_snapshot = static_cast<unsigned char*>(consts.back()->get());
+      scratch.push_back(std::make_unique<DeviceBuffer>(blocks * p.shared));
+      p.args.threadgroup_snapshot = static_cast<unsigned char*>(scratch.back()->get());
       p.args.threadgroup_bytes = uint32_t(p.shared);
     }
     launches.push_back(p);

@@ -1,8 +1,8 @@
 // Executes a backend-neutral LaunchPlan (csrc/gpu/launch_plan.h) on an NVIDIA
 // GPU through the CUDA target of the shader harness, the way the Metal
 // eval_gpu does on an Apple GPU: one launch per KernelLaunch, in order, on one
-// stream, with the plan's grid, threadgroup size, bindings, constants (4-byte
-// device buffers, as set_bytes) and threadgroup memory.
+// stream, with the plan's grid, threadgroup size, bindings, constants (in the
+// argument block, launch_args.h) and threadgroup memory.
 #pragma once
 
 #include <string>

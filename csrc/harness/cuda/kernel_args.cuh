@@ -5,8 +5,8 @@
 // BufferBinding / Constant slots mean the same thing to both.
 //
 // Read constants only through constant_i32 / constant_f32: how a 4-byte
-// constant travels (today: a 4-byte device buffer at buffers[slot], as
-// Metal's set_bytes) is the executor's business and may change.
+// constant travels (today: its bits in KernelArgs::constants[slot], inside
+// the kernel's parameter block) is the executor's business and may change.
 #pragma once
 
 #include <cstdint>
@@ -21,11 +21,11 @@ __device__ inline T* buffer(const KernelArgs& a, int slot) {
 }
 
 __device__ inline int32_t constant_i32(const KernelArgs& a, int slot) {
-  return *static_cast<const int32_t*>(a.buffers[slot]);
+  return static_cast<int32_t>(a.constants[slot]);
 }
 
 __device__ inline float constant_f32(const KernelArgs& a, int slot) {
-  return *static_cast<const float*>(a.buffers[slot]);
+  return __uint_as_float(a.constants[slot]);
 }
 
 } // namespace bnc

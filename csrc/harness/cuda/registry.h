@@ -13,12 +13,15 @@ namespace bnc {
 constexpr int kMaxBuffers = 31;   // Metal's [[buffer(0..30)]]
 constexpr int kMaxThreadgroup = 8; // [[threadgroup(0..7)]]
 
-// Passed by value to the __global__ entry: buffers[i] binds [[buffer(i)]]
-// (device pointers; constants too: 4-byte device buffers, as set_bytes),
-// [[threadgroup(i)]] starts threadgroup_offset[i] bytes into the block's
-// dynamic shared memory.
+// Passed by value to the __global__ entry: buffers[i] binds an array at
+// [[buffer(i)]] (a device pointer), constants[i] the 4-byte constant Metal
+// would set with set_bytes at [[buffer(i)]] (int32 or float32 bits; carried
+// in the argument block itself, so a launch needs no device memory for its
+// constants, which matters inside a CUDA graph), [[threadgroup(i)]] starts
+// threadgroup_offset[i] bytes into the block's dynamic shared memory.
 struct KernelArgs {
   void* buffers[kMaxBuffers];
+  uint32_t constants[kMaxBuffers];
   uint32_t threadgroup_offset[kMaxThreadgroup];
   // Debug build only (BNC_CHECK_MEM_FLAGS): threadgroup_bytes per block of
   // global scratch for the mem_flags check (msl_cuda.h's bnc_check).
