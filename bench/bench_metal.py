@@ -46,7 +46,6 @@ import math
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +53,12 @@ import warnings
 from dataclasses import asdict, dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from _gpu_timing import copies as _copies  # noqa: E402
+from _gpu_timing import rel_err as _rel_err  # noqa: E402
+from _gpu_timing import time_batched, time_latency  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Memory bandwidth of Apple Silicon chips, GB/s, as Apple published it (press
@@ -286,77 +291,8 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _summary(per_call_s: list[float]) -> dict:
-    ts = sorted(per_call_s)
-    return {
-        "median_ms": statistics.median(ts) * 1e3,
-        "min_ms": ts[0] * 1e3,
-        "max_ms": ts[-1] * 1e3,
-        "raw_ms": [t * 1e3 for t in per_call_s],
-    }
-
-
-def time_batched(call, arg_sets, reps: int, warmup: int = 2) -> dict:
-    """Median over `reps` of (time to evaluate every call(*args) in one mx.eval) / len(arg_sets)."""
-    import mlx.core as mx
-
-    for _ in range(warmup):
-        mx.eval([call(*a) for a in arg_sets])
-    per_call = []
-    for _ in range(reps):
-        mx.synchronize()
-        t0 = time.perf_counter()
-        outs = [call(*a) for a in arg_sets]
-        mx.eval(outs)
-        per_call.append((time.perf_counter() - t0) / len(arg_sets))
-        del outs
-    out = _summary(per_call)
-    out["calls_per_eval"] = len(arg_sets)
-    return out
-
-
-def time_latency(call, arg_sets, reps: int, warmup: int = 3) -> dict:
-    """Median time of one call evaluated on its own (rotating through arg_sets)."""
-    import mlx.core as mx
-
-    for i in range(warmup):
-        mx.eval(call(*arg_sets[i % len(arg_sets)]))
-    per_call = []
-    n = max(reps, len(arg_sets))
-    for i in range(n):
-        a = arg_sets[i % len(arg_sets)]
-        mx.synchronize()
-        t0 = time.perf_counter()
-        mx.eval(call(*a))
-        per_call.append(time.perf_counter() - t0)
-    out = _summary(per_call)
-    out["calls_per_eval"] = 1
-    return out
-
-
 # ---------------------------------------------------------------------------
 # One case
-
-
-def _copies(a, n: int):
-    """n arrays equal to a, each in its own buffer."""
-    import mlx.core as mx
-
-    outs = []
-    for _ in range(n):
-        c = mx.bitwise_or(a, mx.array(0, a.dtype)) if mx.issubdtype(a.dtype, mx.integer) else a + mx.array(0, a.dtype)
-        mx.eval(c)
-        outs.append(c)
-    return outs
-
-
-def _rel_err(y, r) -> float:
-    import mlx.core as mx
-
-    y32 = y.astype(mx.float32)
-    r32 = r.astype(mx.float32)
-    den = mx.max(mx.abs(r32)).item() or 1.0
-    return mx.max(mx.abs(y32 - r32)).item() / den
 
 
 def run_shape(shape_key, N, K, Ms, methods, dtype, args, results, checks):

@@ -11,9 +11,11 @@ this directory on sys.path; there is no tests/__init__.py).
 import io
 import math
 import os
+import platform
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import mlx.core as mx
 import numpy as np
@@ -269,3 +271,52 @@ def check_bitlinear(x, wq, scale, bias=None, what="bitlinear", **kw):
     y = bx.bitlinear(x, wq, scale, bias=bias, **kw)
     assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), what)
     return y
+
+# ---------------------------------------------------------------------------
+# GPUs: which one, if any, this build's kernels serve (tests/test_gpu.py,
+# tests/test_metal_gpu.py)
+
+
+def gpu_info():
+    """MLX's description of the GPU, or {} when MLX has no usable Metal device."""
+    try:
+        if not mx.metal.is_available():
+            return {}
+        if hasattr(mx, "device_info"):
+            return dict(mx.device_info(mx.gpu))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(mx.metal.device_info())
+    except Exception:  # no Metal device (headless / virtualized macOS)
+        return {}
+
+
+def real_apple_gpu_reason():
+    """None when this machine has a real Apple GPU, else why not."""
+    if platform.system() != "Darwin":
+        return f"no Metal on {platform.system()} (the Metal kernels run on Apple GPUs only)"
+    if not mx.metal.is_available():
+        return "this MLX build has no Metal backend"
+    info = gpu_info()
+    arch = str(info.get("architecture", ""))
+    name = str(info.get("device_name", ""))
+    if not arch.startswith("applegpu_g"):
+        return f"the Metal device is not a real Apple GPU (architecture {arch!r}, name {name!r})"
+    if "paravirtual" in name.lower():
+        return f"the Metal device is a paravirtual GPU ({name!r}), e.g. a GitHub-hosted runner"
+    return None
+
+
+
+def gpu_kernels_reason():
+    """None when this build of bitnet_ext has GPU kernels for a GPU that this
+    machine has (a real Apple GPU in a Metal build, an NVIDIA GPU in a CUDA
+    build), else why not."""
+    backend = getattr(bx._ext, "GPU_BACKEND", "none")
+    if backend == "metal":
+        return real_apple_gpu_reason()
+    if backend == "cuda":
+        if not (hasattr(mx, "cuda") and mx.cuda.is_available()):
+            return "this is a CUDA build of bitnet_ext, but MLX finds no usable NVIDIA GPU"
+        return None
+    return "this build of bitnet_ext has no GPU kernels (it was built against an MLX without a GPU backend)"
