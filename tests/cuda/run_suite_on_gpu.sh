@@ -39,9 +39,22 @@ eval "$(bash .cuda-bundle/install.sh)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$LOGS/gpu.txt" 2>&1
 
 start=$(date +%s)
-CMAKE_BUILD_PARALLEL_LEVEL=$jobs python3 -m pip install --no-build-isolation --no-deps --no-index -v . \
-  -Cbuild-dir=build/cuda-pkg > "$LOGS/build.log" 2>&1
+# cuDNN (which MLX's CMake config asks for) is found by the build itself
+# (cmake/cudnn_paths.cmake); the second try names it, as ../shared/cuda/README.md does.
+pip_install() {
+  CMAKE_BUILD_PARALLEL_LEVEL=$jobs python3 -m pip install --no-build-isolation --no-deps --no-index -v . \
+    -Cbuild-dir=build/cuda-pkg "$@" >> "$LOGS/build.log" 2>&1
+}
+nv=/opt/mlx-cuda/site/nvidia
+pip_install || { echo "retrying with explicit cuDNN paths" >> "$LOGS/build.log";
+  pip_install -Ccmake.define.CUDNN_INCLUDE_PATH=$nv/cudnn/include -Ccmake.define.CUDNN_LIBRARY_PATH=$nv/cudnn/lib; }
 echo "build_rc=$? seconds=$(( $(date +%s) - start ))" >> "$LOGS/build.log"
+# The CUDA target of the shader harness (shares entry.cuh, registry and launch_args with the package),
+# built meanwhile for its tests below.
+( cmake -S csrc/harness/cuda -B build/cuda -DPython_EXECUTABLE="$(command -v python3)" > "$LOGS/harness_build.log" 2>&1 &&
+  cmake --build build/cuda -j"$jobs" >> "$LOGS/harness_build.log" 2>&1
+  echo "harness_build_rc=$?" >> "$LOGS/harness_build.log" ) &
+harness_build=$!
 grep -E "bitnet_ext:|build_rc" "$LOGS/build.log"
 ( cd /tmp && python3 -c 'import mlx.core as mx, bitnet_ext as bx; print("mlx", mx.__version__, "default", mx.default_device(), "GPU_BACKEND", bx._ext.GPU_BACKEND)' ) \
   > "$LOGS/import.log" 2>&1
@@ -53,9 +66,14 @@ BITNET_EXT_REQUIRE_GPU=1 timeout 300 python3 -m pytest tests/test_gpu.py -q -rs 
 echo "pytest_rc=$?" >> "$LOGS/pytest_gpu.log"
 tail -n 3 "$LOGS/pytest_gpu.log"
 
-# 2. the whole suite with the GPU as default device, four groups of files at once
-mapfile -t files < <(ls tests/test_*.py)
-groups=4
+# 2. the whole suite with the GPU as default device, in groups of files at once;
+#    beside it, the shader harness's GPU tests (tests/test_metal_on_cuda.py)
+wait $harness_build
+( BITNET_METAL_CUDA_DIR=$PWD/build/cuda timeout 300 python3 -m pytest tests/test_metal_on_cuda.py --noconftest \
+    -p no:cacheprovider -q --junitxml="$LOGS/harness.xml" > "$LOGS/pytest_harness.log" 2>&1
+  echo "pytest_rc=$?" >> "$LOGS/pytest_harness.log" ) &
+mapfile -t files < <(ls tests/test_*.py | grep -v test_metal_on_cuda)
+groups=${SUITE_GROUPS:-8}
 for g in $(seq 0 $((groups - 1))); do
   mine=()
   for i in "${!files[@]}"; do
@@ -66,7 +84,7 @@ for g in $(seq 0 $((groups - 1))); do
     echo "pytest_rc=$?" >> "$LOGS/pytest_suite_$g.log" ) &
 done
 wait
-tail -q -n 2 "$LOGS"/pytest_suite_*.log
+tail -q -n 2 "$LOGS"/pytest_suite_*.log "$LOGS"/pytest_harness.log
 
 # 3. the benchmark
 if [ "${BENCH:-0}" != "0" ]; then

@@ -22,7 +22,7 @@ def main():
     s["build_seconds"] = rc(build, "seconds")
     s["cuda_detected"] = "MLX has a CUDA backend" in build
     s["gpu_tests"] = junit(logs / "gpu.xml", logs / "pytest_gpu.log")
-    groups = sorted(logs.glob("suite_*.xml")) or sorted(logs.glob("pytest_suite_*.log"))
+    groups = sorted(logs.glob("pytest_suite_*.log"))
     suite = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0, "failed": [], "rc": []}
     for g in range(len(groups)):
         part = junit(logs / f"suite_{g}.xml", logs / f"pytest_suite_{g}.log")
@@ -31,11 +31,13 @@ def main():
         suite["failed"] += part.get("failed", [])
         suite["rc"].append(part.get("rc"))
     s["suite_gpu_default"] = suite
+    s["harness_build_rc"] = rc(read(logs / "harness_build.log"), "harness_build_rc")
+    s["harness_tests"] = junit(logs / "harness.xml", logs / "pytest_harness.log")
     bench = read(logs / "bench.log")
     if bench:
         s["bench_rc"] = rc(bench, "bench_rc")
     ok = (s["build_rc"] == 0 and s["cuda_detected"] and s["gpu_tests"].get("rc") == 0
-          and suite["rc"] and all(r == 0 for r in suite["rc"]))
+          and suite["rc"] and all(r == 0 for r in suite["rc"]) and s["harness_tests"].get("rc") == 0)
     s["ok"] = bool(ok)
     print(json.dumps(s, indent=2))
     return 0 if ok else 1
