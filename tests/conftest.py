@@ -17,13 +17,19 @@ import sys
 import textwrap
 import warnings
 
-import mlx.core as mx
-import numpy as np
-import pytest
-from hypothesis import HealthCheck, settings
+# The reference's float32 matmuls must be float32: MLX's CUDA (and Metal)
+# backends may compute them in TF32 unless told otherwise. Read by MLX at its
+# first matmul, so set before any test runs (and inherited by run_python's
+# child interpreters).
+os.environ.setdefault("MLX_ENABLE_TF32", "0")
 
-import bitnet_ext as bx
-from bitnet_ext import reference as ref
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+import bitnet_ext as bx  # noqa: E402
+from bitnet_ext import reference as ref  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # pytest / hypothesis configuration (pyproject.toml is not ours to edit).
@@ -320,3 +326,16 @@ def gpu_kernels_reason():
             return "this is a CUDA build of bitnet_ext, but MLX finds no usable NVIDIA GPU"
         return None
     return "this build of bitnet_ext has no GPU kernels (it was built against an MLX without a GPU backend)"
+
+
+@pytest.fixture
+def cpu_device(monkeypatch):
+    """MLX's default device is the CPU for this test (and for run_python's
+    children): for features that exist only on the CPU (int8_matmul,
+    rounding="transformers"), which raise on a GPU stream, when the suite runs
+    with the GPU as default device."""
+    monkeypatch.setenv("BITNET_EXT_TEST_DEVICE", "cpu")
+    previous = mx.default_device()
+    mx.set_default_device(mx.cpu)
+    yield
+    mx.set_default_device(previous)

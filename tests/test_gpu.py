@@ -364,11 +364,19 @@ def _tiny_checkpoint(path):
 
 @pytest.mark.parametrize("activation_bits", grid([None, 8]), ids=lambda b: f"a{b}")
 def test_mlx_lm_tiny_model_gpu(gpu, tmp_path, activation_bits):
-    """A tiny random BitNet through bitnet_ext.mlx_lm: logits on the GPU as on
-    the CPU (float attention and norms differ by rounding only), no fallback."""
+    """A tiny random BitNet through bitnet_ext.mlx_lm on the GPU, no fallback.
+    Float activations: logits as on the CPU within rounding (float attention
+    and norms differ in summation order). Int8 activations: bit for bit the
+    same model with every layer on the pure-MLX reference of the int8 forward,
+    on the same GPU (a rounding flip of one activation code would move the
+    logits by more than any float tolerance, so the CPU is no oracle there)."""
     pytest.importorskip("mlx_lm")
     pytest.importorskip("transformers", reason="transformers is needed for mlx-lm's tokenizer")
+    import mlx.nn as nn
+    from mlx.utils import tree_map_with_path
+
     from bitnet_ext import mlx_lm as bx_mlx_lm
+    from bitnet_ext.nn import BitLinear
 
     path, cfg = _tiny_checkpoint(tmp_path / "tiny")
     model, _ = bx_mlx_lm.load(str(path), activation_bits=activation_bits)
@@ -378,9 +386,28 @@ def test_mlx_lm_tiny_model_gpu(gpu, tmp_path, activation_bits):
         with mx.stream(mx.gpu):
             on = model(t).astype(mx.float32)
             mx.eval(on)
-    with mx.stream(mx.cpu):
-        off = model(t).astype(mx.float32)
-        mx.eval(off)
-    scale = mx.abs(off).max().item()
-    err = mx.abs(on - off).max().item()
-    assert err <= 2**-6 * scale, f"GPU vs CPU logits: max |diff| {err:.3e}, max |logit| {scale:.3e}"
+    if activation_bits is None:
+        with mx.stream(mx.cpu):
+            off = model(t).astype(mx.float32)
+            mx.eval(off)
+        scale = mx.abs(off).max().item()
+        err = mx.abs(on - off).max().item()
+        assert err <= 2**-6 * scale, f"GPU vs CPU logits: max |diff| {err:.3e}, max |logit| {scale:.3e}"
+        return
+
+    class RefLayer(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def __call__(self, x):
+            return ref.bitlinear(x, self.m.weight, self.m.scale, self.m.get("bias"))
+
+    ref_model, _ = bx_mlx_lm.load(str(path))
+    ref_model.update_modules(tree_map_with_path(
+        lambda p, m: RefLayer(m) if isinstance(m, BitLinear) else m, ref_model.leaf_modules(),
+        is_leaf=nn.Module.is_module))
+    with mx.stream(mx.gpu):
+        want = ref_model(t).astype(mx.float32)
+        mx.eval(want)
+    assert mx.array_equal(on, want).item(), "int8 model on the GPU differs from its reference layers"

@@ -12,6 +12,9 @@ import bitnet_ext as bx
 from bitnet_ext import reference as ref
 from conftest import DTYPE_NAME, dtype_params, randn, shape_id, to_np
 
+# int8_matmul runs on the CPU only: these tests run with the CPU as default device.
+pytestmark = pytest.mark.usefixtures("cpu_device")
+
 # (M, N, K): M = 1 (GEMV), N tails of the 8-row step and of the 16-row
 # thread grain, K tails of every vector width (16 AVX2, 32 AVX-512, 64 VNNI),
 # K = 1, the 2B-4T head's K, several rows of x.

@@ -426,7 +426,7 @@ def test_activation_bits_checked():
         bx_mlx_lm.patch_model(model, activation_bits=4)
 
 
-def test_activation_rounding_option():
+def test_activation_rounding_option(cpu_device):
     model, _ = make_models(seed=25)
     with pytest.raises(ValueError, match="activation_rounding must be 'divide'"):
         bx_mlx_lm.patch_model(model, activation_rounding="torch")

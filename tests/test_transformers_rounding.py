@@ -13,6 +13,9 @@ import bitnet_ext as bx
 from bitnet_ext import reference as ref
 from conftest import assert_equal, make_scale, make_weights, randn, run_python
 
+# rounding="transformers" runs on the CPU only: these tests run with the CPU as default device.
+pytestmark = pytest.mark.usefixtures("cpu_device")
+
 
 def differing_rows(n=8192, K=256, seed=0):
     """Random rows on which the two roundings give different codes somewhere (both are then tested)."""

@@ -1,7 +1,9 @@
-"""Self-check: every op against bitnet_ext.reference on one device.
+"""Self-check: every op on one device against bitnet_ext.reference on the CPU.
 
 Used by ``python -m bitnet_ext`` so a user can tell in seconds whether the
-installed build computes the right thing on their machine.
+installed build computes the right thing on their machine. The reference runs
+on the CPU whatever the device checked: its float32 matmuls must be float32
+(MLX's CUDA backend computes float32 matmuls in TF32 by default).
 """
 
 from dataclasses import dataclass
@@ -91,11 +93,13 @@ def run_self_check(
     device: Union[mx.Device, mx.Stream], progress: Callable[[str], None] = lambda s: None
 ) -> List[CheckResult]:
     results = []
-    for name, check in _cases(device):
-        try:
-            passed, detail = check()
-        except Exception as error:  # report, don't stop: the user wants the full picture
-            passed, detail = False, f"{type(error).__name__}: {error}"
-        results.append(CheckResult(name, bool(passed), detail))
-        progress(f"  {'ok  ' if passed else 'FAIL'} {name:28s} {detail}")
+    # Our ops name `device`; everything else (inputs, the reference) runs on the CPU.
+    with mx.stream(mx.cpu):
+        for name, check in _cases(device):
+            try:
+                passed, detail = check()
+            except Exception as error:  # report, don't stop: the user wants the full picture
+                passed, detail = False, f"{type(error).__name__}: {error}"
+            results.append(CheckResult(name, bool(passed), detail))
+            progress(f"  {'ok  ' if passed else 'FAIL'} {name:28s} {detail}")
     return results

@@ -14,6 +14,7 @@
 #
 #   device tool, carry [".cuda-bundle"]:  bash tests/cuda/run_suite_on_gpu.sh
 #   with the benchmark:                   BENCH=1 bash tests/cuda/run_suite_on_gpu.sh
+#   (BENCH_ARGS="--quick" for a short one, BENCH_TIMEOUT=seconds, SUITE_TIMEOUT=seconds per group)
 #   (bundle: ../shared/tools/mlx_cuda_bundle.sh .cuda-bundle, see ../shared/cuda/README.md)
 #
 # Exit status: 0 when the build and every test passed.
@@ -88,8 +89,9 @@ tail -q -n 2 "$LOGS"/pytest_suite_*.log "$LOGS"/pytest_harness.log
 
 # 3. the benchmark
 if [ "${BENCH:-0}" != "0" ]; then
+  # shellcheck disable=SC2086  # BENCH_ARGS: extra options, word-split on purpose (e.g. "--quick")
   timeout "${BENCH_TIMEOUT:-300}" python3 bench/bench_cuda.py --json "$LOGS/bench_cuda.json" --md "$LOGS/bench_cuda.md" \
-    > "$LOGS/bench.log" 2>&1
+    ${BENCH_ARGS:-} > "$LOGS/bench.log" 2>&1
   echo "bench_rc=$?" >> "$LOGS/bench.log"
   tail -n 40 "$LOGS/bench.log"
 fi
