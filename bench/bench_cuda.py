@@ -136,7 +136,7 @@ def copy_bandwidth(reps: int = 10) -> dict:
 
 
 def _layer_calls(N, K, codes_np, methods):
-    """{method: (call(x, w), weight array)} for one (N, K)."""
+    """{method: (call(x, w), weight array, float weights it stands for)} for one (N, K)."""
     import mlx.core as mx
 
     import bitnet_ext as bx
@@ -149,22 +149,25 @@ def _layer_calls(N, K, codes_np, methods):
     mx.eval(wq, W)
     calls = {}
     if "ternary_matmul" in methods:
-        calls["ternary_matmul"] = (lambda x, w: bx.ternary_matmul(x, w, s32, stream=mx.gpu), wq)
+        calls["ternary_matmul"] = (lambda x, w: bx.ternary_matmul(x, w, s32, stream=mx.gpu), wq, W)
     if "bitlinear" in methods:
-        calls["bitlinear"] = (lambda x, w: bx.bitlinear(x, w, s32, stream=mx.gpu), wq)
+        calls["bitlinear"] = (lambda x, w: bx.bitlinear(x, w, s32, stream=mx.gpu), wq, W)
     if "bf16" in methods:
-        calls["bf16"] = (lambda x, w: mx.matmul(x, w.T, stream=mx.gpu), W)
+        calls["bf16"] = (lambda x, w: mx.matmul(x, w.T, stream=mx.gpu), W, W)
     for bits in (4, 2):
         m = f"q{bits}"
         if m in methods:
+            # MLX's affine format cannot hold 0 exactly at 4 or 2 bits with a per-group bias of -s:
+            # checked against the weights it does hold.
             q, scales, biases = mx.quantize(W, group_size=GROUP, bits=bits)
-            mx.eval(q, scales, biases)
+            held = mx.dequantize(q, scales, biases, group_size=GROUP, bits=bits)
+            mx.eval(q, scales, biases, held)
             calls[m] = ((lambda S, B, b: lambda x, w: mx.quantized_matmul(
-                x, w, S, B, transpose=True, group_size=GROUP, bits=b, stream=mx.gpu))(scales, biases, bits), q)
+                x, w, S, B, transpose=True, group_size=GROUP, bits=b, stream=mx.gpu))(scales, biases, bits), q, held)
     return calls, wq, s32
 
 
-def _check(method, y, x, codes_np, wq, s32, M):
+def _check(method, y, x, w_float, wq, s32, M):
     """(ok, max relative error) of one output, outside timing."""
     import mlx.core as mx
 
@@ -177,7 +180,7 @@ def _check(method, y, x, codes_np, wq, s32, M):
         exact = bool(mx.array_equal(y, r).item())
         return exact, 0.0 if exact else rel_err(y, r)
     with mx.stream(mx.gpu):
-        r = x.astype(mx.float32) @ (mx.array(codes_np).astype(mx.float32) * SCALE).T
+        r = x.astype(mx.float32) @ w_float.astype(mx.float32).T
         mx.eval(r)
     err = rel_err(y, r)
     # bf16 outputs; int8 activations (bitlinear) and 2-bit affine groups add their rounding
@@ -192,7 +195,7 @@ def run_shape(key, Ms, methods, args, results, checks):
     rng = np.random.default_rng(N * 7 + K)
     codes_np = rng.integers(-1, 2, size=(N, K), dtype=np.int8)
     calls, wq, s32 = _layer_calls(N, K, codes_np, methods)
-    for method, (call, w) in calls.items():
+    for method, (call, w, w_float) in calls.items():
         wb = weight_bytes(method, N, K)
         w_sets = copies(w, args.calls)
         for M in Ms:
@@ -207,7 +210,7 @@ def run_shape(key, Ms, methods, args, results, checks):
                 fell_back = [str(m.message) for m in rec if "CPU" in str(m.message)]
                 if fell_back:
                     raise RuntimeError(f"ran on the CPU, not the GPU: {fell_back[0]}")
-                ok, err = _check(method, y, x, codes_np, wq, s32, M)
+                ok, err = _check(method, y, x, w_float, wq, s32, M)
                 checks.append({**case, "ok": ok, "max_rel_err": err})
                 if not ok:
                     _log(f"  CHECK FAILED {method} M={M} {key}: max rel err {err:.3e}")

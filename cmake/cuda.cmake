@@ -94,11 +94,15 @@ function(bitnet_ext_add_cuda_backend primitives module)
   target_link_libraries(${primitives} PRIVATE CUDA::toolkit)
 
   target_sources(${module} PRIVATE $<TARGET_OBJECTS:bitnet_cuda_kernels>)
-  # The module's own C++ runtime, bound inside it (as csrc/harness/cuda links
-  # its module): on the NVIDIA GPU machine this was tested on (Python 3.12,
-  # mlx-cuda 0.32.4 loaded first), the module's std::ostringstream crashed
-  # while the C++ runtime symbols it used resolved to those already loaded,
-  # so every error message built with it (arg_checks.cpp) segfaulted. Objects
-  # shared with libmlx are plain library types of the same ABI and heap.
-  target_link_options(${module} PRIVATE -static-libstdc++ -static-libgcc -Wl,-Bsymbolic -Wl,--exclude-libs,ALL)
+  # The module's own C++ library, bound inside it: on the NVIDIA GPU machine
+  # this was tested on (Python 3.12, mlx-cuda 0.32.4 loaded first), the
+  # module's std::ostringstream crashed while the C++ library symbols it used
+  # resolved to those already loaded, so every error message built with it
+  # (arg_checks.cpp) segfaulted (the shader harness's module saw the same,
+  # csrc/harness/cuda). Objects shared with libmlx are plain library types of
+  # the same ABI on the same heap. libgcc stays shared: exceptions thrown by
+  # our code through libmlx's frames (e.g. a shape error raised while
+  # mx.compile re-derives shapes) need the process's one unwinder; with a
+  # static copy as well, such a throw aborted.
+  target_link_options(${module} PRIVATE -static-libstdc++ -Wl,-Bsymbolic -Wl,--exclude-libs,ALL)
 endfunction()

@@ -120,9 +120,12 @@ mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevic
   auto shape = dense_matmul_shape(x, w);
   mx::Device requested = requested_device(sd);
   if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
-    // Every MLX GPU backend has a fast matmul of its own.
+    // Every MLX GPU backend has a fast matmul of its own. It takes one dtype:
+    // x and w of different float dtypes are multiplied in float32 from their
+    // exact values (as on the CPU), not after rounding w to x's dtype.
     auto s = mx::to_stream(sd);
-    auto y = mx::matmul(x, mx::transpose(mx::astype(w, x.dtype(), s), s), s);
+    const mx::Dtype t = x.dtype() == w.dtype() ? x.dtype() : mx::float32;
+    auto y = mx::matmul(mx::astype(x, t, s), mx::transpose(mx::astype(w, t, s), s), s);
     return mx::astype(y, x.dtype(), s);
   }
   auto s = resolve_stream(sd, "dense_matmul");

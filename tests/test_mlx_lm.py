@@ -340,7 +340,7 @@ def graph_ops(a):
     return f.getvalue()
 
 
-def test_tied_head_runs_on_dense_matmul():
+def test_tied_head_runs_on_dense_matmul(cpu_device):  # on GPUs dense_matmul is MLX's matmul
     model, ref = make_models(seed=20, dtype=mx.bfloat16)
     bx_mlx_lm.patch_model(model)
     assert isinstance(model.model.embed_tokens, bx_mlx_lm.DenseEmbedding)
@@ -367,7 +367,7 @@ def write_tiny_checkpoint(path, **config):
     return tiny.write_random_bitnet(path, {**tiny.CONFIG, **config}, seed=3)
 
 
-def test_load_untied_float_lm_head(tmp_path):
+def test_load_untied_float_lm_head(tmp_path, cpu_device):  # on GPUs dense_matmul is MLX's matmul
     """tie_word_embeddings false with a float lm_head.weight (no weight_scale): loads, runs on dense_matmul."""
     pytest.importorskip("transformers", reason="transformers is needed for mlx-lm's tokenizer")
     path = write_tiny_checkpoint(tmp_path / "untied", tie_word_embeddings=False)
@@ -449,7 +449,7 @@ def test_activation_rounding_option(cpu_device):
     ids=["decode-gqa", "prefill-causal", "causal-with-cache", "bool-mask", "additive-mask", "causal-query-blocks",
          "causal-query-blocks-with-cache"],
 )
-def test_cpu_attention_matches_mlx_sdpa(dtype, B, Hq, Hkv, L, S, mask):
+def test_cpu_attention_matches_mlx_sdpa(dtype, B, Hq, Hkv, L, S, mask, cpu_device):
     from bitnet_ext._cpu_attention import cpu_attention
 
     q, k, v = (mx.random.normal(s, key=mx.random.key(i)).astype(dtype)
