@@ -7,7 +7,7 @@ up as undefined symbols or silent memory corruption, never as a clean error.
 
 import mlx.core as mx
 
-from ._build_config import MLX_BUILD_VERSION
+from ._build_config import MLX_BUILD_REQUIREMENT, MLX_BUILD_VERSION
 
 
 def mlx_version() -> str:
@@ -22,6 +22,6 @@ def check_mlx_version() -> None:
         raise ImportError(
             f"bitnet_ext was built against mlx {MLX_BUILD_VERSION} but mlx {runtime} is "
             f"installed; the two must match exactly. Install mlx=={MLX_BUILD_VERSION} "
-            f"(on Linux: 'mlx[cpu]=={MLX_BUILD_VERSION}') or rebuild bitnet_ext "
+            f"(on Linux: '{MLX_BUILD_REQUIREMENT}=={MLX_BUILD_VERSION}') or rebuild bitnet_ext "
             "against the installed mlx (pip install --no-build-isolation .)."
         )

@@ -14,7 +14,8 @@
 #
 #   device tool, carry [".cuda-bundle"]:  bash tests/cuda/run_suite_on_gpu.sh
 #   with the benchmark:                   BENCH=1 bash tests/cuda/run_suite_on_gpu.sh
-#   (BENCH_ARGS="--quick" for a short one, BENCH_TIMEOUT=seconds, SUITE_TIMEOUT=seconds per group)
+#   (BENCH_ARGS="--quick" for a short one, BENCH_TIMEOUT=seconds, SUITE_TIMEOUT=seconds per group;
+#   SUITE=0 BENCH=1: build and benchmark only, when both do not fit in one call)
 #   (bundle: ../shared/tools/mlx_cuda_bundle.sh .cuda-bundle, see ../shared/cuda/README.md)
 #
 # Exit status: 0 when the build and every test passed.
@@ -52,7 +53,7 @@ pip_install || { echo "retrying with explicit cuDNN paths" >> "$LOGS/build.log";
 echo "build_rc=$? seconds=$(( $(date +%s) - start ))" >> "$LOGS/build.log"
 # The CUDA target of the shader harness (shares entry.cuh, registry and launch_args with the package),
 # built meanwhile for its tests below.
-( cmake -S csrc/harness/cuda -B build/cuda -DPython_EXECUTABLE="$(command -v python3)" > "$LOGS/harness_build.log" 2>&1 &&
+[ "${SUITE:-1}" != "0" ] && ( cmake -S csrc/harness/cuda -B build/cuda -DPython_EXECUTABLE="$(command -v python3)" > "$LOGS/harness_build.log" 2>&1 &&
   cmake --build build/cuda -j"$jobs" >> "$LOGS/harness_build.log" 2>&1
   echo "harness_build_rc=$?" >> "$LOGS/harness_build.log" ) &
 harness_build=$!
@@ -61,6 +62,7 @@ grep -E "bitnet_ext:|build_rc" "$LOGS/build.log"
   > "$LOGS/import.log" 2>&1
 cat "$LOGS/import.log"
 
+if [ "${SUITE:-1}" != "0" ]; then
 # 1. the GPU tests, skips forbidden
 BITNET_EXT_REQUIRE_GPU=1 timeout 300 python3 -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider \
   --junitxml="$LOGS/gpu.xml" > "$LOGS/pytest_gpu.log" 2>&1
@@ -86,6 +88,7 @@ for g in $(seq 0 $((groups - 1))); do
 done
 wait
 tail -q -n 2 "$LOGS"/pytest_suite_*.log "$LOGS"/pytest_harness.log
+fi
 
 # 3. the benchmark
 if [ "${BENCH:-0}" != "0" ]; then
