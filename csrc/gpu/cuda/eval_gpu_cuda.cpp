@@ -11,6 +11,7 @@
 
 #include "gpu/cuda/run_plan.h"
 #include "gpu/launch_plan_cuda.h"
+#include "gpu/plan_arrays.h"
 #include "primitives/bitlinear.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
@@ -22,20 +23,10 @@ namespace {
 
 namespace plans = gpu::cuda_plans;
 using cuda::ensure_row_contiguous;
-using cuda::plan_dtype;
 using cuda::run_plan;
-
-// Rows of x (..., D) once the leading axes are flattened.
-int64_t rows(const mx::array& x) {
-  if (x.ndim() == 0 || x.shape(-1) == 0) {
-    return 0;
-  }
-  return static_cast<int64_t>(x.size() / x.shape(-1));
-}
-
-bool per_row(const mx::array& scale) {
-  return scale.size() > 1;
-}
+using gpu::per_row;
+using gpu::plan_dtype;
+using gpu::rows;
 
 std::vector<mx::array> row_contiguous(const std::vector<mx::array>& inputs, const mx::Stream& s) {
   std::vector<mx::array> in;

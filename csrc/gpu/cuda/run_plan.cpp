@@ -6,38 +6,22 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
-#include <cstdlib>
-#include <iostream>
-#include <limits>
 #include <map>
 #include <mutex>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "gpu/cuda/zero_fill.h"
+#include "gpu/plan_arrays.h"
 #include "launch_args.h"
-#include "mlx/allocator.h"
 #include "mlx/backend/cuda/device.h"
 #include "mlx/backend/cuda/utils.h"
-#include "mlx/ops.h"
-#include "mlx/primitives.h"
-#include "mlx/utils.h"
 #include "registry.h"
 
 namespace bitnet_ext::cuda {
 
 namespace {
-
-bool print_plans() {
-  static const bool on = [] {
-    const char* v = std::getenv("BITNET_EXT_PRINT_PLANS");
-    return v != nullptr && *v != '\0' && std::string(v) != "0";
-  }();
-  return on;
-}
 
 void check(cudaError_t e, const char* op, const std::string& what) {
   if (e != cudaSuccess) {
@@ -45,10 +29,6 @@ void check(cudaError_t e, const char* op, const std::string& what) {
         std::string("bitnet_ext: ") + op + ": " + what + ": " + cudaGetErrorName(e) + " (" +
         cudaGetErrorString(e) + ")");
   }
-}
-
-size_t round_up_16(size_t n) {
-  return (n + 15) / 16 * 16;
 }
 
 // A registered kernel as a driver function of one device's primary context
@@ -130,31 +110,13 @@ void* device_pointer(const mx::array& a, const DeviceInfo& d) {
 
 } // namespace
 
-gpu::Dtype plan_dtype(mx::Dtype d, const char* op) {
-  if (d == mx::float32) {
-    return gpu::Dtype::float32;
-  }
-  if (d == mx::float16) {
-    return gpu::Dtype::float16;
-  }
-  if (d == mx::bfloat16) {
-    return gpu::Dtype::bfloat16;
-  }
-  std::ostringstream os;
-  os << "bitnet_ext: " << op << ": the GPU kernels take float16, bfloat16 or float32, got " << d << ".";
-  throw std::invalid_argument(os.str());
-}
-
 mx::array ensure_row_contiguous(const mx::array& a, const mx::Stream& s) {
-  if (a.size() == 0 || a.flags().row_contiguous) {
+  auto copy = gpu::row_contiguous_copy(a, s);
+  if (!copy) {
     return a;
   }
-  mx::array c = mx::contiguous(a, /* allow_col_major = */ false, s);
-  std::vector<mx::array> outs{c};
-  c.primitive().eval_gpu(c.inputs(), outs);
-  c.detach();
-  mx::cu::get_command_encoder(s).add_temporary(c);
-  return c;
+  mx::cu::get_command_encoder(s).add_temporary(*copy);
+  return *copy;
 }
 
 void run_plan(
@@ -163,22 +125,8 @@ void run_plan(
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs,
     const mx::Stream& s) {
-  for (auto& o : outputs) {
-    o.set_data(mx::allocator::malloc(o.nbytes()));
-  }
-  if (print_plans()) {
-    std::cerr << "[bitnet_ext] " << op << " on " << s << ":\n" << gpu::describe(plan) << std::flush;
-  }
-  if (plan.kernels.empty()) {
+  if (!gpu::prepare_outputs(op, plan, inputs, outputs, s)) {
     return; // e.g. M == 0: outputs are empty
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i].size() != 0 && !inputs[i].flags().row_contiguous) {
-      throw std::logic_error(
-          std::string("bitnet_ext: ") + op + ": input " + std::to_string(i) +
-          " is not row-contiguous (internal error: eval_gpu must pass inputs through "
-          "ensure_row_contiguous).");
-    }
   }
 
   auto& enc = mx::cu::get_command_encoder(s);
@@ -190,15 +138,7 @@ void run_plan(
   std::vector<mx::array> temps;
   temps.reserve(plan.temporaries.size());
   for (const auto& t : plan.temporaries) {
-    const size_t bytes = std::max<size_t>(round_up_16(t.bytes), 16);
-    if (bytes > size_t(std::numeric_limits<int32_t>::max())) {
-      throw std::runtime_error(
-          std::string("bitnet_ext: ") + op + ": temporary " + t.name + " of " + std::to_string(t.bytes) +
-          " bytes is too large");
-    }
-    mx::array a({static_cast<int32_t>(bytes)}, mx::uint8, nullptr, {});
-    a.set_data(mx::allocator::malloc(bytes));
-    temps.push_back(std::move(a));
+    temps.push_back(gpu::allocate_temporary(op, t)); // zero_init ones: cleared by a kernel node below
   }
 
   auto array_of = [&](gpu::ArgKind kind, int index) -> const mx::array* {

@@ -17,13 +17,10 @@ namespace bitnet_ext::cuda {
 
 namespace mx = mlx::core;
 
-// gpu::Dtype of a float MLX dtype (float32, float16, bfloat16); throws otherwise.
-gpu::Dtype plan_dtype(mx::Dtype d, const char* op);
-
 // `a` itself when it is row-contiguous (C order, no gaps; any offset), else a
-// row-contiguous copy made by MLX's own Contiguous primitive on stream `s`
-// (evaluated here, so its copy kernel joins the graph ahead of ours; MLX's
-// copy_gpu is not exported to extensions) and kept alive until the graph ran.
+// row-contiguous copy whose copy kernel joins stream `s`'s graph ahead of ours
+// (gpu::row_contiguous_copy, csrc/gpu/plan_arrays.h), kept alive until the
+// graph ran.
 mx::array ensure_row_contiguous(const mx::array& a, const mx::Stream& s);
 
 // Allocates every output (row-contiguous, the primitive's shapes and dtypes)

@@ -3,21 +3,13 @@
 
 #include "gpu/metal/dispatch.h"
 
-#include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <iostream>
-#include <limits>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 
 #include "gpu/metal/library.h"
-#include "mlx/allocator.h"
+#include "gpu/plan_arrays.h"
 #include "mlx/backend/metal/device.h"
-#include "mlx/ops.h"
-#include "mlx/primitives.h"
-#include "mlx/utils.h"
 
 namespace bitnet_ext::metal {
 
@@ -26,14 +18,6 @@ namespace {
 // Apple GPUs run simdgroups of 32 threads; the kernels' simd_sum /
 // simdgroup_matrix code and the plans' thread counts assume it.
 constexpr unsigned kSimdWidth = 32;
-
-bool print_plans() {
-  static const bool on = [] {
-    const char* v = std::getenv("BITNET_EXT_PRINT_PLANS");
-    return v != nullptr && *v != '\0' && std::string(v) != "0";
-  }();
-  return on;
-}
 
 [[noreturn]] void plan_error(const char* op, const gpu::KernelLaunch& k, const std::string& what) {
   throw std::runtime_error(std::string("bitnet_ext: ") + op + ": kernel " + k.name + ": " + what);
@@ -45,38 +29,13 @@ size_t round_up_16(size_t n) {
 
 } // namespace
 
-gpu::Dtype plan_dtype(mx::Dtype d, const char* op) {
-  if (d == mx::float32) {
-    return gpu::Dtype::float32;
-  }
-  if (d == mx::float16) {
-    return gpu::Dtype::float16;
-  }
-  if (d == mx::bfloat16) {
-    return gpu::Dtype::bfloat16;
-  }
-  std::ostringstream os;
-  os << "bitnet_ext: " << op << ": the GPU kernels take float16, bfloat16 or float32, got " << d << ".";
-  throw std::invalid_argument(os.str());
-}
-
 mx::array ensure_row_contiguous(const mx::array& a, const mx::Stream& s) {
-  if (a.size() == 0 || a.flags().row_contiguous) {
+  auto copy = gpu::row_contiguous_copy(a, s);
+  if (!copy) {
     return a;
   }
-  // MLX's ensure_row_contiguous (backend/metal/quantized.cpp) calls
-  // contiguous_copy_gpu, which libmlx does not export. Its Contiguous
-  // primitive does the same copy and is reachable through the exported
-  // mx::contiguous op: build the node and evaluate it here, on our stream
-  // (its eval_gpu encodes MLX's copy kernel into this stream's command
-  // encoder, ahead of the kernels we encode next, with the barrier MLX's
-  // encoder inserts for the read-after-write).
-  mx::array c = mx::contiguous(a, /* allow_col_major = */ false, s);
-  std::vector<mx::array> outs{c};
-  c.primitive().eval_gpu(c.inputs(), outs);
-  c.detach();
-  mx::metal::get_command_encoder(s).add_temporary(c);
-  return c;
+  mx::metal::get_command_encoder(s).add_temporary(*copy);
+  return *copy;
 }
 
 void run_plan(
@@ -85,22 +44,8 @@ void run_plan(
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs,
     const mx::Stream& s) {
-  for (auto& o : outputs) {
-    o.set_data(mx::allocator::malloc(o.nbytes()));
-  }
-  if (print_plans()) {
-    std::cerr << "[bitnet_ext] " << op << " on " << s << ":\n" << gpu::describe(plan) << std::flush;
-  }
-  if (plan.kernels.empty()) {
+  if (!gpu::prepare_outputs(op, plan, inputs, outputs, s)) {
     return; // e.g. M == 0: outputs are empty
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i].size() != 0 && !inputs[i].flags().row_contiguous) {
-      throw std::logic_error(
-          std::string("bitnet_ext: ") + op + ": input " + std::to_string(i) +
-          " is not row-contiguous (internal error: eval_gpu must pass inputs through "
-          "ensure_row_contiguous).");
-    }
   }
 
   auto& d = mx::metal::device(s.device);
@@ -112,16 +57,9 @@ void run_plan(
   std::vector<mx::array> temps;
   temps.reserve(plan.temporaries.size());
   for (const auto& t : plan.temporaries) {
-    size_t bytes = std::max<size_t>(round_up_16(t.bytes), 16);
-    if (bytes > size_t(std::numeric_limits<int32_t>::max())) {
-      throw std::runtime_error(
-          std::string("bitnet_ext: ") + op + ": temporary " + t.name + " of " + std::to_string(t.bytes) +
-          " bytes is too large");
-    }
-    mx::array a({static_cast<int32_t>(bytes)}, mx::uint8, nullptr, {});
-    a.set_data(mx::allocator::malloc(bytes));
+    mx::array a = gpu::allocate_temporary(op, t);
     if (t.zero_init) {
-      std::memset(a.data<uint8_t>(), 0, bytes);
+      std::memset(a.data<uint8_t>(), 0, a.nbytes());
     }
     temps.push_back(std::move(a));
   }

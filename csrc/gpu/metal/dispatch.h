@@ -18,13 +18,10 @@ namespace bitnet_ext::metal {
 
 namespace mx = mlx::core;
 
-// gpu::Dtype of a float MLX dtype (float32, float16, bfloat16); throws otherwise.
-gpu::Dtype plan_dtype(mx::Dtype d, const char* op);
-
 // `a` itself when it is row-contiguous (C order, no gaps; any offset), else a
-// row-contiguous copy encoded on stream `s` ahead of our kernels (MLX's own
-// Contiguous primitive, evaluated in place: MLX's copy_gpu is not exported to
-// extensions) and kept alive until the command buffer completes.
+// row-contiguous copy encoded on stream `s` ahead of our kernels
+// (gpu::row_contiguous_copy, csrc/gpu/plan_arrays.h) and kept alive until the
+// command buffer completes.
 mx::array ensure_row_contiguous(const mx::array& a, const mx::Stream& s);
 
 // Allocates every output (row-contiguous, shapes and dtypes as the primitive

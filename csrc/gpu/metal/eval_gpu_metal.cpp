@@ -17,6 +17,7 @@
 
 #include "gpu/launch_plan.h"
 #include "gpu/metal/dispatch.h"
+#include "gpu/plan_arrays.h"
 #include "primitives/bitlinear.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
@@ -26,21 +27,11 @@ namespace bitnet_ext {
 
 namespace {
 
+using gpu::per_row;
+using gpu::plan_dtype;
+using gpu::rows;
 using metal::ensure_row_contiguous;
-using metal::plan_dtype;
 using metal::run_plan;
-
-// Rows of x (..., D) once the leading axes are flattened.
-int64_t rows(const mx::array& x) {
-  if (x.ndim() == 0 || x.shape(-1) == 0) {
-    return 0;
-  }
-  return static_cast<int64_t>(x.size() / x.shape(-1));
-}
-
-bool per_row(const mx::array& scale) {
-  return scale.size() > 1;
-}
 
 } // namespace
 

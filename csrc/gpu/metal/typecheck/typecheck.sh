@@ -22,6 +22,7 @@ flags=(-std=c++20 -fsyntax-only -Wall -Wextra -Wno-unused-parameter
 files=(
   "$root/csrc/gpu/metal/library.cpp"
   "$root/csrc/gpu/metal/jit_source.cpp"
+  "$root/csrc/gpu/plan_arrays.cpp"
   "$root/csrc/gpu/metal/dispatch.cpp"
   "$root/csrc/gpu/metal/eval_gpu_metal.cpp"
   "$root/csrc/gpu/eval_gpu.cpp"
