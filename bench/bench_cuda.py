@@ -313,6 +313,7 @@ def markdown(report: dict) -> str:
         f"{report['date']}, {report['machine'].get('nvidia_smi', '')}, MLX {report['machine']['mlx']}. "
         f"{report['calls_per_eval']} calls per mx.eval, each on its own weight copy; median time per call.",
         f"Copy-bandwidth probe: {copy['GBps']:.0f} GB/s (1 GiB elementwise copy, read + write).",
+        "" if report.get("complete", True) else "**Partial run** (cut short): the shapes measured so far.",
         "",
         "Time per call in microseconds; in brackets, ours against the baseline (x = baseline time / our time).",
         "",
@@ -400,26 +401,33 @@ def main(argv=None) -> int:
     args.copy_GBps = copy["GBps"]
     _log(f"copy bandwidth {copy['GBps']:.0f} GB/s (best {copy['best_GBps']:.0f})")
     results, checks = [], []
-    for key in args.shapes:
-        _log(f"{key}:")
-        run_shape(key, args.Ms, args.methods, args, results, checks)
-        mx.clear_cache()
     report = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "calls_per_eval": args.calls, "shapes": args.shapes, "Ms": args.Ms,
         "copy_bandwidth": copy, "results": results, "checks": checks,
     }
-    if args.model:
-        report["model"] = run_model(args)
-    report["elapsed_s"] = time.time() - t0
     out = args.json or os.path.join(HERE, "results", f"cuda-{socket.gethostname()}.json")
     md_path = args.md or os.path.splitext(out)[0] + ".md"
-    with open(out, "w") as f:
-        json.dump(report, f, indent=1)
-    md = markdown(report)
-    with open(md_path, "w") as f:
-        f.write(md)
-    print(md)
+
+    def save(complete: bool) -> str:
+        """Writes the report so far (a run cut short by a time limit keeps what it measured)."""
+        report["complete"] = complete
+        report["elapsed_s"] = time.time() - t0
+        with open(out, "w") as f:
+            json.dump(report, f, indent=1)
+        md = markdown(report)
+        with open(md_path, "w") as f:
+            f.write(md)
+        return md
+
+    for key in args.shapes:
+        _log(f"{key}:")
+        run_shape(key, args.Ms, args.methods, args, results, checks)
+        mx.clear_cache()
+        save(False)
+    if args.model:
+        report["model"] = run_model(args)
+    print(save(True))
     return 0 if all(c["ok"] for c in checks) else 1
 
 
