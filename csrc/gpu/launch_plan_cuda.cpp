@@ -1,14 +1,230 @@
+// Launch plans for MLX's CUDA backend: the shared plans (kernels/*.metal
+// through the MSL-on-CUDA shim) with hand-written CUDA kernels
+// (csrc/gpu/cuda/kernels/) swapped in where they were measured faster on the
+// H200 (bench/results/nvidia-h200-cuda-kernels.md, docs/cuda_backend.md "Kernels").
 #include "gpu/launch_plan_cuda.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "gpu/launch_plan_cuda_variants.h"
 
 namespace bitnet_ext::gpu::cuda_plans {
 
-// No hand-written CUDA kernel yet: every op runs the shared plan.
+namespace {
+
+// ---- tunables (H200 measurements: docs/cuda_backend.md, "Kernels") ---------
+// Threads of the decode GEMVs (4 warps; csrc/gpu/cuda/kernels/gemv_w_loads.cuh).
+constexpr uint32_t kGemvThreads = 128;
+// Rows of x per GEMV block (one MMA's 8 columns).
+constexpr int64_t kGemvRowsOfX = 8;
+// Tensor-core GEMVs up to this M (more rows of x re-read W once per 8 rows),
+// the tiled GEMMs above it.
+constexpr int64_t kGemvMaxM = 16;
+// Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
+// the H200's 132): fewer, fatter blocks only when there is work for both.
+constexpr int64_t kGemvMinBlocks = 264;
+// The fused decode BitLinear keeps xq (K bytes) in shared memory.
+constexpr int64_t kFusedMaxK = 32768;
+// GEMM: 8 warps, 128 columns of W per block, BM rows of x (64 or 128).
+constexpr uint32_t kGemmThreads = 256;
+constexpr int64_t kGemmBN = 128;
+constexpr int64_t kGemmBigTileMinM = 256;
+
+uint32_t ceil_div(int64_t a, int64_t b) {
+  const int64_t q = (a + b - 1) / b;
+  if (q > int64_t(0x7FFFFFFF)) {
+    throw std::invalid_argument("bitnet_ext: grid too large for one launch");
+  }
+  return static_cast<uint32_t>(q);
+}
+
+Constant ci(const char* name, int slot, int64_t v) {
+  if (v < 0 || v > int64_t(0x7FFFFFFF)) {
+    throw std::invalid_argument(std::string("bitnet_ext: ") + name + " does not fit in int32");
+  }
+  Constant c{name, slot, Constant::Type::Int32};
+  c.i32 = static_cast<int32_t>(v);
+  return c;
+}
+
+Constant cf(const char* name, int slot, float v) {
+  Constant c{name, slot, Constant::Type::Float32};
+  c.f32 = v;
+  return c;
+}
+
+BufferBinding in(int index, int slot) {
+  return {ArgKind::Input, index, slot};
+}
+BufferBinding out(int index, int slot) {
+  return {ArgKind::Output, index, slot};
+}
+BufferBinding tmp(int index, int slot) {
+  return {ArgKind::Temp, index, slot};
+}
+
+bool is_16bit(Dtype d) {
+  return d == Dtype::float16 || d == Dtype::bfloat16;
+}
+
+void check_k(int64_t K) {
+  if (K <= 0 || K % 16 != 0) {
+    throw std::invalid_argument("bitnet_ext: K must be a positive multiple of 16");
+  }
+}
+
+void check_variant(bool ok, const std::string& what) {
+  if (!ok) {
+    throw std::invalid_argument("bitnet_ext: CUDA kernel variant " + what);
+  }
+}
+
+int gemv_rows(int64_t N) {
+  for (int rows : {4, 2}) {
+    if (N >= int64_t(16) * rows * kGemvMinBlocks) {
+      return rows;
+    }
+  }
+  return 1;
+}
+
+std::string suffix(const char* what, int v) {
+  return std::string("_") + what + std::to_string(v);
+}
+
+} // namespace
+
+namespace variants {
+
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype) && (rows == 1 || rows == 2 || rows == 4),
+                "ternary_gemv: transpose=True, float16/bfloat16, rows 1/2/4");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_gemv_") + dtype_name(a.dtype) + suffix("r", rows);
+  k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
+  k.group = {kGemvThreads, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  p.kernels.push_back(k);
+  return p;
+}
+
+LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype) && (bm == 64 || bm == 128),
+                "ternary_gemm: transpose=True, float16/bfloat16, bm 64/128");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_gemm_") + dtype_name(a.dtype) + suffix("bm", bm);
+  k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
+  k.group = {kGemmThreads, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  p.kernels.push_back(k);
+  return p;
+}
+
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
+  check_k(a.K);
+  check_variant(rows == 1 || rows == 2 || rows == 4, "bitlinear_gemv: rows 1/2/4");
+  check_variant(!fused || (a.M <= 1 && a.K <= kFusedMaxK), "bitlinear fused: M = 1, K <= 32768");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  const std::string dt = dtype_name(a.dtype);
+  // Without a bias, the bias slot gets the scale buffer again (never read).
+  const int bias = a.has_bias ? 3 : 2;
+  if (fused) {
+    KernelLaunch k;
+    k.name = "cuda_bitlinear_fused_" + dt + suffix("r", rows);
+    k.grid = {ceil_div(a.N, 16 * rows), 1, 1};
+    k.group = {kGemvThreads, 1, 1};
+    k.buffers = {in(0, 0), in(1, 1), in(2, 2), in(bias, 3), out(0, 4)};
+    k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
+                   ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
+    k.threadgroup_memory = {{0, size_t(a.K)}};
+    p.kernels.push_back(k);
+    return p;
+  }
+  p.temporaries = {
+      {"xq", size_t(a.M) * size_t(a.K), false},
+      {"xscale", size_t(a.M) * sizeof(float), false},
+      {"qsum", size_t(a.M) * sizeof(int32_t), false},
+  };
+  KernelLaunch q;
+  q.name = "cuda_absmax_quantize_quad_" + dt;
+  q.grid = {ceil_div(a.M, 1), 1, 1};
+  q.group = {256, 1, 1};
+  q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
+  q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
+  p.kernels.push_back(q);
+
+  KernelLaunch k;
+  k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows);
+  k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
+  k.group = {kGemvThreads, 1, 1};
+  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias, 4), out(0, 5), tmp(2, 11)};
+  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
+                 ci("has_bias", 10, a.has_bias)};
+  p.kernels.push_back(k);
+  return p;
+}
+
+LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm) {
+  check_k(a.K);
+  check_variant(bm == 64 || bm == 128, "bitlinear_gemm: bm 64/128");
+  if (a.M <= 0 || a.N <= 0) {
+    return {};
+  }
+  // The shared plan's unfused path: absmax_quantize_<T> into the temporaries
+  // xq (natural order) and xscale, then its GEMM, which is swapped here.
+  BitLinearArgs unfused = a;
+  unfused.allow_fused = false;
+  LaunchPlan p = gpu::plan_bitlinear(unfused);
+  KernelLaunch& k = p.kernels.back();
+  k.name = std::string("cuda_bitlinear_gemm_") + dtype_name(a.dtype) + suffix("bm", bm);
+  k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
+  k.group = {kGemmThreads, 1, 1};
+  k.threadgroup_memory.clear();
+  return p;
+}
+
+} // namespace variants
+
 LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
-  return gpu::plan_ternary_matmul(a);
+  // float32 activations and the transposed product (the VJP) keep the shared
+  // kernels: the tensor-core paths take 16-bit x (tf32 would not meet the
+  // float32 accumulation tolerance).
+  if (!a.transpose || !is_16bit(a.dtype) || a.M <= 0 || a.N <= 0) {
+    return gpu::plan_ternary_matmul(a);
+  }
+  if (a.M <= kGemvMaxM) {
+    return variants::ternary_gemv(a, gemv_rows(a.N));
+  }
+  return variants::ternary_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
 }
+
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
-  return gpu::plan_bitlinear(a);
+  if (a.M <= 0 || a.N <= 0) {
+    return gpu::plan_bitlinear(a);
+  }
+  if (a.M <= kGemvMaxM) {
+    const bool fused = a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
+    return variants::bitlinear_gemv(a, gemv_rows(a.N), fused);
+  }
+  return variants::bitlinear_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
 }
+
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
   return gpu::plan_absmax_quantize(M, K, dtype, eps);
 }
