@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -107,6 +108,7 @@ KernelTimes execute_plan(
     dim3 grid, group;
     KernelArgs args;
     size_t shared;
+    std::vector<std::pair<int, int>> input_slots; // (slot, input index), for input_copies
   };
   std::vector<Prepared> launches;
   std::vector<std::unique_ptr<DeviceBuffer>> consts; // constants and mem_flags-check scratch
@@ -140,6 +142,9 @@ KernelTimes execute_plan(
         throw std::runtime_error(where + "binds a missing array at buffer(" + std::to_string(b.slot) + ")");
       }
       bind(b.slot, list[b.index]->get(), "an array");
+      if (b.kind == ArgKind::Input) {
+        p.input_slots.push_back({b.slot, b.index});
+      }
     }
     for (const auto& c : k.constants) {
       consts.push_back(std::make_unique<DeviceBuffer>(4));
@@ -202,13 +207,28 @@ KernelTimes execute_plan(
     cudaEvent_t start, stop;
     check(cudaEventCreate(&start), "cudaEventCreate");
     check(cudaEventCreate(&stop), "cudaEventCreate");
+    // Copy c of every input (c = 0: the checked run's), and each launch bound to each copy.
+    const int copies = std::max(1, options.input_copies);
+    std::vector<std::vector<std::unique_ptr<DeviceBuffer>>> in_copies(copies - 1);
+    for (auto& list : in_copies) {
+      for (const auto& b : in) {
+        list.push_back(std::make_unique<DeviceBuffer>(b->bytes()));
+        check(cudaMemcpy(list.back()->get(), b->get(), b->bytes(), cudaMemcpyDeviceToDevice), "copy of an input");
+      }
+    }
     for (auto& p : launches) {
+      std::vector<Prepared> variants(copies, p);
+      for (int c = 1; c < copies; ++c) {
+        for (auto [slot, index] : p.input_slots) {
+          variants[c].args.buffers[slot] = in_copies[c - 1][index]->get();
+        }
+      }
       for (int i = 0; i < options.warmup; ++i) {
-        launch(p);
+        launch(variants[i % copies]);
       }
       check(cudaEventRecord(start), "cudaEventRecord");
       for (int i = 0; i < options.iters; ++i) {
-        launch(p);
+        launch(variants[i % copies]);
       }
       check(cudaEventRecord(stop), "cudaEventRecord");
       check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");

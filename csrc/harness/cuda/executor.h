@@ -27,6 +27,9 @@ struct RunOptions {
   // launches (after `warmup` launches) with CUDA events.
   int warmup = 0;
   int iters = 0;
+  // > 1: timed launches cycle through this many device copies of the inputs,
+  // so that weights larger in all than the L2 cache come from memory.
+  int input_copies = 1;
 };
 
 // (kernel name, mean microseconds per launch) of each launch when timing.

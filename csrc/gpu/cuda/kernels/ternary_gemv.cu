@@ -26,7 +26,6 @@
 namespace bitnet_cuda {
 namespace {
 
-
 // x[k0 .. k0 + 15] as two groups of 8 (0 when the word is past K).
 template <bool Vec>
 __device__ __forceinline__ void load_x16(const uint16_t* xrow, int k0, bool ok, uint4& lo, uint4& hi) {
@@ -48,8 +47,8 @@ __device__ __forceinline__ void load_x16(const uint16_t* xrow, int k0, bool ok, 
 
 template <class T, int R, bool Vec>
 __device__ __forceinline__ void gemv_body(
-    const uint16_t* x, const uint32_t* wq, const float* scale, T* y, int M, int N, int K, int per_row) {
-  __shared__ float red[kGemvWarps][R][4][32];
+    const uint16_t* x, const uint32_t* wq, const float* scale, T* y, int M, int N, int K, int per_row,
+    float (*red)[R][4][32]) {
   const int words = K / 16;
   const int steps = (words + 15) / 16;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -135,6 +134,7 @@ __device__ __forceinline__ void gemv_body(
 // Slots as the shared plan's ternary_gemv_t: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row.
 template <class T, int R>
 __global__ void __launch_bounds__(32 * kGemvWarps) ternary_gemv(bnc::KernelArgs a) {
+  __shared__ float red[kGemvWarps][R][4][32];
   const auto* x = bnc::buffer<const uint16_t>(a, 0);
   const auto* wq = bnc::buffer<const uint32_t>(a, 1);
   const auto* scale = bnc::buffer<const float>(a, 2);
@@ -144,9 +144,9 @@ __global__ void __launch_bounds__(32 * kGemvWarps) ternary_gemv(bnc::KernelArgs 
   const bool vec = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && (reinterpret_cast<uintptr_t>(wq) % 16 == 0) &&
                    (K / 16) % 4 == 0;
   if (vec) {
-    gemv_body<T, R, true>(x, wq, scale, y, M, N, K, per_row);
+    gemv_body<T, R, true>(x, wq, scale, y, M, N, K, per_row, red);
   } else {
-    gemv_body<T, R, false>(x, wq, scale, y, M, N, K, per_row);
+    gemv_body<T, R, false>(x, wq, scale, y, M, N, K, per_row, red);
   }
 }
 
