@@ -6,8 +6,9 @@ For each layer shape (N x K of y = x @ W.T) and M, in one process:
     every hand-written variant that applies (csrc/gpu/launch_plan_cuda_variants.h);
   - torch.matmul in bfloat16 (cuBLAS), the dense baseline;
   - a device-to-device copy (the bandwidth ceiling).
-Kernel times are CUDA-event means over back-to-back launches; a plan's time is
-the sum of its kernels. Inputs rotate through enough copies that the weights of
+Each kernel (and cuBLAS) is timed as one CUDA graph of back-to-back launches
+(MLX's CUDA backend launches through graphs too): CUDA-event time of a replay /
+launches. A plan's time is the sum of its kernels. Inputs rotate through enough copies that the weights of
 successive launches exceed the L2 cache several times (weights come from HBM, as
 in a model's layer stack), also for cuBLAS. Weight bandwidth = packed bytes
 (N K / 4; bf16 N K 2 for cuBLAS) / time; TFLOP/s = 2 M N K / time.
@@ -34,7 +35,7 @@ LAYERS = {  # name: (N, K)
     "2560x6912": (2560, 6912),
     "17408x5120": (17408, 5120),
 }
-MS = (1, 2, 4, 8, 16, 32, 128, 512, 2048)
+MS = (1, 2, 4, 8, 16, 32, 64, 128, 512, 2048)
 DT = "bfloat16"
 L2_BYTES = 60 << 20
 SHIM_MAX_M = 512  # the shim's GEMMs emulate simdgroup_matrix with shuffles: tens of ms past this
@@ -51,15 +52,16 @@ def iters_for(M, shim):
 
 
 def variants(op, M):
-    if op == "ternary_matmul":
-        return [f"gemv_r{r}" for r in (1, 2, 4)] if M <= 16 else ["gemm_bm64", "gemm_bm128"]
-    v = [f"gemv_r{r}" for r in (1, 2, 4)] if M <= 16 else ["gemm_bm64", "gemm_bm128"]
-    return v + ([f"fused_r{r}" for r in (1, 2, 4)] if M == 1 else [])
+    """The hand-written variants timed at M: GEMVs up to 64 rows, GEMMs from 16 (the crossover)."""
+    v = [f"gemv_r{r}" for r in (1, 2, 4)] if M <= 64 else []
+    v += ["gemm_bm64", "gemm_bm128"] if M >= 16 else []
+    return v + ([f"fused_r{r}" for r in (1, 2, 4)] if op == "bitlinear" and M == 1 else [])
 
 
 def time_plan(C, op, params, ins, outs, plans, M, copies):
     warmup, iters = iters_for(M, plans == "shared")
-    kernels = C.time_plan(op, params, ins, outs, warmup=warmup, iters=iters, plans=plans, input_copies=copies)
+    kernels = C.time_plan(op, params, ins, outs, warmup=warmup, iters=iters, plans=plans, input_copies=copies,
+                          graph=True)
     return kernels, sum(us for _, us in kernels)
 
 
@@ -70,16 +72,26 @@ def torch_cublas(M, N, K):
     copies = copies_for(w_bytes)
     ws = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    y = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
     iters = 100 if M <= 16 else 30
-    for i in range(10):
-        torch.matmul(x, ws[i % copies].T)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(3):
+            torch.matmul(x, ws[i % copies].T, out=y)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(iters):
+            torch.matmul(x, ws[i % copies].T, out=y)
+    graph.replay()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for i in range(iters):
-        torch.matmul(x, ws[i % copies].T)
+    graph.replay()
     stop.record()
     torch.cuda.synchronize()
     us = start.elapsed_time(stop) * 1000.0 / iters
+    del graph
     del ws
     return us
 
@@ -145,7 +157,7 @@ def main():
                 print(f"{layer} M={M} done", flush=True)
     meta = dict(device=C.device_name(), dtype=DT, copy_gb_per_s=round(copy_gbs, 1),
                 copy_note="torch device-to-device copy of 1 GiB, bytes read + written per second",
-                method="CUDA-event means over back-to-back launches; inputs rotate through copies whose weights "
+                method="CUDA-event time of a CUDA graph of back-to-back launches / launches; inputs rotate through copies whose weights "
                        "exceed 3x the 60 MB L2; plan time = sum of its kernels' times")
     out_json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
     out_md.write_text(markdown(meta, rows))

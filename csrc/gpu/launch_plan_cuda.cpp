@@ -24,8 +24,14 @@ constexpr int64_t kGemvMaxM = 16;
 // Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
 // the H200's 132): fewer, fatter blocks only when there is work for both.
 constexpr int64_t kGemvMinBlocks = 264;
-// The fused decode BitLinear keeps xq (K bytes) in shared memory.
+// The fused decode BitLinear keeps xq (K bytes) in shared memory. Measured
+// slower than quantize + GEMV at every decode shape (each of its blocks
+// quantizes the whole row again), so the plans do not choose it.
 constexpr int64_t kFusedMaxK = 32768;
+constexpr bool kUseFused = false;
+// Threads per row of the quantizer: a decode row alone on the GPU gets 1024.
+constexpr uint32_t kQuantThreadsFewRows = 1024;
+constexpr uint32_t kQuantThreads = 256;
 // GEMM: 8 warps, 128 columns of W per block, BM rows of x (64 or 128).
 constexpr uint32_t kGemmThreads = 256;
 constexpr int64_t kGemmBN = 128;
@@ -80,14 +86,14 @@ void check_variant(bool ok, const std::string& what) {
   }
 }
 
-int gemv_rows(int64_t N) {
-  for (int rows : {4, 2}) {
-    if (N >= int64_t(16) * rows * kGemvMinBlocks) {
-      return rows;
-    }
-  }
-  return 1;
+// 16-row tiles of W per block. The float GEMV is bound by decoding W (LOP3 +
+// FMA per two weights), and 2 tiles per block share each x fragment: 2 is the
+// fastest measured below N = 16896, 4 above (17408). The int8 GEMV decodes in
+// a quarter of the instructions: 1 tile is the fastest at every measured N.
+int ternary_gemv_rows(int64_t N) {
+  return N >= int64_t(16) * 4 * kGemvMinBlocks ? 4 : 2;
 }
+constexpr int kBitlinearGemvRows = 1;
 
 std::string suffix(const char* what, int v) {
   return std::string("_") + what + std::to_string(v);
@@ -164,7 +170,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
   KernelLaunch q;
   q.name = "cuda_absmax_quantize_quad_" + dt;
   q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {256, 1, 1};
+  q.group = {a.M <= kGemvMaxM ? kQuantThreadsFewRows : kQuantThreads, 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
   p.kernels.push_back(q);
@@ -209,7 +215,7 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return gpu::plan_ternary_matmul(a);
   }
   if (a.M <= kGemvMaxM) {
-    return variants::ternary_gemv(a, gemv_rows(a.N));
+    return variants::ternary_gemv(a, ternary_gemv_rows(a.N));
   }
   return variants::ternary_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
 }
@@ -219,8 +225,8 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     return gpu::plan_bitlinear(a);
   }
   if (a.M <= kGemvMaxM) {
-    const bool fused = a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
-    return variants::bitlinear_gemv(a, gemv_rows(a.N), fused);
+    const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
+    return variants::bitlinear_gemv(a, kBitlinearGemvRows, fused);
   }
   return variants::bitlinear_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
 }

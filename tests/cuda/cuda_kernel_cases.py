@@ -26,7 +26,7 @@ def cases():
         for v in ("gemm_bm64", "gemm_bm128"):
             yield "ternary_matmul", dict(M=70, N=130, K=528, dtype=dt, variant=v)
     for dt in DTYPES:
-        for v in ("gemv_r1", "gemv_r4", "fused_r1", "fused_r2"):
+        for v in ("gemv_r1", "gemv_r4", "fused_r1", "fused_r2", "fused_r4"):
             yield "bitlinear", dict(M=1, N=19, K=2064, dtype=dt, per_row_scale=True, has_bias=True, variant=v)
         yield "bitlinear", dict(M=11, N=19, K=2112, dtype=dt, per_row_scale=True, has_bias=True, variant="gemv_r2")
         for v in ("gemm_bm64", "gemm_bm128"):

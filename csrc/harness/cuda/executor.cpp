@@ -184,9 +184,9 @@ KernelTimes execute_plan(
     launches.push_back(p);
   }
 
-  auto launch = [](Prepared& p) {
+  auto launch = [](Prepared& p, cudaStream_t stream = nullptr) {
     void* argv[] = {&p.args};
-    check(cudaLaunchKernel(p.info->entry, p.grid, p.group, argv, p.shared, nullptr), "launch of " + p.info->name);
+    check(cudaLaunchKernel(p.info->entry, p.grid, p.group, argv, p.shared, stream), "launch of " + p.info->name);
   };
   for (auto& p : launches) {
     if (p.grid.x * uint64_t(p.grid.y) * p.grid.z == 0) {
@@ -223,15 +223,41 @@ KernelTimes execute_plan(
           variants[c].args.buffers[slot] = in_copies[c - 1][index]->get();
         }
       }
-      for (int i = 0; i < options.warmup; ++i) {
-        launch(variants[i % copies]);
+      if (options.graph) {
+        // The iters launches captured once into a CUDA graph and replayed:
+        // GPU time without the host's per-launch cost (MLX's CUDA backend
+        // also launches through graphs).
+        cudaStream_t stream;
+        check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+        cudaGraph_t graph;
+        check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        for (int i = 0; i < options.iters; ++i) {
+          launch(variants[i % copies], stream);
+        }
+        check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+        cudaGraphExec_t exec;
+        check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+        for (int i = 0; i < std::max(1, options.warmup / std::max(1, options.iters)); ++i) {
+          check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+        }
+        check(cudaEventRecord(start, stream), "cudaEventRecord");
+        check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+        check(cudaEventRecord(stop, stream), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        cudaStreamDestroy(stream);
+      } else {
+        for (int i = 0; i < options.warmup; ++i) {
+          launch(variants[i % copies]);
+        }
+        check(cudaEventRecord(start), "cudaEventRecord");
+        for (int i = 0; i < options.iters; ++i) {
+          launch(variants[i % copies]);
+        }
+        check(cudaEventRecord(stop), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
       }
-      check(cudaEventRecord(start), "cudaEventRecord");
-      for (int i = 0; i < options.iters; ++i) {
-        launch(variants[i % copies]);
-      }
-      check(cudaEventRecord(stop), "cudaEventRecord");
-      check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
       float ms = 0;
       check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
       times.push_back({p.info->name, 1000.0 * ms / options.iters});

@@ -110,7 +110,7 @@ NB_MODULE(_metal_cuda, m) {
   m.def(
       "time_plan",
       [](const std::string& kind, const nb::dict& params, const std::vector<Array>& inputs,
-         const std::vector<Array>& outputs, int warmup, int iters, const std::string& plans, int input_copies) {
+         const std::vector<Array>& outputs, int warmup, int iters, const std::string& plans, int input_copies, bool graph) {
         gpu::LaunchPlan plan = make_plan(plans, kind, params);
         auto in = host_buffers(inputs);
         auto out = host_buffers(outputs);
@@ -118,13 +118,15 @@ NB_MODULE(_metal_cuda, m) {
         o.warmup = warmup;
         o.iters = iters;
         o.input_copies = input_copies;
+        o.graph = graph;
         nb::gil_scoped_release release;
         return bnc::execute_plan(plan, in, out, o);
       },
       "kind"_a, "params"_a, "inputs"_a, "outputs"_a, "warmup"_a = 10, "iters"_a = 100, "plans"_a = "shared",
-      "input_copies"_a = 1,
+      "input_copies"_a = 1, "graph"_a = false,
       "Run the plan once (outputs filled), then time each of its kernels: [(kernel name, mean us per launch)].\n"
-      "input_copies > 1: the timed launches cycle through that many device copies of the inputs (cold L2).");
+      "input_copies > 1: the timed launches cycle through that many device copies of the inputs (cold L2).\n"
+      "graph=True: the timed launches are one CUDA graph (no host launch cost per kernel).");
 
   m.def(
       "describe_cuda_plan",

@@ -23,7 +23,7 @@
 namespace bitnet_cuda {
 namespace {
 
-constexpr int kQuantThreads = 256;
+constexpr int kQuantMaxThreads = 1024; // the plan gives 1024 threads to a row when M is small
 
 template <class T>
 __device__ __forceinline__ float load_float(const T* p) {
@@ -84,7 +84,7 @@ __device__ __forceinline__ void quantize_row_quad(
 
 // Slots: 0 x (T, M x K), 1 xq (int8 M x K, quad order), 2 xscale (f32 M), 3 qsum (int32 M); 4 K, 5 eps.
 template <class T>
-__global__ void __launch_bounds__(kQuantThreads) absmax_quantize_quad(bnc::KernelArgs a) {
+__global__ void __launch_bounds__(kQuantMaxThreads) absmax_quantize_quad(bnc::KernelArgs a) {
   __shared__ uint32_t scratch[32];
   const int m = blockIdx.x;
   const int K = bnc::constant_i32(a, 4);

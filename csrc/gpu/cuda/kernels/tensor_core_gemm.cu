@@ -7,10 +7,10 @@
 //
 // Tiles: BM x 128 outputs per block of 8 warps (2 along M x 4 along N, each
 // warp BM/2 x 32), K in slabs of 64 bytes (64 int8 or 32 16-bit k), 3 slabs
-// in flight. The x slab arrives by cp.async (16-byte chunks, zero-filled
-// past M and K); the W slab is loaded into registers one iteration ahead,
-// decoded after the MMAs of the current slab and stored to shared memory, so
-// W is read once per block in packed form (2 bits a weight). Shared rows are
+// in flight. The x slab (16-byte chunks, zero-filled past M and K) and the
+// packed W slab (2 bits a weight: W is read once per block in packed form)
+// arrive by cp.async; each W row is decoded one slab ahead into a
+// double-buffered tile of MMA elements (gemm_body). Shared rows are
 // 64 bytes with the 16-byte chunks XOR-swizzled by row, so ldmatrix reads
 // 8 rows of one chunk column without bank conflicts.
 #include "kernel_args.cuh"
@@ -104,21 +104,30 @@ __device__ __forceinline__ T finish(Acc<E> acc, int m, int n, const Epilogue& ep
 }
 
 // A: M x K elements of E (row stride K), B: packed W (N x K/16 words).
-template <class E, class T, int BM, bool AsyncA>
+// Pipeline (one barrier per slab): at iteration kb the x slab kb + 2 and the
+// packed W slab kb + 2 are requested by cp.async, slab kb is multiplied, then
+// thread r < 128 waits for its own copy of W row r's slab kb + 1 and decodes
+// it into the other half of the double-buffered decoded tile (no barrier
+// between the copy and the decode: the thread that copied is the one that
+// reads). AsyncA / AsyncW: the 16-byte (8-byte) alignment cp.async needs;
+// otherwise plain loads (x) or loads at decode time (W).
+template <class E, class T, int BM, bool AsyncA, bool AsyncW>
 __device__ __forceinline__ void gemm_body(
     const E* A, const uint32_t* wq, T* y, int M, int N, int K, const Epilogue& ep, uint8_t* smem) {
   constexpr int MT = BM / 32; // m16 tiles per warp
   constexpr int kWords = WDecode<E>::kWordsPerSlab;
-  constexpr int kWPerThread = kBN * kWords / kThreads; // 2 (int8) or 1 (16-bit)
   constexpr int kAChunks = BM * 4 / kThreads;
-  uint8_t* sa = smem;                                  // [kStages][BM][64]
-  uint8_t* sb = smem + kStages * BM * kSlabBytes;      // [kStages][kBN][64]
+  uint8_t* sa = smem;                                                     // [kStages][BM][64]
+  uint8_t* sw = sa + kStages * BM * kSlabBytes;                           // [kStages][kBN][16] packed
+  uint8_t* sb = sw + kStages * kBN * 16;                                  // [2][kBN][64] decoded
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / 4, wn = warp % 4;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * kBN;
   const int words = K / 16;
   const int kbytes = K * int(sizeof(E));
   const int slabs = (kbytes + kSlabBytes - 1) / kSlabBytes;
+  const bool w_row_ok = tid < kBN && n0 + tid < N;
+  const uint32_t* wrow = wq + size_t(w_row_ok ? n0 + tid : 0) * words;
 
   auto load_a = [&](int slab, int stage) {
 #pragma unroll
@@ -144,20 +153,42 @@ __device__ __forceinline__ void gemm_body(
       }
     }
   };
-  auto load_w = [&](int slab, uint32_t (&w)[kWPerThread]) {
-#pragma unroll
-    for (int i = 0; i < kWPerThread; ++i) {
-      const int e = tid + i * kThreads;
-      const int row = e / kWords, word = slab * kWords + e % kWords;
-      const bool ok = n0 + row < N && word < words;
-      w[i] = ok ? ld_stream(wq + size_t(n0 + row) * words + word) : kZeroWord;
+  // Words of W row tid in this slab that lie inside K (0 past N).
+  auto valid_words = [&](int slab) { return w_row_ok ? max(0, min(kWords, words - slab * kWords)) : 0; };
+  auto load_w = [&](int slab, int stage) {
+    if (AsyncW && tid < kBN) {
+      const int n = valid_words(slab);
+      uint8_t* dst = sw + (stage * kBN + tid) * 16;
+      const uint32_t* src = n > 0 ? wrow + slab * kWords : wq;
+      if constexpr (kWords == 4) {
+        cp_async_16(dst, src, 4 * n);
+      } else {
+        cp_async_8(dst, src, 4 * n);
+      }
     }
   };
-  auto store_w = [&](int stage, const uint32_t (&w)[kWPerThread]) {
+  // Thread tid < kBN: decode its row's slab (zero-filled words past K read as
+  // code 0, W = -1, against x = 0 there).
+  auto decode_w = [&](int slab, int stage, int half) {
+    if (tid < kBN) {
+      uint32_t w[kWords];
+      if (AsyncW) {
+        const uint32_t* src = reinterpret_cast<const uint32_t*>(sw + (stage * kBN + tid) * 16);
 #pragma unroll
-    for (int i = 0; i < kWPerThread; ++i) {
-      const int e = tid + i * kThreads;
-      WDecode<E>::store(sb + stage * kBN * kSlabBytes, e / kWords, e % kWords, w[i]);
+        for (int i = 0; i < kWords; ++i) {
+          w[i] = src[i];
+        }
+      } else {
+        const int n = valid_words(slab);
+#pragma unroll
+        for (int i = 0; i < kWords; ++i) {
+          w[i] = i < n ? wrow[slab * kWords + i] : 0u;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kWords; ++i) {
+        WDecode<E>::store(sb + half * kBN * kSlabBytes, tid, i, w[i]);
+      }
     }
   };
 
@@ -174,26 +205,24 @@ __device__ __forceinline__ void gemm_body(
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < slabs) {
       load_a(s, s);
-      uint32_t w[kWPerThread];
-      load_w(s, w);
-      store_w(s, w);
+      load_w(s, s);
     }
     cp_async_commit();
   }
+  cp_async_wait<kStages - 2>();
+  decode_w(0, 0, 0);
+  __syncthreads();
 
   for (int kb = 0; kb < slabs; ++kb) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();
     const int next = kb + kStages - 1;
-    uint32_t w[kWPerThread];
     if (next < slabs) {
       load_a(next, next % kStages);
-      load_w(next, w);
+      load_w(next, next % kStages);
     }
     cp_async_commit();
 
     const uint8_t* a_st = sa + (kb % kStages) * BM * kSlabBytes;
-    const uint8_t* b_st = sb + (kb % kStages) * kBN * kSlabBytes;
+    const uint8_t* b_st = sb + (kb % 2) * kBN * kSlabBytes;
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
       uint32_t af[MT][4], bf[4][2];
@@ -217,12 +246,15 @@ __device__ __forceinline__ void gemm_body(
         }
       }
     }
-    if (next < slabs) {
-      // Stage next % kStages was last read in iteration kb - 1; every warp is past the barrier above.
-      store_w(next % kStages, w);
+    // Slab kb + 1: this thread's copies have landed; the barrier publishes
+    // them (x) and the decoded W to every warp. The half decoded into was
+    // last read by the MMAs of slab kb - 1, before the previous barrier.
+    cp_async_wait<kStages - 2>();
+    if (kb + 1 < slabs) {
+      decode_w(kb + 1, (kb + 1) % kStages, (kb + 1) % 2);
     }
+    __syncthreads();
   }
-  cp_async_wait<0>();
 
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
@@ -241,9 +273,16 @@ __device__ __forceinline__ void gemm_body(
   }
 }
 
+// cp.async of W needs its slab (16 bytes int8, 8 bytes 16-bit) aligned.
+template <class E>
+__device__ __forceinline__ bool w_async_ok(const uint32_t* wq, int K) {
+  constexpr int kWords = WDecode<E>::kWordsPerSlab;
+  return reinterpret_cast<uintptr_t>(wq) % (4 * kWords) == 0 && (K / 16) % kWords == 0;
+}
+
 template <int BM>
 constexpr int smem_bytes() {
-  return kStages * (BM + kBN) * kSlabBytes;
+  return kStages * (BM * kSlabBytes + kBN * 16) + 2 * kBN * kSlabBytes;
 }
 
 // Slots as the shared plan's ternary_gemm_t: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row.
@@ -255,10 +294,15 @@ __global__ void __launch_bounds__(kThreads) ternary_gemm(bnc::KernelArgs a) {
   const int M = bnc::constant_i32(a, 4), N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
   const auto* wq = bnc::buffer<const uint32_t>(a, 1);
   auto* y = bnc::buffer<T>(a, 3);
+  const bool w_ok = w_async_ok<T>(wq, K);
   if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
-    gemm_body<T, T, BM, true>(x, wq, y, M, N, K, ep, smem);
+    if (w_ok) {
+      gemm_body<T, T, BM, true, true>(x, wq, y, M, N, K, ep, smem);
+    } else {
+      gemm_body<T, T, BM, true, false>(x, wq, y, M, N, K, ep, smem);
+    }
   } else {
-    gemm_body<T, T, BM, false>(x, wq, y, M, N, K, ep, smem);
+    gemm_body<T, T, BM, false, false>(x, wq, y, M, N, K, ep, smem);
   }
 }
 
@@ -269,9 +313,15 @@ __global__ void __launch_bounds__(kThreads) bitlinear_gemm(bnc::KernelArgs a) {
   __shared__ __align__(128) uint8_t smem[smem_bytes<BM>()];
   const Epilogue ep{bnc::buffer<const float>(a, 3), bnc::buffer<const float>(a, 1), bnc::buffer<const float>(a, 4),
                     bnc::constant_i32(a, 9), bnc::constant_i32(a, 10)};
-  gemm_body<int8_t, T, BM, true>(bnc::buffer<const int8_t>(a, 0), bnc::buffer<const uint32_t>(a, 2),
-                                 bnc::buffer<T>(a, 5), bnc::constant_i32(a, 6), bnc::constant_i32(a, 7),
-                                 bnc::constant_i32(a, 8), ep, smem);
+  const auto* xq = bnc::buffer<const int8_t>(a, 0);
+  const auto* wq = bnc::buffer<const uint32_t>(a, 2);
+  auto* y = bnc::buffer<T>(a, 5);
+  const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
+  if (w_async_ok<int8_t>(wq, K)) {
+    gemm_body<int8_t, T, BM, true, true>(xq, wq, y, M, N, K, ep, smem);
+  } else {
+    gemm_body<int8_t, T, BM, true, false>(xq, wq, y, M, N, K, ep, smem);
+  }
 }
 
 BITNET_CUDA_REGISTER("cuda_ternary_gemm_float16_bm64", (ternary_gemm<__half, 64>))
