@@ -97,6 +97,8 @@ GEMV_SHAPES = [
     (8, 17, 4096),
     (9, 40, 1024),  # a second block row of x (grid.y = 2)
     (16, 65, 528),
+    (40, 33, 2112),  # 5 block rows of x (the GEMV serves M <= 64)
+    (64, 17, 2064),
     (1, 5, 16384 + 64),
 ]
 
@@ -179,6 +181,8 @@ BITLINEAR_GEMV_SHAPES = [
     (8, 17, 2064),
     (11, 6, 512),
     (16, 33, 1040),
+    (40, 19, 1040),
+    (64, 9, 2112),
 ]
 
 
@@ -260,6 +264,9 @@ PLAN_CASES = [
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
     ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
+    ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
+    ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
+    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64"),
     ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_gemm_float16_bm128"),
 ]
 
@@ -270,7 +277,7 @@ def test_cuda_plan_choice(kind, params, kernel):
 
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
-@pytest.mark.parametrize("M,N,K", [(1, 19, 2560), (5, 70, 2064), (40, 37, 96)], ids=str)
+@pytest.mark.parametrize("M,N,K", [(1, 19, 2560), (5, 70, 2064), (40, 37, 96), (70, 33, 528)], ids=str)
 def test_cuda_plans_match_the_reference(M, N, K, dtype_name):
     """No variant named: the plans launch_plan_cuda.cpp makes (shim kernels for float32 ternary_matmul)."""
     check_bitlinear(M, N, K, dtype_name, per_row=True, has_bias=True)

@@ -18,9 +18,14 @@ namespace {
 constexpr uint32_t kGemvThreads = 128;
 // Rows of x per GEMV block (one MMA's 8 columns).
 constexpr int64_t kGemvRowsOfX = 8;
-// Tensor-core GEMVs up to this M (more rows of x re-read W once per 8 rows),
-// the tiled GEMMs above it.
-constexpr int64_t kGemvMaxM = 16;
+// Tensor-core GEMVs up to this M (each 8 rows of x read W again), the tiled
+// GEMMs above it: at M = 64 the GEMV was still faster at every measured shape
+// (ternary 10.6 vs 48.9 us at 2560x2560, 84 vs 131 us at 17408x5120; bitlinear
+// 12.2 vs 32.9 and 57.6 vs 77.6 us).
+constexpr int64_t kGemvMaxM = 64;
+// Up to this M the quantizer gives each row 1024 threads, and the GEMVs use
+// the decode row counts below.
+constexpr int64_t kDecodeMaxM = 16;
 // Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
 // the H200's 132): fewer, fatter blocks only when there is work for both.
 constexpr int64_t kGemvMinBlocks = 264;
@@ -86,14 +91,17 @@ void check_variant(bool ok, const std::string& what) {
   }
 }
 
-// 16-row tiles of W per block. The float GEMV is bound by decoding W (LOP3 +
-// FMA per two weights), and 2 tiles per block share each x fragment: 2 is the
-// fastest measured below N = 16896, 4 above (17408). The int8 GEMV decodes in
-// a quarter of the instructions: 1 tile is the fastest at every measured N.
-int ternary_gemv_rows(int64_t N) {
-  return N >= int64_t(16) * 4 * kGemvMinBlocks ? 4 : 2;
+// 16-row tiles of W per block (all measured on the H200 at the four layer
+// shapes). The float GEMV is bound by decoding W (LOP3 + FMA per two
+// weights); tiles of a block share each x fragment: up to M = 16, 2 is the
+// fastest below N = 16896 and 4 above (17408); past M = 16, 4. The int8 GEMV
+// decodes in a quarter of the instructions: 1 tile up to M = 16, then 2.
+int ternary_gemv_rows(int64_t M, int64_t N) {
+  return M > kDecodeMaxM || N >= int64_t(16) * 4 * kGemvMinBlocks ? 4 : 2;
 }
-constexpr int kBitlinearGemvRows = 1;
+int bitlinear_gemv_rows(int64_t M) {
+  return M > kDecodeMaxM ? 2 : 1;
+}
 
 std::string suffix(const char* what, int v) {
   return std::string("_") + what + std::to_string(v);
@@ -170,7 +178,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
   KernelLaunch q;
   q.name = "cuda_absmax_quantize_quad_" + dt;
   q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {a.M <= kGemvMaxM ? kQuantThreadsFewRows : kQuantThreads, 1, 1};
+  q.group = {a.M <= kDecodeMaxM ? kQuantThreadsFewRows : kQuantThreads, 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
   p.kernels.push_back(q);
@@ -215,7 +223,7 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return gpu::plan_ternary_matmul(a);
   }
   if (a.M <= kGemvMaxM) {
-    return variants::ternary_gemv(a, ternary_gemv_rows(a.N));
+    return variants::ternary_gemv(a, ternary_gemv_rows(a.M, a.N));
   }
   return variants::ternary_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
 }
@@ -226,7 +234,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   }
   if (a.M <= kGemvMaxM) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
-    return variants::bitlinear_gemv(a, kBitlinearGemvRows, fused);
+    return variants::bitlinear_gemv(a, bitlinear_gemv_rows(a.M), fused);
   }
   return variants::bitlinear_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
 }

@@ -6,8 +6,8 @@
 //                                   mma.m16n8k32.s8, exact int32; BitLinear's epilogue
 //
 // Tiles: BM x 128 outputs per block of 8 warps (2 along M x 4 along N, each
-// warp BM/2 x 32), K in slabs of 64 bytes (64 int8 or 32 16-bit k), 3 slabs
-// in flight. The x slab (16-byte chunks, zero-filled past M and K) and the
+// warp BM/2 x 32), K in slabs of 64 bytes (64 int8 or 32 16-bit k), 3 to 5
+// slabs in flight. The x slab (16-byte chunks, zero-filled past M and K) and the
 // packed W slab (2 bits a weight: W is read once per block in packed form)
 // arrive by cp.async; each W row is decoded one slab ahead into a
 // double-buffered tile of MMA elements (gemm_body). Shared rows are
@@ -23,7 +23,11 @@ namespace {
 
 constexpr int kBN = 128;
 constexpr int kSlabBytes = 64;
-constexpr int kStages = 3;
+// Slabs in flight: as many as fit in 48 KiB of static shared memory (5 for
+// BM = 64, 3 for BM = 128). The copies of slab kb + 1 are waited for at the
+// end of iteration kb (kStages - 2 iterations after they were issued).
+template <int BM>
+constexpr int kStages = BM == 64 ? 5 : 3;
 constexpr int kThreads = 256;
 
 __device__ __forceinline__ int swizzle(int row, int chunk) {
@@ -117,9 +121,10 @@ __device__ __forceinline__ void gemm_body(
   constexpr int MT = BM / 32; // m16 tiles per warp
   constexpr int kWords = WDecode<E>::kWordsPerSlab;
   constexpr int kAChunks = BM * 4 / kThreads;
+  constexpr int S = kStages<BM>;
   uint8_t* sa = smem;                                                     // [kStages][BM][64]
-  uint8_t* sw = sa + kStages * BM * kSlabBytes;                           // [kStages][kBN][16] packed
-  uint8_t* sb = sw + kStages * kBN * 16;                                  // [2][kBN][64] decoded
+  uint8_t* sw = sa + S * BM * kSlabBytes;                           // [kStages][kBN][16] packed
+  uint8_t* sb = sw + S * kBN * 16;                                  // [2][kBN][64] decoded
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / 4, wn = warp % 4;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * kBN;
@@ -202,26 +207,26 @@ __device__ __forceinline__ void gemm_body(
   }
 
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < S - 1; ++s) {
     if (s < slabs) {
       load_a(s, s);
       load_w(s, s);
     }
     cp_async_commit();
   }
-  cp_async_wait<kStages - 2>();
+  cp_async_wait<S - 2>();
   decode_w(0, 0, 0);
   __syncthreads();
 
   for (int kb = 0; kb < slabs; ++kb) {
-    const int next = kb + kStages - 1;
+    const int next = kb + S - 1;
     if (next < slabs) {
-      load_a(next, next % kStages);
-      load_w(next, next % kStages);
+      load_a(next, next % S);
+      load_w(next, next % S);
     }
     cp_async_commit();
 
-    const uint8_t* a_st = sa + (kb % kStages) * BM * kSlabBytes;
+    const uint8_t* a_st = sa + (kb % S) * BM * kSlabBytes;
     const uint8_t* b_st = sb + (kb % 2) * kBN * kSlabBytes;
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
@@ -249,9 +254,9 @@ __device__ __forceinline__ void gemm_body(
     // Slab kb + 1: this thread's copies have landed; the barrier publishes
     // them (x) and the decoded W to every warp. The half decoded into was
     // last read by the MMAs of slab kb - 1, before the previous barrier.
-    cp_async_wait<kStages - 2>();
+    cp_async_wait<S - 2>();
     if (kb + 1 < slabs) {
-      decode_w(kb + 1, (kb + 1) % kStages, (kb + 1) % 2);
+      decode_w(kb + 1, (kb + 1) % S, (kb + 1) % 2);
     }
     __syncthreads();
   }
@@ -282,7 +287,7 @@ __device__ __forceinline__ bool w_async_ok(const uint32_t* wq, int K) {
 
 template <int BM>
 constexpr int smem_bytes() {
-  return kStages * (BM * kSlabBytes + kBN * 16) + 2 * kBN * kSlabBytes;
+  return kStages<BM> * (BM * kSlabBytes + kBN * 16) + 2 * kBN * kSlabBytes;
 }
 
 // Slots as the shared plan's ternary_gemm_t: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row.
