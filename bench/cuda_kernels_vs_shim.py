@@ -54,7 +54,7 @@ def iters_for(M, shim):
 def variants(op, M):
     """The hand-written variants timed at M: GEMVs up to 64 rows, GEMMs from 16 (the crossover)."""
     v = [f"gemv_r{r}" for r in (1, 2, 4)] if M <= 64 else []
-    v += ["gemm_bm64", "gemm_bm128"] if M >= 16 else []
+    v += ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"] if M >= 16 else []
     return v + ([f"fused_r{r}" for r in (1, 2, 4)] if op == "bitlinear" and M == 1 else [])
 
 

@@ -121,7 +121,10 @@ GEMM_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("variant", ["gemm_bm64", "gemm_bm128"])
+GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 and 4 warps
+
+
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("M,N,K", GEMM_SHAPES, ids=str)
 def test_ternary_gemm(M, N, K, dtype_name, variant):
@@ -130,7 +133,8 @@ def test_ternary_gemm(M, N, K, dtype_name, variant):
 
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
-                                           ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96)], ids=str)
+                                           ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96),
+                                           ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96)], ids=str)
 def test_ternary_nonfinite_activations(variant, M, N, K, kind):
     """inf * 0 = NaN in the tensor cores too: NaN and inf exactly where the reference has them."""
     check_ternary(M, N, K, "float16", per_row=True, variant=variant, seed=M + N, nonfinite=kind)
@@ -205,7 +209,7 @@ BITLINEAR_GEMM_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("variant", ["gemm_bm64", "gemm_bm128"])
+@pytest.mark.parametrize("variant", GEMM_VARIANTS)
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("M,N,K", BITLINEAR_GEMM_SHAPES, ids=str)
 def test_bitlinear_gemm(M, N, K, dtype_name, variant):
@@ -213,7 +217,8 @@ def test_bitlinear_gemm(M, N, K, dtype_name, variant):
 
 
 BITLINEAR_VARIANT_CASES = [("fused_r1", 1, 7, 2560), ("gemv_r1", 1, 5, 16384 + 16), ("gemv_r2", 6, 9, 80),
-                           ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064)]
+                           ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064), ("gemmw4_bm64", 40, 37, 96),
+                           ("gemmw4_bm128", 20, 9, 2064)]
 
 
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
@@ -230,7 +235,8 @@ def test_bitlinear_random_words(variant, M, N, K, dtype_name):
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("variant,M,K", [("fused_r1", 1, 16384), ("gemv_r1", 1, 65536), ("gemv_r4", 8, 4096),
-                                         ("gemm_bm64", 17, 4096), ("gemm_bm128", 40, 65536)], ids=str)
+                                         ("gemm_bm64", 17, 4096), ("gemm_bm128", 40, 65536),
+                                         ("gemmw4_bm128", 40, 65536)], ids=str)
 def test_bitlinear_is_exact_at_the_bound(variant, M, K, sign):
     """Every code 3 (+2) and every activation at +-127 after quantization: the largest |acc|, 254 K."""
     N = 5
@@ -259,15 +265,15 @@ def test_bitlinear_fused_adversarial_max_positions(K, dtype_name):
 PLAN_CASES = [
     ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
     ("ternary_matmul", dict(M=4, N=2560, K=2560, dtype="float16"), "cuda_ternary_gemv_float16_r2"),
-    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm128"),
+    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm128_w8"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
     ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
-    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64"),
-    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_gemm_float16_bm128"),
+    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w8"),
+    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_gemm_float16_bm128_w8"),
 ]
 
 

@@ -37,10 +37,10 @@ constexpr bool kUseFused = false;
 // Threads per row of the quantizer: a decode row alone on the GPU gets 1024.
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
-// GEMM: 8 warps, 128 columns of W per block, BM rows of x (64 or 128).
-constexpr uint32_t kGemmThreads = 256;
+// GEMM: 128 columns of W per block, BM rows of x (64 or 128), 8 or 4 warps.
 constexpr int64_t kGemmBN = 128;
 constexpr int64_t kGemmBigTileMinM = 256;
+constexpr int kGemmWarps = 8;
 
 uint32_t ceil_div(int64_t a, int64_t b) {
   const int64_t q = (a + b - 1) / b;
@@ -129,18 +129,18 @@ LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows) {
   return p;
 }
 
-LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm) {
+LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps) {
   check_k(a.K);
-  check_variant(a.transpose && is_16bit(a.dtype) && (bm == 64 || bm == 128),
-                "ternary_gemm: transpose=True, float16/bfloat16, bm 64/128");
+  check_variant(a.transpose && is_16bit(a.dtype) && (bm == 64 || bm == 128) && (warps == 4 || warps == 8),
+                "ternary_gemm: transpose=True, float16/bfloat16, bm 64/128, warps 4/8");
   LaunchPlan p;
   if (a.M <= 0 || a.N <= 0) {
     return p;
   }
   KernelLaunch k;
-  k.name = std::string("cuda_ternary_gemm_") + dtype_name(a.dtype) + suffix("bm", bm);
+  k.name = std::string("cuda_ternary_gemm_") + dtype_name(a.dtype) + suffix("bm", bm) + suffix("w", warps);
   k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
-  k.group = {kGemmThreads, 1, 1};
+  k.group = {uint32_t(32 * warps), 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
   p.kernels.push_back(k);
@@ -194,9 +194,9 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
   return p;
 }
 
-LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm) {
+LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps) {
   check_k(a.K);
-  check_variant(bm == 64 || bm == 128, "bitlinear_gemm: bm 64/128");
+  check_variant((bm == 64 || bm == 128) && (warps == 4 || warps == 8), "bitlinear_gemm: bm 64/128, warps 4/8");
   if (a.M <= 0 || a.N <= 0) {
     return {};
   }
@@ -206,9 +206,9 @@ LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm) {
   unfused.allow_fused = false;
   LaunchPlan p = gpu::plan_bitlinear(unfused);
   KernelLaunch& k = p.kernels.back();
-  k.name = std::string("cuda_bitlinear_gemm_") + dtype_name(a.dtype) + suffix("bm", bm);
+  k.name = std::string("cuda_bitlinear_gemm_") + dtype_name(a.dtype) + suffix("bm", bm) + suffix("w", warps);
   k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
-  k.group = {kGemmThreads, 1, 1};
+  k.group = {uint32_t(32 * warps), 1, 1};
   k.threadgroup_memory.clear();
   return p;
 }
@@ -225,7 +225,7 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
   if (a.M <= kGemvMaxM) {
     return variants::ternary_gemv(a, ternary_gemv_rows(a.M, a.N));
   }
-  return variants::ternary_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
+  return variants::ternary_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64, kGemmWarps);
 }
 
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
@@ -236,7 +236,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
     return variants::bitlinear_gemv(a, bitlinear_gemv_rows(a.M), fused);
   }
-  return variants::bitlinear_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64);
+  return variants::bitlinear_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64, kGemmWarps);
 }
 
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {

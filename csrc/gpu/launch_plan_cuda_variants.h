@@ -13,14 +13,15 @@ namespace bitnet_ext::gpu::cuda_plans::variants {
 // rows (16-row tiles of W per block) 1, 2 or 4; any M (8 rows of x per grid.y).
 LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows);
 
-// cuda_ternary_gemm_<T>_bm<bm>: transpose = true, T float16 or bfloat16, bm 64 or 128.
-LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm);
+// cuda_ternary_gemm_<T>_bm<bm>_w<warps>: transpose = true, T float16 or bfloat16,
+// bm 64 or 128, warps 8 (warp tiles bm/2 x 32) or 4 (bm/2 x 64).
+LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps = 8);
 
 // fused (M = 1 only): cuda_bitlinear_fused_<T>_r<rows> alone;
 // else cuda_absmax_quantize_quad_<T> then cuda_bitlinear_gemv_<T>_r<rows>.
 LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused);
 
-// The shared absmax_quantize_<T>, then cuda_bitlinear_gemm_<T>_bm<bm>.
-LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm);
+// The shared absmax_quantize_<T>, then cuda_bitlinear_gemm_<T>_bm<bm>_w<warps>.
+LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps = 8);
 
 } // namespace bitnet_ext::gpu::cuda_plans::variants

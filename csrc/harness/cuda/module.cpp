@@ -39,14 +39,14 @@ const bnh::PlanSet kCudaPlans{
     &gpu::cuda_plans::plan_absmean_quantize, &gpu::cuda_plans::plan_pack, &gpu::cuda_plans::plan_unpack,
     &gpu::cuda_plans::plan_dequantize};
 
-// "<family>_<letters><number>", e.g. gemv_r2, fused_r1, gemm_bm128.
+// "<family>_<letters><number>", e.g. gemv_r2, fused_r1, gemm_bm128, gemmw4_bm64.
 std::pair<std::string, int> parse_variant(const std::string& v) {
   const auto us = v.find('_');
-  const auto digit = v.find_first_of("0123456789");
-  if (us == std::string::npos || digit == std::string::npos || digit < us) {
+  const auto tail = v.find_last_not_of("0123456789");
+  if (us == std::string::npos || tail == std::string::npos || tail + 1 == v.size() || tail <= us) {
     throw nb::value_error(("variant must look like gemv_r2 or gemm_bm64, got " + v).c_str());
   }
-  return {v.substr(0, us), std::stoi(v.substr(digit))};
+  return {v.substr(0, us), std::stoi(v.substr(tail + 1))};
 }
 
 // plans: "shared" (launch_plan.h), "cuda" (launch_plan_cuda.h; with a
@@ -66,14 +66,14 @@ gpu::LaunchPlan make_plan(const std::string& plans, const std::string& kind, con
   if (kind == "ternary_matmul" && family == "gemv") {
     return v::ternary_gemv(bnh::ternary_matmul_args(p), n);
   }
-  if (kind == "ternary_matmul" && family == "gemm") {
-    return v::ternary_gemm(bnh::ternary_matmul_args(p), n);
+  if (kind == "ternary_matmul" && (family == "gemm" || family == "gemmw4")) {
+    return v::ternary_gemm(bnh::ternary_matmul_args(p), n, family == "gemm" ? 8 : 4);
   }
   if (kind == "bitlinear" && (family == "gemv" || family == "fused")) {
     return v::bitlinear_gemv(bnh::bitlinear_args(p), n, family == "fused");
   }
-  if (kind == "bitlinear" && family == "gemm") {
-    return v::bitlinear_gemm(bnh::bitlinear_args(p), n);
+  if (kind == "bitlinear" && (family == "gemm" || family == "gemmw4")) {
+    return v::bitlinear_gemm(bnh::bitlinear_args(p), n, family == "gemm" ? 8 : 4);
   }
   throw nb::value_error(("no CUDA variant " + family + " for " + kind).c_str());
 }

@@ -101,41 +101,19 @@ __global__ void __launch_bounds__(kQuantMaxThreads) absmax_quantize_quad(bnc::Ke
 
 // The int8 GEMV of one block: rows n0 .. n0 + 16 R - 1 of W against rows
 // m0 .. m0 + 7 of xq (global or shared memory, quad order, 16-byte aligned
-// rows). Warp 0 ends with the exact int32 sums; the epilogue is the caller's.
+// rows). Every thread ends with its lane's exact int32 sums over the block.
 template <int R, bool Vec>
 __device__ __forceinline__ void bitlinear_gemv_block(
-    const uint8_t* xq, const uint32_t* wq, int M, int N, int K, int n0, int m0, int (&total)[R][4],
+    const uint8_t* xq, const uint32_t* wq, int M, int N, int K, int n0, int m0, int (&acc)[R][4],
     int (*red)[R][4][32]) {
   const int words = K / 16;
-  const int steps = (words + 15) / 16;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int mrows = min(8, M - m0);
-  const uint8_t* xrow = xq + size_t(m0 + min(g, mrows - 1)) * K;
-
-  const uint32_t* ra[R];
-  const uint32_t* rb[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    ra[r] = wq + size_t(min(n0 + 16 * r + g, N - 1)) * words;
-    rb[r] = wq + size_t(min(n0 + 16 * r + g + 8, N - 1)) * words;
-  }
-  int acc[R][4];
+  const int g = (threadIdx.x % 32) / 4;
+  const uint8_t* xrow = xq + size_t(m0 + min(g, min(8, M - m0) - 1)) * K;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0;
   }
-
-  WStep<R> cur, nxt;
-  int s = warp;
-  if (s < steps) {
-    load_w<R, Vec>(cur, ra, rb, 16 * s + 4 * t, words);
-  }
-  for (; s < steps; s += kGemvWarps) {
-    const int wbase = 16 * s + 4 * t;
-    if (s + kGemvWarps < steps) {
-      load_w<R, Vec>(nxt, ra, rb, wbase + 16 * kGemvWarps, words);
-    }
+  gemv_k_loop<R, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const uint4 q = wbase + i < words ? *reinterpret_cast<const uint4*>(xrow + 16 * (wbase + i))
@@ -143,50 +121,29 @@ __device__ __forceinline__ void bitlinear_gemv_block(
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         uint32_t ca[4], cb[4];
-        decode_codes_quad(cur.a[r][i], ca);
-        decode_codes_quad(cur.b[r][i], cb);
+        decode_codes_quad(w.a[r][i], ca);
+        decode_codes_quad(w.b[r][i], cb);
         const uint32_t a0[4] = {ca[0], cb[0], ca[1], cb[1]};
         const uint32_t a1[4] = {ca[2], cb[2], ca[3], cb[3]};
         mma_16832_s8(acc[r], a0, q.x, q.y);
         mma_16832_s8(acc[r], a1, q.z, q.w);
       }
     }
-    cur = nxt;
-  }
-
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      red[warp][r][c][lane] = acc[r][c];
-    }
-  }
-  __syncthreads();
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      int v = 0;
-      for (int w = 0; w < kGemvWarps; ++w) {
-        v += red[w][r][c][lane];
-      }
-      total[r][c] = v;
-    }
-  }
+  });
+  gemv_block_sum(acc, red);
 }
 
-// Warp 0 stores y for its lanes' (m, n) (accumulator layout of the MMA).
+// Warp 0 stores y for its lanes' (m, n).
 template <class T, int R>
 __device__ __forceinline__ void bitlinear_store(
     const int (&total)[R][4], const float* xscale, const int* qsum, const float* scale, const float* bias, T* y,
     int M, int N, int n0, int m0, int per_row, int has_bias) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      const int n = n0 + 16 * r + g + (c >= 2 ? 8 : 0);
-      const int m = m0 + 2 * t + (c & 1);
+      int n, m;
+      gemv_out_index(r, c, n0, m0, n, m);
       if (n < N && m < M) {
         y[size_t(m) * N + n] = bitlinear_epilogue<T>(total[r][c] - qsum[m], xscale[m], scale[per_row ? n : 0],
                                                      bias, has_bias, n);

@@ -5,8 +5,9 @@
 //   cuda_bitlinear_gemm_<T>_bm<BM>  xq int8 (absmax_quantize_<T>, natural order), W decoded to int8,
 //                                   mma.m16n8k32.s8, exact int32; BitLinear's epilogue
 //
-// Tiles: BM x 128 outputs per block of 8 warps (2 along M x 4 along N, each
-// warp BM/2 x 32), K in slabs of 64 bytes (64 int8 or 32 16-bit k), 3 to 5
+// Tiles: BM x 128 outputs per block of W warps, 2 along M x W/2 along N (8
+// warps: each BM/2 x 32; 4 warps: each BM/2 x 64, twice the MMAs per
+// fragment load and per barrier), K in slabs of 64 bytes (64 int8 or 32 16-bit k), 3 to 5
 // slabs in flight. The x slab (16-byte chunks, zero-filled past M and K) and the
 // packed W slab (2 bits a weight: W is read once per block in packed form)
 // arrive by cp.async; each W row is decoded one slab ahead into a
@@ -25,10 +26,9 @@ constexpr int kBN = 128;
 constexpr int kSlabBytes = 64;
 // Slabs in flight: as many as fit in 48 KiB of static shared memory (5 for
 // BM = 64, 3 for BM = 128). The copies of slab kb + 1 are waited for at the
-// end of iteration kb (kStages - 2 iterations after they were issued).
+// start of iteration kb (kStages - 2 iterations after they were issued).
 template <int BM>
 constexpr int kStages = BM == 64 ? 5 : 3;
-constexpr int kThreads = 256;
 
 __device__ __forceinline__ int swizzle(int row, int chunk) {
   return row * kSlabBytes + ((chunk ^ ((row >> 1) & 3)) << 4);
@@ -108,25 +108,33 @@ __device__ __forceinline__ T finish(Acc<E> acc, int m, int n, const Epilogue& ep
 }
 
 // A: M x K elements of E (row stride K), B: packed W (N x K/16 words).
-// Pipeline (one barrier per slab): at iteration kb the x slab kb + 2 and the
-// packed W slab kb + 2 are requested by cp.async, slab kb is multiplied, then
-// thread r < 128 waits for its own copy of W row r's slab kb + 1 and decodes
-// it into the other half of the double-buffered decoded tile (no barrier
-// between the copy and the decode: the thread that copied is the one that
-// reads). AsyncA / AsyncW: the 16-byte (8-byte) alignment cp.async needs;
-// otherwise plain loads (x) or loads at decode time (W).
-template <class E, class T, int BM, bool AsyncA, bool AsyncW>
+// Pipeline (one barrier per slab): at iteration kb, thread r < 128 waits for
+// its own copy of W row r's slab kb + 1 and decodes it into the other half of
+// the double-buffered decoded tile (no barrier between the copy and the
+// decode: the thread that copied is the one that reads; the half was last
+// read by the MMAs of slab kb - 1, before the previous barrier), the slabs
+// kb + S - 1 of x and W are requested by cp.async, and slab kb is multiplied
+// (the decode's ALU work and the MMAs interleave across warps); the barrier
+// then publishes slab kb + 1. AsyncA / AsyncW: the 16-byte (8-byte)
+// alignment cp.async needs; otherwise plain loads (x) or loads at decode
+// time (W).
+template <class E, class T, int BM, int Warps, bool AsyncA, bool AsyncW>
 __device__ __forceinline__ void gemm_body(
     const E* A, const uint32_t* wq, T* y, int M, int N, int K, const Epilogue& ep, uint8_t* smem) {
-  constexpr int MT = BM / 32; // m16 tiles per warp
+  constexpr int kThreads = 32 * Warps;
+  constexpr int WN = Warps / 2;      // warps along N
+  constexpr int WTN = kBN / WN;      // columns per warp
+  constexpr int NT = WTN / 8;        // n8 tiles per warp
+  constexpr int MT = BM / 32;        // m16 tiles per warp
   constexpr int kWords = WDecode<E>::kWordsPerSlab;
   constexpr int kAChunks = BM * 4 / kThreads;
+  static_assert(kThreads >= kBN, "one thread per row of W decodes it");
   constexpr int S = kStages<BM>;
   uint8_t* sa = smem;                                                     // [kStages][BM][64]
   uint8_t* sw = sa + S * BM * kSlabBytes;                           // [kStages][kBN][16] packed
   uint8_t* sb = sw + S * kBN * 16;                                  // [2][kBN][64] decoded
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int wm = warp / 4, wn = warp % 4;
+  const int wm = warp / WN, wn = warp % WN;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * kBN;
   const int words = K / 16;
   const int kbytes = K * int(sizeof(E));
@@ -197,11 +205,11 @@ __device__ __forceinline__ void gemm_body(
     }
   };
 
-  Acc<E> acc[MT][4][4];
+  Acc<E> acc[MT][NT][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < NT; ++j) {
       acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
     }
   }
@@ -219,6 +227,11 @@ __device__ __forceinline__ void gemm_body(
   __syncthreads();
 
   for (int kb = 0; kb < slabs; ++kb) {
+    // Own copies of slab kb + 1 (issued S - 2 iterations ago) have landed.
+    cp_async_wait<S - 3>();
+    if (kb + 1 < slabs) {
+      decode_w(kb + 1, (kb + 1) % S, (kb + 1) % 2);
+    }
     const int next = kb + S - 1;
     if (next < slabs) {
       load_a(next, next % S);
@@ -230,15 +243,15 @@ __device__ __forceinline__ void gemm_body(
     const uint8_t* b_st = sb + (kb % 2) * kBN * kSlabBytes;
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
-      uint32_t af[MT][4], bf[4][2];
+      uint32_t af[MT][4], bf[NT][2];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
         const int row = wm * (BM / 2) + mt * 16 + lane % 16;
         ldmatrix_x4(af[mt], a_st + swizzle(row, 2 * ks + lane / 16));
       }
 #pragma unroll
-      for (int np = 0; np < 2; ++np) {
-        const int row = wn * 32 + (2 * np + lane / 16) * 8 + lane % 8;
+      for (int np = 0; np < NT / 2; ++np) {
+        const int row = wn * WTN + (2 * np + lane / 16) * 8 + lane % 8;
         uint32_t r[4];
         ldmatrix_x4(r, b_st + swizzle(row, 2 * ks + (lane / 8) % 2));
         bf[2 * np][0] = r[0], bf[2 * np][1] = r[1], bf[2 * np + 1][0] = r[2], bf[2 * np + 1][1] = r[3];
@@ -246,17 +259,10 @@ __device__ __forceinline__ void gemm_body(
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
+        for (int nt = 0; nt < NT; ++nt) {
           mma_slab_step<E>(acc[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
         }
       }
-    }
-    // Slab kb + 1: this thread's copies have landed; the barrier publishes
-    // them (x) and the decoded W to every warp. The half decoded into was
-    // last read by the MMAs of slab kb - 1, before the previous barrier.
-    cp_async_wait<S - 2>();
-    if (kb + 1 < slabs) {
-      decode_w(kb + 1, (kb + 1) % S, (kb + 1) % 2);
     }
     __syncthreads();
   }
@@ -265,11 +271,11 @@ __device__ __forceinline__ void gemm_body(
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int m = m0 + wm * (BM / 2) + mt * 16 + g + (c >= 2 ? 8 : 0);
-        const int n = n0 + wn * 32 + nt * 8 + 2 * t + (c & 1);
+        const int n = n0 + wn * WTN + nt * 8 + 2 * t + (c & 1);
         if (m < M && n < N) {
           y[size_t(m) * N + n] = finish<E, T>(acc[mt][nt][c], m, n, ep);
         }
@@ -291,8 +297,8 @@ constexpr int smem_bytes() {
 }
 
 // Slots as the shared plan's ternary_gemm_t: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row.
-template <class T, int BM>
-__global__ void __launch_bounds__(kThreads) ternary_gemm(bnc::KernelArgs a) {
+template <class T, int BM, int Warps>
+__global__ void __launch_bounds__(32 * Warps) ternary_gemm(bnc::KernelArgs a) {
   __shared__ __align__(128) uint8_t smem[smem_bytes<BM>()];
   const auto* x = bnc::buffer<const T>(a, 0);
   const Epilogue ep{bnc::buffer<const float>(a, 2), nullptr, nullptr, bnc::constant_i32(a, 7), 0};
@@ -302,19 +308,19 @@ __global__ void __launch_bounds__(kThreads) ternary_gemm(bnc::KernelArgs a) {
   const bool w_ok = w_async_ok<T>(wq, K);
   if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     if (w_ok) {
-      gemm_body<T, T, BM, true, true>(x, wq, y, M, N, K, ep, smem);
+      gemm_body<T, T, BM, Warps, true, true>(x, wq, y, M, N, K, ep, smem);
     } else {
-      gemm_body<T, T, BM, true, false>(x, wq, y, M, N, K, ep, smem);
+      gemm_body<T, T, BM, Warps, true, false>(x, wq, y, M, N, K, ep, smem);
     }
   } else {
-    gemm_body<T, T, BM, false, false>(x, wq, y, M, N, K, ep, smem);
+    gemm_body<T, T, BM, Warps, false, false>(x, wq, y, M, N, K, ep, smem);
   }
 }
 
 // Slots as the shared plan's bitlinear_gemm: 0 xq (int8, natural order), 1 xscale, 2 wq, 3 scale,
 // 4 bias, 5 y; 6 M, 7 N, 8 K, 9 per_row, 10 has_bias.
-template <class T, int BM>
-__global__ void __launch_bounds__(kThreads) bitlinear_gemm(bnc::KernelArgs a) {
+template <class T, int BM, int Warps>
+__global__ void __launch_bounds__(32 * Warps) bitlinear_gemm(bnc::KernelArgs a) {
   __shared__ __align__(128) uint8_t smem[smem_bytes<BM>()];
   const Epilogue ep{bnc::buffer<const float>(a, 3), bnc::buffer<const float>(a, 1), bnc::buffer<const float>(a, 4),
                     bnc::constant_i32(a, 9), bnc::constant_i32(a, 10)};
@@ -323,22 +329,37 @@ __global__ void __launch_bounds__(kThreads) bitlinear_gemm(bnc::KernelArgs a) {
   auto* y = bnc::buffer<T>(a, 5);
   const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
   if (w_async_ok<int8_t>(wq, K)) {
-    gemm_body<int8_t, T, BM, true, true>(xq, wq, y, M, N, K, ep, smem);
+    gemm_body<int8_t, T, BM, Warps, true, true>(xq, wq, y, M, N, K, ep, smem);
   } else {
-    gemm_body<int8_t, T, BM, true, false>(xq, wq, y, M, N, K, ep, smem);
+    gemm_body<int8_t, T, BM, Warps, true, false>(xq, wq, y, M, N, K, ep, smem);
   }
 }
 
-BITNET_CUDA_REGISTER("cuda_ternary_gemm_float16_bm64", (ternary_gemm<__half, 64>))
-BITNET_CUDA_REGISTER("cuda_ternary_gemm_float16_bm128", (ternary_gemm<__half, 128>))
-BITNET_CUDA_REGISTER("cuda_ternary_gemm_bfloat16_bm64", (ternary_gemm<__nv_bfloat16, 64>))
-BITNET_CUDA_REGISTER("cuda_ternary_gemm_bfloat16_bm128", (ternary_gemm<__nv_bfloat16, 128>))
-BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_float32_bm64", (bitlinear_gemm<float, 64>))
-BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_float32_bm128", (bitlinear_gemm<float, 128>))
-BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_float16_bm64", (bitlinear_gemm<__half, 64>))
-BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_float16_bm128", (bitlinear_gemm<__half, 128>))
-BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_bfloat16_bm64", (bitlinear_gemm<__nv_bfloat16, 64>))
-BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_bfloat16_bm128", (bitlinear_gemm<__nv_bfloat16, 128>))
+#define BITNET_CUDA_GEMMS(tname, T, BM, W)                                                          \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemm_" #tname "_bm" #BM "_w" #W, (bitlinear_gemm<T, BM, W>))
+#define BITNET_CUDA_TERNARY_GEMMS(tname, T, BM, W)                                                  \
+  BITNET_CUDA_REGISTER("cuda_ternary_gemm_" #tname "_bm" #BM "_w" #W, (ternary_gemm<T, BM, W>))
+
+BITNET_CUDA_TERNARY_GEMMS(float16, __half, 64, 8)
+BITNET_CUDA_TERNARY_GEMMS(float16, __half, 128, 8)
+BITNET_CUDA_TERNARY_GEMMS(float16, __half, 64, 4)
+BITNET_CUDA_TERNARY_GEMMS(float16, __half, 128, 4)
+BITNET_CUDA_TERNARY_GEMMS(bfloat16, __nv_bfloat16, 64, 8)
+BITNET_CUDA_TERNARY_GEMMS(bfloat16, __nv_bfloat16, 128, 8)
+BITNET_CUDA_TERNARY_GEMMS(bfloat16, __nv_bfloat16, 64, 4)
+BITNET_CUDA_TERNARY_GEMMS(bfloat16, __nv_bfloat16, 128, 4)
+BITNET_CUDA_GEMMS(float32, float, 64, 8)
+BITNET_CUDA_GEMMS(float32, float, 128, 8)
+BITNET_CUDA_GEMMS(float32, float, 64, 4)
+BITNET_CUDA_GEMMS(float32, float, 128, 4)
+BITNET_CUDA_GEMMS(float16, __half, 64, 8)
+BITNET_CUDA_GEMMS(float16, __half, 128, 8)
+BITNET_CUDA_GEMMS(float16, __half, 64, 4)
+BITNET_CUDA_GEMMS(float16, __half, 128, 4)
+BITNET_CUDA_GEMMS(bfloat16, __nv_bfloat16, 64, 8)
+BITNET_CUDA_GEMMS(bfloat16, __nv_bfloat16, 128, 8)
+BITNET_CUDA_GEMMS(bfloat16, __nv_bfloat16, 64, 4)
+BITNET_CUDA_GEMMS(bfloat16, __nv_bfloat16, 128, 4)
 
 } // namespace
 } // namespace bitnet_cuda

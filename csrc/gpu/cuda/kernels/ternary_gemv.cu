@@ -50,37 +50,12 @@ __device__ __forceinline__ void gemv_body(
     const uint16_t* x, const uint32_t* wq, const float* scale, T* y, int M, int N, int K, int per_row,
     float (*red)[R][4][32]) {
   const int words = K / 16;
-  const int steps = (words + 15) / 16;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
+  const int g = (threadIdx.x % 32) / 4;
   const int n0 = blockIdx.x * 16 * R;
   const int m0 = blockIdx.y * 8;
-  const int mrows = min(8, M - m0);
-  const uint16_t* xrow = x + size_t(m0 + min(g, mrows - 1)) * K;
-
-  const uint32_t* ra[R];
-  const uint32_t* rb[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    ra[r] = wq + size_t(min(n0 + 16 * r + g, N - 1)) * words;
-    rb[r] = wq + size_t(min(n0 + 16 * r + g + 8, N - 1)) * words;
-  }
-  float acc[R][4];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0.0f;
-  }
-
-  WStep<R> cur, nxt;
-  int s = warp;
-  if (s < steps) {
-    load_w<R, Vec>(cur, ra, rb, 16 * s + 4 * t, words);
-  }
-  for (; s < steps; s += kGemvWarps) {
-    const int wbase = 16 * s + 4 * t;
-    if (s + kGemvWarps < steps) {
-      load_w<R, Vec>(nxt, ra, rb, wbase + 16 * kGemvWarps, words);
-    }
+  const uint16_t* xrow = x + size_t(m0 + min(g, min(8, M - m0) - 1)) * K;
+  float acc[R][4] = {};
+  gemv_k_loop<R, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       uint4 lo, hi;
@@ -90,8 +65,8 @@ __device__ __forceinline__ void gemv_body(
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         uint32_t pa[8], pb[8];
-        decode_pairs<T>(cur.a[r][i], pa);
-        decode_pairs<T>(cur.b[r][i], pb);
+        decode_pairs<T>(w.a[r][i], pa);
+        decode_pairs<T>(w.b[r][i], pb);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const uint32_t a[4] = {pa[2 * q], pb[2 * q], pa[2 * q + 1], pb[2 * q + 1]};
@@ -99,33 +74,19 @@ __device__ __forceinline__ void gemv_body(
         }
       }
     }
-    cur = nxt;
-  }
-
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      red[warp][r][c][lane] = acc[r][c];
-    }
-  }
-  __syncthreads();
-  if (warp != 0) {
+  });
+  gemv_block_sum(acc, red);
+  if (threadIdx.x >= 32) {
     return;
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
-      float total = red[0][r][c][lane];
-#pragma unroll
-      for (int w = 1; w < kGemvWarps; ++w) {
-        total += red[w][r][c][lane];
-      }
-      const int n = n0 + 16 * r + g + (c >= 2 ? 8 : 0);
-      const int m = m0 + 2 * t + (c & 1);
+      int n, m;
+      gemv_out_index(r, c, n0, m0, n, m);
       if (n < N && m < M) {
-        y[size_t(m) * N + n] = from_float<T>(scale[per_row ? n : 0] * total);
+        y[size_t(m) * N + n] = from_float<T>(scale[per_row ? n : 0] * acc[r][c]);
       }
     }
   }
