@@ -265,7 +265,9 @@ def test_bitlinear_fused_adversarial_max_positions(K, dtype_name):
 PLAN_CASES = [
     ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
     ("ternary_matmul", dict(M=4, N=2560, K=2560, dtype="float16"), "cuda_ternary_gemv_float16_r2"),
-    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm128_w8"),
+    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w4"),
+    ("ternary_matmul", dict(M=512, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm128_w4"),
+    ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_gemm_float16_bm64_w8"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
     ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
@@ -274,6 +276,7 @@ PLAN_CASES = [
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
     ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w8"),
     ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_gemm_float16_bm128_w8"),
+    ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_gemm_float32_bm64_w8"),
 ]
 
 

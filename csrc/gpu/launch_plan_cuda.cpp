@@ -38,9 +38,19 @@ constexpr bool kUseFused = false;
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
 // GEMM: 128 columns of W per block, BM rows of x (64 or 128), 8 or 4 warps.
+// Measured (all four variants at M = 128, 512, 2048): BM = 128 pays from
+// M = 256 when N >= 4096 (6912x2560, M = 512: 63 vs 82 us bitlinear); with
+// N = 2560 its 20 column tiles leave SMs idle and BM = 64 is faster at every
+// M. Four warps (64-column warp tiles) are 4-12% faster for ternary_matmul
+// from M = 512, within 3% either way for bitlinear (which keeps 8).
 constexpr int64_t kGemmBN = 128;
 constexpr int64_t kGemmBigTileMinM = 256;
-constexpr int kGemmWarps = 8;
+constexpr int64_t kGemmBigTileMinN = 4096;
+constexpr int64_t kGemmTernaryFourWarpsMinM = 512;
+
+int gemm_bm(int64_t M, int64_t N) {
+  return M >= kGemmBigTileMinM && N >= kGemmBigTileMinN ? 128 : 64;
+}
 
 uint32_t ceil_div(int64_t a, int64_t b) {
   const int64_t q = (a + b - 1) / b;
@@ -225,7 +235,7 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
   if (a.M <= kGemvMaxM) {
     return variants::ternary_gemv(a, ternary_gemv_rows(a.M, a.N));
   }
-  return variants::ternary_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64, kGemmWarps);
+  return variants::ternary_gemm(a, gemm_bm(a.M, a.N), a.M >= kGemmTernaryFourWarpsMinM ? 4 : 8);
 }
 
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
@@ -236,7 +246,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
     return variants::bitlinear_gemv(a, bitlinear_gemv_rows(a.M), fused);
   }
-  return variants::bitlinear_gemm(a, a.M >= kGemmBigTileMinM ? 128 : 64, kGemmWarps);
+  return variants::bitlinear_gemm(a, gemm_bm(a.M, a.N), 8);
 }
 
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
