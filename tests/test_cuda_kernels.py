@@ -110,15 +110,7 @@ def test_ternary_gemv(M, N, K, dtype_name, variant):
     check_ternary(M, N, K, dtype_name, per_row=(N % 2 == 1), variant=variant)
 
 
-GEMM_SHAPES = [
-    (17, 5, 16),
-    (32, 32, 32),
-    (33, 40, 48),
-    (70, 9, 6912),
-    (45, 65, 528),
-    (130, 260, 1040),
-    (256, 128, 64),
-]
+GEMM_SHAPES = S.GEMM_SHAPES + [(130, 260, 1040), (256, 128, 64)]  # the shader suite's, and tiles of 128
 
 
 GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 and 4 warps

@@ -8,10 +8,13 @@
 #include <string>
 
 #include "gpu/launch_plan_cuda_variants.h"
+#include "gpu/plan_builders.h"
 
 namespace bitnet_ext::gpu::cuda_plans {
 
 namespace {
+
+using namespace plan_builders;
 
 // ---- tunables (H200 measurements: docs/cuda_backend.md, "Kernels") ---------
 // Threads of the decode GEMVs (4 warps; csrc/gpu/cuda/kernels/gemv_w_loads.cuh).
@@ -52,38 +55,8 @@ int gemm_bm(int64_t M, int64_t N) {
   return M >= kGemmBigTileMinM && N >= kGemmBigTileMinN ? 128 : 64;
 }
 
-uint32_t ceil_div(int64_t a, int64_t b) {
-  const int64_t q = (a + b - 1) / b;
-  if (q > int64_t(0x7FFFFFFF)) {
-    throw std::invalid_argument("bitnet_ext: grid too large for one launch");
-  }
-  return static_cast<uint32_t>(q);
-}
-
-Constant ci(const char* name, int slot, int64_t v) {
-  if (v < 0 || v > int64_t(0x7FFFFFFF)) {
-    throw std::invalid_argument(std::string("bitnet_ext: ") + name + " does not fit in int32");
-  }
-  Constant c{name, slot, Constant::Type::Int32};
-  c.i32 = static_cast<int32_t>(v);
-  return c;
-}
-
-Constant cf(const char* name, int slot, float v) {
-  Constant c{name, slot, Constant::Type::Float32};
-  c.f32 = v;
-  return c;
-}
-
-BufferBinding in(int index, int slot) {
-  return {ArgKind::Input, index, slot};
-}
-BufferBinding out(int index, int slot) {
-  return {ArgKind::Output, index, slot};
-}
-BufferBinding tmp(int index, int slot) {
-  return {ArgKind::Temp, index, slot};
-}
+// CUDA's limit on grid.y and grid.z (grid.x takes 2^31 - 1).
+constexpr uint32_t kMaxGridYZ = 65535;
 
 bool is_16bit(Dtype d) {
   return d == Dtype::float16 || d == Dtype::bfloat16;
@@ -99,6 +72,17 @@ void check_variant(bool ok, const std::string& what) {
   if (!ok) {
     throw std::invalid_argument("bitnet_ext: CUDA kernel variant " + what);
   }
+}
+
+void check_grid(const KernelLaunch& k) {
+  if (k.grid.x > 0x7FFFFFFFu || k.grid.y > kMaxGridYZ || k.grid.z > kMaxGridYZ) {
+    throw std::invalid_argument("bitnet_ext: grid of " + k.name + " too large for one CUDA launch");
+  }
+}
+
+void push(LaunchPlan& p, const KernelLaunch& k) {
+  check_grid(k);
+  p.kernels.push_back(k);
 }
 
 // 16-row tiles of W per block (all measured on the H200 at the four layer
@@ -135,7 +119,7 @@ LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows) {
   k.group = {kGemvThreads, 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -153,7 +137,7 @@ LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps) {
   k.group = {uint32_t(32 * warps), 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -177,7 +161,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
     k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
                    ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
     k.threadgroup_memory = {{0, size_t(a.K)}};
-    p.kernels.push_back(k);
+    push(p, k);
     return p;
   }
   p.temporaries = {
@@ -191,7 +175,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
   q.group = {a.M <= kDecodeMaxM ? kQuantThreadsFewRows : kQuantThreads, 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
-  p.kernels.push_back(q);
+  push(p, q);
 
   KernelLaunch k;
   k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows);
@@ -200,7 +184,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
   k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias, 4), out(0, 5), tmp(2, 11)};
   k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
                  ci("has_bias", 10, a.has_bias)};
-  p.kernels.push_back(k);
+  push(p, k);
   return p;
 }
 
@@ -220,6 +204,7 @@ LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps) {
   k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
   k.group = {uint32_t(32 * warps), 1, 1};
   k.threadgroup_memory.clear();
+  check_grid(k);
   return p;
 }
 
