@@ -3,6 +3,8 @@
 // LAUNCH_PLAN.md; the kernels' buffer slots are in kernels/*.metal.
 #include "gpu/launch_plan.h"
 
+#include "gpu/plan_builders.h"
+
 #include <sstream>
 #include <stdexcept>
 
@@ -25,6 +27,8 @@ size_t dtype_size(Dtype d) {
 }
 
 namespace {
+
+using namespace plan_builders;
 
 // ---- tunables (one place; tune on Apple GPUs) ------------------------------
 // Ternary GEMV (transpose=true): rows of W per simdgroup and simdgroups per
@@ -65,43 +69,6 @@ constexpr int kRowThreads = 256;
 void push(LaunchPlan& p, const KernelLaunch& k) {
   check_threadgroup_memory(k);
   p.kernels.push_back(k);
-}
-
-uint32_t ceil_div(int64_t a, int64_t b) {
-  int64_t q = (a + b - 1) / b;
-  if (q > int64_t(0xFFFFFFFFu)) {
-    throw std::invalid_argument("bitnet_ext: grid too large for one dispatch");
-  }
-  return static_cast<uint32_t>(q);
-}
-
-int32_t i32(int64_t v, const char* what) {
-  if (v < 0 || v > int64_t(0x7FFFFFFF)) {
-    throw std::invalid_argument(std::string("bitnet_ext: ") + what + " does not fit in int32");
-  }
-  return static_cast<int32_t>(v);
-}
-
-Constant ci(const char* name, int slot, int64_t v) {
-  Constant c{name, slot, Constant::Type::Int32};
-  c.i32 = i32(v, name);
-  return c;
-}
-
-Constant cf(const char* name, int slot, float v) {
-  Constant c{name, slot, Constant::Type::Float32};
-  c.f32 = v;
-  return c;
-}
-
-BufferBinding in(int index, int slot) {
-  return {ArgKind::Input, index, slot};
-}
-BufferBinding out(int index, int slot) {
-  return {ArgKind::Output, index, slot};
-}
-BufferBinding tmp(int index, int slot) {
-  return {ArgKind::Temp, index, slot};
 }
 
 std::string name(const std::string& op, Dtype d, const std::string& variant = "") {

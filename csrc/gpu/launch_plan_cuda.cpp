@@ -1,14 +1,239 @@
+// Launch plans for MLX's CUDA backend: the shared plans (kernels/*.metal
+// through the MSL-on-CUDA shim) with hand-written CUDA kernels
+// (csrc/gpu/cuda/kernels/) swapped in where they were measured faster on the
+// H200 (bench/results/nvidia-h200-cuda-kernels.md, docs/cuda_backend.md "Kernels").
 #include "gpu/launch_plan_cuda.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "gpu/launch_plan_cuda_variants.h"
+#include "gpu/plan_builders.h"
 
 namespace bitnet_ext::gpu::cuda_plans {
 
-// No hand-written CUDA kernel yet: every op runs the shared plan.
+namespace {
+
+using namespace plan_builders;
+
+// ---- tunables (H200 measurements: docs/cuda_backend.md, "Kernels") ---------
+// Threads of the decode GEMVs (4 warps; csrc/gpu/cuda/kernels/gemv_w_loads.cuh).
+constexpr uint32_t kGemvThreads = 128;
+// Rows of x per GEMV block (one MMA's 8 columns).
+constexpr int64_t kGemvRowsOfX = 8;
+// Tensor-core GEMVs up to this M (each 8 rows of x read W again), the tiled
+// GEMMs above it: at M = 64 the GEMV was still faster at every measured shape
+// (ternary 10.6 vs 48.9 us at 2560x2560, 84 vs 131 us at 17408x5120; bitlinear
+// 12.2 vs 32.9 and 57.6 vs 77.6 us).
+constexpr int64_t kGemvMaxM = 64;
+// Up to this M the quantizer gives each row 1024 threads, and the GEMVs use
+// the decode row counts below.
+constexpr int64_t kDecodeMaxM = 16;
+// Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
+// the H200's 132): fewer, fatter blocks only when there is work for both.
+constexpr int64_t kGemvMinBlocks = 264;
+// The fused decode BitLinear keeps xq (K bytes) in shared memory. Measured
+// slower than quantize + GEMV at every decode shape (each of its blocks
+// quantizes the whole row again), so the plans do not choose it.
+constexpr int64_t kFusedMaxK = 32768;
+constexpr bool kUseFused = false;
+// Threads per row of the quantizer: a decode row alone on the GPU gets 1024.
+constexpr uint32_t kQuantThreadsFewRows = 1024;
+constexpr uint32_t kQuantThreads = 256;
+// GEMM: 128 columns of W per block, BM rows of x (64 or 128), 8 or 4 warps.
+// Measured (all four variants at M = 128, 512, 2048): BM = 128 pays from
+// M = 256 when N >= 4096 (6912x2560, M = 512: 63 vs 82 us bitlinear); with
+// N = 2560 its 20 column tiles leave SMs idle and BM = 64 is faster at every
+// M. Four warps (64-column warp tiles) are 4-12% faster for ternary_matmul
+// from M = 512, within 3% either way for bitlinear (which keeps 8).
+constexpr int64_t kGemmBN = 128;
+constexpr int64_t kGemmBigTileMinM = 256;
+constexpr int64_t kGemmBigTileMinN = 4096;
+constexpr int64_t kGemmTernaryFourWarpsMinM = 512;
+
+int gemm_bm(int64_t M, int64_t N) {
+  return M >= kGemmBigTileMinM && N >= kGemmBigTileMinN ? 128 : 64;
+}
+
+// CUDA's limit on grid.y and grid.z (grid.x takes 2^31 - 1).
+constexpr uint32_t kMaxGridYZ = 65535;
+
+bool is_16bit(Dtype d) {
+  return d == Dtype::float16 || d == Dtype::bfloat16;
+}
+
+void check_k(int64_t K) {
+  if (K <= 0 || K % 16 != 0) {
+    throw std::invalid_argument("bitnet_ext: K must be a positive multiple of 16");
+  }
+}
+
+void check_variant(bool ok, const std::string& what) {
+  if (!ok) {
+    throw std::invalid_argument("bitnet_ext: CUDA kernel variant " + what);
+  }
+}
+
+void check_grid(const KernelLaunch& k) {
+  if (k.grid.x > 0x7FFFFFFFu || k.grid.y > kMaxGridYZ || k.grid.z > kMaxGridYZ) {
+    throw std::invalid_argument("bitnet_ext: grid of " + k.name + " too large for one CUDA launch");
+  }
+}
+
+void push(LaunchPlan& p, const KernelLaunch& k) {
+  check_grid(k);
+  p.kernels.push_back(k);
+}
+
+// 16-row tiles of W per block (all measured on the H200 at the four layer
+// shapes). The float GEMV is bound by decoding W (LOP3 + FMA per two
+// weights); tiles of a block share each x fragment: up to M = 16, 2 is the
+// fastest below N = 16896 and 4 above (17408); past M = 16, 4. The int8 GEMV
+// decodes in a quarter of the instructions: 1 tile up to M = 16, then 2.
+int ternary_gemv_rows(int64_t M, int64_t N) {
+  return M > kDecodeMaxM || N >= int64_t(16) * 4 * kGemvMinBlocks ? 4 : 2;
+}
+int bitlinear_gemv_rows(int64_t M) {
+  return M > kDecodeMaxM ? 2 : 1;
+}
+
+std::string suffix(const char* what, int v) {
+  return std::string("_") + what + std::to_string(v);
+}
+
+} // namespace
+
+namespace variants {
+
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype) && (rows == 1 || rows == 2 || rows == 4),
+                "ternary_gemv: transpose=True, float16/bfloat16, rows 1/2/4");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_gemv_") + dtype_name(a.dtype) + suffix("r", rows);
+  k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
+  k.group = {kGemvThreads, 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  push(p, k);
+  return p;
+}
+
+LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype) && (bm == 64 || bm == 128) && (warps == 4 || warps == 8),
+                "ternary_gemm: transpose=True, float16/bfloat16, bm 64/128, warps 4/8");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_gemm_") + dtype_name(a.dtype) + suffix("bm", bm) + suffix("w", warps);
+  k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
+  k.group = {uint32_t(32 * warps), 1, 1};
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  push(p, k);
+  return p;
+}
+
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
+  check_k(a.K);
+  check_variant(rows == 1 || rows == 2 || rows == 4, "bitlinear_gemv: rows 1/2/4");
+  check_variant(!fused || (a.M <= 1 && a.K <= kFusedMaxK), "bitlinear fused: M = 1, K <= 32768");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  const std::string dt = dtype_name(a.dtype);
+  // Without a bias, the bias slot gets the scale buffer again (never read).
+  const int bias = a.has_bias ? 3 : 2;
+  if (fused) {
+    KernelLaunch k;
+    k.name = "cuda_bitlinear_fused_" + dt + suffix("r", rows);
+    k.grid = {ceil_div(a.N, 16 * rows), 1, 1};
+    k.group = {kGemvThreads, 1, 1};
+    k.buffers = {in(0, 0), in(1, 1), in(2, 2), in(bias, 3), out(0, 4)};
+    k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
+                   ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
+    k.threadgroup_memory = {{0, size_t(a.K)}};
+    push(p, k);
+    return p;
+  }
+  p.temporaries = {
+      {"xq", size_t(a.M) * size_t(a.K), false},
+      {"xscale", size_t(a.M) * sizeof(float), false},
+      {"qsum", size_t(a.M) * sizeof(int32_t), false},
+  };
+  KernelLaunch q;
+  q.name = "cuda_absmax_quantize_quad_" + dt;
+  q.grid = {ceil_div(a.M, 1), 1, 1};
+  q.group = {a.M <= kDecodeMaxM ? kQuantThreadsFewRows : kQuantThreads, 1, 1};
+  q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
+  q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
+  push(p, q);
+
+  KernelLaunch k;
+  k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows);
+  k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
+  k.group = {kGemvThreads, 1, 1};
+  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias, 4), out(0, 5), tmp(2, 11)};
+  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
+                 ci("has_bias", 10, a.has_bias)};
+  push(p, k);
+  return p;
+}
+
+LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps) {
+  check_k(a.K);
+  check_variant((bm == 64 || bm == 128) && (warps == 4 || warps == 8), "bitlinear_gemm: bm 64/128, warps 4/8");
+  if (a.M <= 0 || a.N <= 0) {
+    return {};
+  }
+  // The shared plan's unfused path: absmax_quantize_<T> into the temporaries
+  // xq (natural order) and xscale, then its GEMM, which is swapped here.
+  BitLinearArgs unfused = a;
+  unfused.allow_fused = false;
+  LaunchPlan p = gpu::plan_bitlinear(unfused);
+  KernelLaunch& k = p.kernels.back();
+  k.name = std::string("cuda_bitlinear_gemm_") + dtype_name(a.dtype) + suffix("bm", bm) + suffix("w", warps);
+  k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, bm), 1};
+  k.group = {uint32_t(32 * warps), 1, 1};
+  k.threadgroup_memory.clear();
+  check_grid(k);
+  return p;
+}
+
+} // namespace variants
+
 LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
-  return gpu::plan_ternary_matmul(a);
+  // float32 activations and the transposed product (the VJP) keep the shared
+  // kernels: the tensor-core paths take 16-bit x (tf32 would not meet the
+  // float32 accumulation tolerance).
+  if (!a.transpose || !is_16bit(a.dtype) || a.M <= 0 || a.N <= 0) {
+    return gpu::plan_ternary_matmul(a);
+  }
+  if (a.M <= kGemvMaxM) {
+    return variants::ternary_gemv(a, ternary_gemv_rows(a.M, a.N));
+  }
+  return variants::ternary_gemm(a, gemm_bm(a.M, a.N), a.M >= kGemmTernaryFourWarpsMinM ? 4 : 8);
 }
+
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
-  return gpu::plan_bitlinear(a);
+  if (a.M <= 0 || a.N <= 0) {
+    return gpu::plan_bitlinear(a);
+  }
+  if (a.M <= kGemvMaxM) {
+    const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
+    return variants::bitlinear_gemv(a, bitlinear_gemv_rows(a.M), fused);
+  }
+  return variants::bitlinear_gemm(a, gemm_bm(a.M, a.N), 8);
 }
+
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
   return gpu::plan_absmax_quantize(M, K, dtype, eps);
 }

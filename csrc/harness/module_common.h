@@ -45,38 +45,65 @@ inline T need(const nb::dict& d, const char* key) {
   return nb::cast<T>(d[key]);
 }
 
-inline gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p) {
+inline gpu::TernaryMatmulArgs ternary_matmul_args(const nb::dict& p) {
+  return gpu::TernaryMatmulArgs{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                                parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "transpose", true),
+                                get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0)};
+}
+
+inline gpu::BitLinearArgs bitlinear_args(const nb::dict& p) {
+  return gpu::BitLinearArgs{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                            parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
+                            get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
+                            get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true)};
+}
+
+// One plan function per primitive: launch_plan.h's (the Metal eval_gpu's), or
+// a CUDA target's own set (cuda/module.cpp).
+struct PlanSet {
+  gpu::LaunchPlan (*ternary_matmul)(const gpu::TernaryMatmulArgs&);
+  gpu::LaunchPlan (*bitlinear)(const gpu::BitLinearArgs&);
+  gpu::LaunchPlan (*absmax_quantize)(int64_t M, int64_t K, gpu::Dtype, float eps);
+  gpu::LaunchPlan (*absmean_quantize)(int64_t N, int64_t K, gpu::Dtype, bool per_row, float eps);
+  gpu::LaunchPlan (*pack)(int64_t N, int64_t K);
+  gpu::LaunchPlan (*unpack)(int64_t N, int64_t K);
+  gpu::LaunchPlan (*dequantize)(int64_t N, int64_t K, gpu::Dtype, bool per_row_scale);
+};
+
+inline const PlanSet kSharedPlans{
+    static_cast<gpu::LaunchPlan (*)(const gpu::TernaryMatmulArgs&)>(&gpu::plan_ternary_matmul),
+    static_cast<gpu::LaunchPlan (*)(const gpu::BitLinearArgs&)>(&gpu::plan_bitlinear),
+    &gpu::plan_absmax_quantize,
+    &gpu::plan_absmean_quantize,
+    &gpu::plan_pack,
+    &gpu::plan_unpack,
+    &gpu::plan_dequantize};
+
+inline gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p, const PlanSet& plans = kSharedPlans) {
   if (kind == "ternary_matmul") {
-    gpu::TernaryMatmulArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                             parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "transpose", true),
-                             get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0)};
-    return gpu::plan_ternary_matmul(a);
+    return plans.ternary_matmul(ternary_matmul_args(p));
   }
   if (kind == "bitlinear") {
-    gpu::BitLinearArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                         parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
-                         get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
-                         get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true)};
-    return gpu::plan_bitlinear(a);
+    return plans.bitlinear(bitlinear_args(p));
   }
   if (kind == "absmax_quantize") {
-    return gpu::plan_absmax_quantize(need<int64_t>(p, "M"), need<int64_t>(p, "K"),
-                                     parse_dtype(need<std::string>(p, "dtype")), get<float>(p, "eps", 1e-5f));
+    return plans.absmax_quantize(need<int64_t>(p, "M"), need<int64_t>(p, "K"),
+                                  parse_dtype(need<std::string>(p, "dtype")), get<float>(p, "eps", 1e-5f));
   }
   if (kind == "absmean_quantize") {
-    return gpu::plan_absmean_quantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                                      parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row", false),
-                                      get<float>(p, "eps", 1e-5f));
+    return plans.absmean_quantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                                   parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row", false),
+                                   get<float>(p, "eps", 1e-5f));
   }
   if (kind == "pack") {
-    return gpu::plan_pack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
+    return plans.pack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
   }
   if (kind == "unpack") {
-    return gpu::plan_unpack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
+    return plans.unpack(need<int64_t>(p, "N"), need<int64_t>(p, "K"));
   }
   if (kind == "dequantize") {
-    return gpu::plan_dequantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
-                                parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false));
+    return plans.dequantize(need<int64_t>(p, "N"), need<int64_t>(p, "K"),
+                             parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false));
   }
   throw nb::value_error(("unknown plan kind " + kind).c_str());
 }

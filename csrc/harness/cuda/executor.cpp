@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -95,6 +96,7 @@ KernelTimes execute_plan(
     dim3 grid, group;
     KernelArgs args;
     size_t shared;
+    std::vector<std::pair<int, int>> input_slots; // (slot, input index), for input_copies
   };
   std::vector<Prepared> launches;
   std::vector<std::unique_ptr<DeviceBuffer>> scratch; // the mem_flags check's
@@ -109,7 +111,12 @@ KernelTimes execute_plan(
     };
     PackedLaunch packed = pack_launch(k, *info, pointer_of, kAppleThreadgroupMemory, "Apple GPUs");
     Prepared p{info, dim3(k.grid.x, k.grid.y, k.grid.z), dim3(k.group.x, k.group.y, k.group.z), packed.args,
-               packed.shared_bytes};
+               packed.shared_bytes, {}};
+    for (const auto& b : k.buffers) {
+      if (b.kind == ArgKind::Input) {
+        p.input_slots.push_back({b.slot, b.index});
+      }
+    }
     // Scratch for the debug build's mem_flags check (unused otherwise; cheap).
     if (p.shared > 0) {
       const uint64_t blocks = uint64_t(k.grid.x) * k.grid.y * k.grid.z;
@@ -120,9 +127,9 @@ KernelTimes execute_plan(
     launches.push_back(p);
   }
 
-  auto launch = [](Prepared& p) {
+  auto launch = [](Prepared& p, cudaStream_t stream = nullptr) {
     void* argv[] = {&p.args};
-    check(cudaLaunchKernel(p.info->entry, p.grid, p.group, argv, p.shared, nullptr), "launch of " + p.info->name);
+    check(cudaLaunchKernel(p.info->entry, p.grid, p.group, argv, p.shared, stream), "launch of " + p.info->name);
   };
   for (auto& p : launches) {
     if (p.grid.x * uint64_t(p.grid.y) * p.grid.z == 0) {
@@ -143,16 +150,57 @@ KernelTimes execute_plan(
     cudaEvent_t start, stop;
     check(cudaEventCreate(&start), "cudaEventCreate");
     check(cudaEventCreate(&stop), "cudaEventCreate");
+    // Copy c of every input (c = 0: the checked run's), and each launch bound to each copy.
+    const int copies = std::max(1, options.input_copies);
+    std::vector<std::vector<std::unique_ptr<DeviceBuffer>>> in_copies(copies - 1);
+    for (auto& list : in_copies) {
+      for (const auto& b : in) {
+        list.push_back(std::make_unique<DeviceBuffer>(b->bytes()));
+        check(cudaMemcpy(list.back()->get(), b->get(), b->bytes(), cudaMemcpyDeviceToDevice), "copy of an input");
+      }
+    }
     for (auto& p : launches) {
-      for (int i = 0; i < options.warmup; ++i) {
-        launch(p);
+      std::vector<Prepared> variants(copies, p);
+      for (int c = 1; c < copies; ++c) {
+        for (auto [slot, index] : p.input_slots) {
+          variants[c].args.buffers[slot] = in_copies[c - 1][index]->get();
+        }
       }
-      check(cudaEventRecord(start), "cudaEventRecord");
-      for (int i = 0; i < options.iters; ++i) {
-        launch(p);
+      if (options.graph) {
+        // The iters launches captured once into a CUDA graph and replayed:
+        // GPU time without the host's per-launch cost (MLX's CUDA backend
+        // also launches through graphs).
+        cudaStream_t stream;
+        check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+        cudaGraph_t graph;
+        check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        for (int i = 0; i < options.iters; ++i) {
+          launch(variants[i % copies], stream);
+        }
+        check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+        cudaGraphExec_t exec;
+        check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+        for (int i = 0; i < std::max(1, options.warmup / std::max(1, options.iters)); ++i) {
+          check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+        }
+        check(cudaEventRecord(start, stream), "cudaEventRecord");
+        check(cudaGraphLaunch(exec, stream), "cudaGraphLaunch");
+        check(cudaEventRecord(stop, stream), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
+        cudaGraphExecDestroy(exec);
+        cudaGraphDestroy(graph);
+        cudaStreamDestroy(stream);
+      } else {
+        for (int i = 0; i < options.warmup; ++i) {
+          launch(variants[i % copies]);
+        }
+        check(cudaEventRecord(start), "cudaEventRecord");
+        for (int i = 0; i < options.iters; ++i) {
+          launch(variants[i % copies]);
+        }
+        check(cudaEventRecord(stop), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
       }
-      check(cudaEventRecord(stop), "cudaEventRecord");
-      check(cudaEventSynchronize(stop), "kernel " + p.info->name + " failed while timing");
       float ms = 0;
       check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
       times.push_back({p.info->name, 1000.0 * ms / options.iters});

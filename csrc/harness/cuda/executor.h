@@ -27,6 +27,12 @@ struct RunOptions {
   // launches (after `warmup` launches) with CUDA events.
   int warmup = 0;
   int iters = 0;
+  // > 1: timed launches cycle through this many device copies of the inputs,
+  // so that weights larger in all than the L2 cache come from memory.
+  int input_copies = 1;
+  // Time a CUDA graph of the iters launches (replayed once after warmup /
+  // iters warm replays) instead of launching them one by one from the host.
+  bool graph = false;
 };
 
 // (kernel name, mean microseconds per launch) of each launch when timing.

@@ -1,0 +1,223 @@
+// Decode BitLinear (W1.58A8) on int8 tensor cores, exact:
+//   xq, xscale = absmax_quantize(x)                 (per row of x)
+//   y[m, n] = T(((float(acc) * xscale[m]) * s(n)) + bias[n]),  acc = sum_k xq[m, k] W[n, k] (int32)
+// bit-identical to bitnet_ext.reference.bitlinear.
+//
+// The int8 product uses mma.m16n8k32.s8 with W's codes (0..3, one LOP3 per
+// four codes, ternary_mma.cuh's decode_codes_quad) as A and xq as B, so
+// acc = sum xq code - sum xq: the quantizer also writes qsum[m] = sum_k xq[m, k].
+// It stores xq in the "quad" order inside each group of 16 (position 4 s + q
+// holds k = 4 q + s), the order in which the codes come out of the LOP3s, so
+// one 16-byte load gives a lane the B registers of two MMAs.
+//
+// Layout of the GEMV as ternary_gemv.cu: kGemvWarps warps split K, 16 R rows of W
+// and 8 rows of x per block, 16 words of each row per step.
+//
+// Kernels:
+//   cuda_absmax_quantize_quad_<T>   one block per row of x: xq (quad order), xscale, qsum
+//   cuda_bitlinear_gemv_<T>_r<R>    the int8 GEMV on those
+//   cuda_bitlinear_fused_<T>_r<R>   M = 1: each block quantizes x into shared memory, then the GEMV
+#include "kernel_args.cuh"
+#include "gemv_w_loads.cuh"
+
+namespace bitnet_cuda {
+namespace {
+
+constexpr int kQuantMaxThreads = 1024; // the plan gives 1024 threads to a row when M is small
+
+template <class T>
+__device__ __forceinline__ float load_float(const T* p) {
+  return to_float<T>(p[0]);
+}
+
+// Quantizes one row of x (K elements) with `threads` threads (the whole
+// block, a multiple of 32): writes the K int8 codes in quad order to xq
+// (global or shared), and returns xscale and qsum to every thread.
+// IEEE divisions and NaN rules as kernels/bitlinear.h's absmax_quantize_impl.
+template <class T>
+__device__ __forceinline__ void quantize_row_quad(
+    const T* x, int K, float eps, uint8_t* xq, float& xscale, int& qsum, uint32_t* scratch /* [32] */) {
+  const int tid = threadIdx.x, threads = blockDim.x, warps = threads / 32;
+  const int lane = tid % 32, warp = tid / 32;
+  uint32_t amax = 0;
+  for (int k = tid; k < K; k += threads) {
+    amax = max(amax, abs_bits(load_float(x + k)));
+  }
+  amax = __reduce_max_sync(0xFFFFFFFFu, amax);
+  if (lane == 0) {
+    scratch[warp] = amax;
+  }
+  __syncthreads();
+  uint32_t total = scratch[0];
+  for (int w = 1; w < warps; ++w) {
+    total = max(total, scratch[w]);
+  }
+  const float m = __uint_as_float(total);
+  const float s = __fdiv_rn(is_nan_bits(m) ? m : fmaxf(m, eps), 127.0f);
+
+  int sum = 0;
+  for (int grp = tid; grp < K / 16; grp += threads) {
+    uint32_t packed[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float q = __fdiv_rn(load_float(x + 16 * grp + j), s);
+      const int c = is_nan_bits(q) ? 0 : static_cast<int>(fminf(fmaxf(rintf(q), -128.0f), 127.0f));
+      sum += c;
+      // k = 4 q4 + s4 goes to byte q4 of register s4 (position 4 s4 + q4).
+      packed[j & 3] |= (uint32_t(c) & 0xFFu) << (8 * (j >> 2));
+    }
+    *reinterpret_cast<uint4*>(xq + 16 * grp) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  }
+  sum = __reduce_add_sync(0xFFFFFFFFu, sum);
+  __syncthreads(); // every thread has read scratch (amax)
+  if (lane == 0) {
+    scratch[warp] = static_cast<uint32_t>(sum);
+  }
+  __syncthreads();
+  int q = 0;
+  for (int w = 0; w < warps; ++w) {
+    q += static_cast<int>(scratch[w]);
+  }
+  xscale = s;
+  qsum = q;
+}
+
+// Slots: 0 x (T, M x K), 1 xq (int8 M x K, quad order), 2 xscale (f32 M), 3 qsum (int32 M); 4 K, 5 eps.
+template <class T>
+__global__ void __launch_bounds__(kQuantMaxThreads) absmax_quantize_quad(bnc::KernelArgs a) {
+  __shared__ uint32_t scratch[32];
+  const int m = blockIdx.x;
+  const int K = bnc::constant_i32(a, 4);
+  const float eps = bnc::constant_f32(a, 5);
+  float xscale;
+  int qsum;
+  quantize_row_quad<T>(bnc::buffer<const T>(a, 0) + size_t(m) * K, K, eps, bnc::buffer<uint8_t>(a, 1) + size_t(m) * K,
+                       xscale, qsum, scratch);
+  if (threadIdx.x == 0) {
+    bnc::buffer<float>(a, 2)[m] = xscale;
+    bnc::buffer<int>(a, 3)[m] = qsum;
+  }
+}
+
+// The int8 GEMV of one block: rows n0 .. n0 + 16 R - 1 of W against rows
+// m0 .. m0 + 7 of xq (global or shared memory, quad order, 16-byte aligned
+// rows). Every thread ends with its lane's exact int32 sums over the block.
+template <int R, bool Vec>
+__device__ __forceinline__ void bitlinear_gemv_block(
+    const uint8_t* xq, const uint32_t* wq, int M, int N, int K, int n0, int m0, int (&acc)[R][4],
+    int (*red)[R][4][32]) {
+  const int words = K / 16;
+  const int g = (threadIdx.x % 32) / 4;
+  const uint8_t* xrow = xq + size_t(m0 + min(g, min(8, M - m0) - 1)) * K;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0;
+  }
+  gemv_k_loop<R, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 q = wbase + i < words ? *reinterpret_cast<const uint4*>(xrow + 16 * (wbase + i))
+                                        : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        uint32_t ca[4], cb[4];
+        decode_codes_quad(w.a[r][i], ca);
+        decode_codes_quad(w.b[r][i], cb);
+        const uint32_t a0[4] = {ca[0], cb[0], ca[1], cb[1]};
+        const uint32_t a1[4] = {ca[2], cb[2], ca[3], cb[3]};
+        mma_16832_s8(acc[r], a0, q.x, q.y);
+        mma_16832_s8(acc[r], a1, q.z, q.w);
+      }
+    }
+  });
+  gemv_block_sum(acc, red);
+}
+
+// Warp 0 stores y for its lanes' (m, n).
+template <class T, int R>
+__device__ __forceinline__ void bitlinear_store(
+    const int (&total)[R][4], const float* xscale, const int* qsum, const float* scale, const float* bias, T* y,
+    int M, int N, int n0, int m0, int per_row, int has_bias) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      int n, m;
+      gemv_out_index(r, c, n0, m0, n, m);
+      if (n < N && m < M) {
+        y[size_t(m) * N + n] = bitlinear_epilogue<T>(total[r][c] - qsum[m], xscale[m], scale[per_row ? n : 0],
+                                                     bias, has_bias, n);
+      }
+    }
+  }
+}
+
+__device__ __forceinline__ bool w_vec_ok(const uint32_t* wq, int K) {
+  return reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0;
+}
+
+// Slots as the shared plan's bitlinear_gemv (plus qsum): 0 xq, 1 xscale, 2 wq, 3 scale, 4 bias, 5 y;
+// 6 M, 7 N, 8 K, 9 per_row, 10 has_bias; 11 qsum (int32 M).
+template <class T, int R>
+__global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_gemv(bnc::KernelArgs a) {
+  __shared__ int red[kGemvWarps][R][4][32];
+  const auto* xq = bnc::buffer<const uint8_t>(a, 0);
+  const auto* xscale = bnc::buffer<const float>(a, 1);
+  const auto* wq = bnc::buffer<const uint32_t>(a, 2);
+  const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
+  const int n0 = blockIdx.x * 16 * R, m0 = blockIdx.y * 8;
+  int total[R][4];
+  if (w_vec_ok(wq, K)) {
+    bitlinear_gemv_block<R, true>(xq, wq, M, N, K, n0, m0, total, red);
+  } else {
+    bitlinear_gemv_block<R, false>(xq, wq, M, N, K, n0, m0, total, red);
+  }
+  if (threadIdx.x < 32) {
+    bitlinear_store<T, R>(total, xscale, bnc::buffer<const int>(a, 11), bnc::buffer<const float>(a, 3),
+                          bnc::buffer<const float>(a, 4), bnc::buffer<T>(a, 5), M, N, n0, m0,
+                          bnc::constant_i32(a, 9), bnc::constant_i32(a, 10));
+  }
+}
+
+// M = 1 in one kernel. Slots as the shared plan's bitlinear_fused: 0 x, 1 wq, 2 scale, 3 bias, 4 y;
+// 5 N, 6 K, 7 per_row, 8 has_bias, 9 eps; threadgroup memory 0: K bytes (xq, quad order).
+template <class T, int R>
+__global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_fused(bnc::KernelArgs a) {
+  extern __shared__ __align__(16) uint8_t dynamic_smem[];
+  __shared__ int red[kGemvWarps][R][4][32];
+  __shared__ uint32_t scratch[32];
+  const int N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
+  uint8_t* xq = dynamic_smem + a.threadgroup_offset[0];
+  float xscale;
+  int qsum;
+  quantize_row_quad<T>(bnc::buffer<const T>(a, 0), K, bnc::constant_f32(a, 9), xq, xscale, qsum, scratch);
+  __syncthreads(); // xq complete
+  const auto* wq = bnc::buffer<const uint32_t>(a, 1);
+  const int n0 = blockIdx.x * 16 * R;
+  int total[R][4];
+  if (w_vec_ok(wq, K)) {
+    bitlinear_gemv_block<R, true>(xq, wq, 1, N, K, n0, 0, total, red);
+  } else {
+    bitlinear_gemv_block<R, false>(xq, wq, 1, N, K, n0, 0, total, red);
+  }
+  if (threadIdx.x < 32) {
+    bitlinear_store<T, R>(total, &xscale, &qsum, bnc::buffer<const float>(a, 2), bnc::buffer<const float>(a, 3),
+                          bnc::buffer<T>(a, 4), 1, N, n0, 0, bnc::constant_i32(a, 7), bnc::constant_i32(a, 8));
+  }
+}
+
+#define BITNET_CUDA_BITLINEAR(tname, T)                                                   \
+  BITNET_CUDA_REGISTER("cuda_absmax_quantize_quad_" #tname, absmax_quantize_quad<T>)     \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r1", (bitlinear_gemv<T, 1>))      \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r2", (bitlinear_gemv<T, 2>))      \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r4", (bitlinear_gemv<T, 4>))      \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_fused_" #tname "_r1", (bitlinear_fused<T, 1>))    \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_fused_" #tname "_r2", (bitlinear_fused<T, 2>))    \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_fused_" #tname "_r4", (bitlinear_fused<T, 4>))
+
+BITNET_CUDA_BITLINEAR(float32, float)
+BITNET_CUDA_BITLINEAR(float16, __half)
+BITNET_CUDA_BITLINEAR(bfloat16, __nv_bfloat16)
+
+} // namespace
+} // namespace bitnet_cuda

@@ -1,0 +1,27 @@
+// Every hand-written CUDA kernel variant as a plan of its own, whatever
+// launch_plan_cuda.cpp would choose for the shape: what the tests use to run
+// each variant against the reference, and the timing script to measure the
+// choices that launch_plan_cuda.cpp makes. Each throws std::invalid_argument
+// for a shape or dtype the variant does not handle.
+#pragma once
+
+#include "gpu/launch_plan.h"
+
+namespace bitnet_ext::gpu::cuda_plans::variants {
+
+// cuda_ternary_gemv_<T>_r<rows>: transpose = true, T float16 or bfloat16,
+// rows (16-row tiles of W per block) 1, 2 or 4; any M (8 rows of x per grid.y).
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows);
+
+// cuda_ternary_gemm_<T>_bm<bm>_w<warps>: transpose = true, T float16 or bfloat16,
+// bm 64 or 128, warps 8 (warp tiles bm/2 x 32) or 4 (bm/2 x 64).
+LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps = 8);
+
+// fused (M = 1 only): cuda_bitlinear_fused_<T>_r<rows> alone;
+// else cuda_absmax_quantize_quad_<T> then cuda_bitlinear_gemv_<T>_r<rows>.
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused);
+
+// The shared absmax_quantize_<T>, then cuda_bitlinear_gemm_<T>_bm<bm>_w<warps>.
+LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps = 8);
+
+} // namespace bitnet_ext::gpu::cuda_plans::variants
