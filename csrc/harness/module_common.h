@@ -49,14 +49,16 @@ inline gpu::LaunchPlan make_plan(const std::string& kind, const nb::dict& p) {
   if (kind == "ternary_matmul") {
     gpu::TernaryMatmulArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
                              parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "transpose", true),
-                             get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0)};
+                             get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0),
+                             get<int>(p, "gemm_bm", 0), get<int>(p, "gemm_bn", 0)};
     return gpu::plan_ternary_matmul(a);
   }
   if (kind == "bitlinear") {
     gpu::BitLinearArgs a{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
                          parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
                          get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
-                         get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true)};
+                         get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true),
+                         get<int>(p, "gemm_bm", 0), get<int>(p, "gemm_bn", 0)};
     return gpu::plan_bitlinear(a);
   }
   if (kind == "absmax_quantize") {
