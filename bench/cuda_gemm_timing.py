@@ -11,9 +11,10 @@ Times ternary_matmul (y = x @ W.T, "t"), its VJP (y = g @ W, "n") and bitlinear
 (absmax_quantize, then the int8 GEMM) on the BitNet b1.58 2B-4T projections
 for M in {32, 128, 512, 2048}, float16 activations, through the launch plans:
 
-    time:   python3 bench/cuda_gemm_timing.py time OUT.json LABEL [--tiles all|plan]
+    time:   python3 bench/cuda_gemm_timing.py time OUT.json LABEL [--tiles all|plan|BMxBN,...]
             all: every tile the plans can choose, forced with gemm_bm / gemm_bn;
-            plan: the plan's own choice only (a build without the switch ignores it)
+            plan: the plan's own choice only (a build without the switch ignores it);
+            BMxBN,...: these tiles only
     report: python3 bench/cuda_gemm_timing.py report OUT.md A.json [B.json ...]
 
 Each kernel: CUDA events over back-to-back launches on the same inputs (weights
@@ -47,7 +48,12 @@ def time_all(out_json, label, tiles_mode):
     sys.path.insert(0, os.environ.get("BITNET_METAL_CUDA_DIR", str(ROOT / "build" / "cuda")))
     import _metal_cuda as C
 
-    tiles = gemm_tiles(C.plan_kernel_names()) if tiles_mode == "all" else [None]
+    if tiles_mode == "all":
+        tiles = gemm_tiles(C.plan_kernel_names())
+    elif tiles_mode == "plan":
+        tiles = [None]
+    else:
+        tiles = [tuple(int(v) for v in t.split("x")) for t in tiles_mode.split(",")]
     meta = dict(label="NVIDIA GPU timing of the Metal GEMM kernels through the CUDA shim - NOT Apple-GPU numbers",
                 device=C.device_name(), dtype=DT, tree=label,
                 method="CUDA events, 3 warmup launches, then 50/20/10/5 timed launches at M = 32/128/512/2048, "

@@ -7,7 +7,8 @@
 #
 #   device tool, carry [".cuda-bundle", OLD]:  bash tests/cuda/run_gemm_designs.sh OLD
 #
-# $OUT gets gemm_old.json, gemm_new.json, gemm.md (the comparison table), then
+# An ablation build (this tree with unpadded tiles) is timed at two tiles after them.
+# $OUT gets gemm_old.json, gemm_new.json, gemm_nopad.json, gemm.md (the comparison table), then
 # summary.json (tests, sanitizers, coverage), pytest.log, steps.log and logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,10 +37,15 @@ build() {  # tree, build dir, extra cmake args...
 build "$PWD" build/cuda > "$OUT/build_new.log" 2>&1 & b1=$!
 build "$PWD" build/cuda-check -DBNC_CHECK_MEM_FLAGS=ON > "$OUT/build_check.log" 2>&1 & b2=$!
 build "$OLD" build/cuda > "$OUT/build_old.log" 2>&1 & b3=$!
-wait $b1; r1=$?; wait $b2; r2=$?; wait $b3; r3=$?
+# Ablation: this tree with unpadded tiles (GEMM_PAD_BYTES 0), to time the padding alone.
+NOPAD=$(mktemp -d)
+cp -r csrc kernels "$NOPAD"/ && sed -i 's/^#define GEMM_PAD_BYTES 16$/#define GEMM_PAD_BYTES 0/' "$NOPAD/kernels/ternary_gemm.h"
+grep -q '^#define GEMM_PAD_BYTES 0$' "$NOPAD/kernels/ternary_gemm.h" || echo "nopad: sed did not apply" >> "$OUT/build_nopad.log"
+build "$NOPAD" build/cuda >> "$OUT/build_nopad.log" 2>&1 & b4=$!
+wait $b1; r1=$?; wait $b2; r2=$?; wait $b3; r3=$?; wait $b4; r4=$?
 cat "$OUT/build_new.log" "$OUT/build_check.log" > "$OUT/build.log"
 echo "build_rc=$(( r1 | r2 ))" >> "$OUT/build.log"
-stamp "builds new=$r1 check=$r2 old=$r3"
+stamp "builds new=$r1 check=$r2 old=$r3 nopad=$r4"
 if [ $r1 -ne 0 ]; then tail -n 40 "$OUT/build_new.log"; finish; fi
 export BITNET_METAL_CUDA_DIR=$PWD/build/cuda
 
@@ -52,7 +58,13 @@ if [ $r3 -eq 0 ]; then
 fi
 timeout 90 python3 bench/cuda_gemm_timing.py time "$DEST/gemm_new.json" new > "$OUT/timing_new.log" 2>&1
 stamp "timing new rc=$?"
-python3 bench/cuda_gemm_timing.py report "$DEST/gemm.md" "$DEST"/gemm_old.json "$DEST/gemm_new.json" > /dev/null 2>&1
+if [ $r4 -eq 0 ]; then
+  BITNET_METAL_CUDA_DIR=$NOPAD/build/cuda timeout 40 python3 bench/cuda_gemm_timing.py time "$DEST/gemm_nopad.json" \
+    nopad --tiles 32x32,64x64 > "$OUT/timing_nopad.log" 2>&1
+  stamp "timing nopad rc=$?"
+fi
+python3 bench/cuda_gemm_timing.py report "$DEST/gemm.md" "$DEST"/gemm_old.json "$DEST/gemm_new.json" \
+  "$DEST/gemm_nopad.json" > /dev/null 2>&1
 
 # GPU tests on both builds and compute-sanitizer over every kernel (plan_cases), in parallel.
 for tool in memcheck racecheck synccheck initcheck; do
