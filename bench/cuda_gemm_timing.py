@@ -49,7 +49,7 @@ def time_all(out_json, label, tiles_mode):
     import _metal_cuda as C
 
     if tiles_mode == "all":
-        tiles = gemm_tiles(C.plan_kernel_names())
+        tiles = sorted(set(gemm_tiles(C.plan_kernel_names())) | set(gemm_tiles(C.plan_kernel_names(), "bitlinear_gemm")))
     elif tiles_mode == "plan":
         tiles = [None]
     else:
@@ -70,6 +70,9 @@ def time_all(out_json, label, tiles_mode):
             xn = activations((M, N), DT, rng)
             for op in ("t", "n", "bitlinear"):
                 for tile in tiles:
+                    if tiles_mode == "all" and tile not in gemm_tiles(
+                            C.plan_kernel_names(), "bitlinear_gemm" if op == "bitlinear" else "ternary_gemm_t"):
+                        continue
                     p = dict(M=M, N=N, K=K, dtype=DT, per_row_scale=False)
                     if tile is not None:
                         p.update(gemm_bm=tile[0], gemm_bn=tile[1])

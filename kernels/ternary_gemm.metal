@@ -70,15 +70,16 @@ template <typename T, int BM, int BN>
                                                             As, Bs, tgid, tid, sgid, lane);
 }
 
-#define instantiate_gemm_tile(tname, type, bm, bn)                                                    \
-  instantiate_kernel("ternary_gemm_t_" #tname "_bm" #bm "_bn" #bn, ternary_gemm_t, type, bm, bn)      \
-  instantiate_kernel("ternary_gemm_n_" #tname "_bm" #bm "_bn" #bn, ternary_gemm_n, type, bm, bn)      \
-  instantiate_kernel("bitlinear_gemm_" #tname "_bm" #bm "_bn" #bn, bitlinear_gemm, type, bm, bn)
+// The tiles the launch plan can choose (kGemmTilesFloat, kGemmTilesInt8).
+#define instantiate_gemm_float_tile(tname, type, bm, bn)                                          \
+  instantiate_kernel("ternary_gemm_t_" #tname "_bm" #bm "_bn" #bn, ternary_gemm_t, type, bm, bn) \
+  instantiate_kernel("ternary_gemm_n_" #tname "_bm" #bm "_bn" #bn, ternary_gemm_n, type, bm, bn)
 
-#define instantiate_gemm(tname, type, unused) \
-  instantiate_gemm_tile(tname, type, 32, 32)  \
-  instantiate_gemm_tile(tname, type, 32, 64)  \
-  instantiate_gemm_tile(tname, type, 64, 32)  \
-  instantiate_gemm_tile(tname, type, 64, 64)
+#define instantiate_gemm(tname, type, unused)                                                      \
+  instantiate_gemm_float_tile(tname, type, 64, 64)                                                 \
+  instantiate_gemm_float_tile(tname, type, 32, 64)                                                 \
+  instantiate_gemm_float_tile(tname, type, 32, 32)                                                 \
+  instantiate_kernel("bitlinear_gemm_" #tname "_bm32_bn64", bitlinear_gemm, type, 32, 64)         \
+  instantiate_kernel("bitlinear_gemm_" #tname "_bm32_bn32", bitlinear_gemm, type, 32, 32)
 
 instantiate_float_types(instantiate_gemm, 0)

@@ -223,9 +223,15 @@ def matmul_sumsq(x, codes, scale, transpose):
     return x2 @ (w2.T if transpose else w2)
 
 
-# Every GEMM tile (BM, BN) the launch plans can choose, from their kernel names.
-GEMM_TILES = sorted({tuple(int(v) for v in m.groups()) for m in
-                     (re.search(r"^ternary_gemm_t_float32_bm(\d+)_bn(\d+)$", n) for n in H.plan_kernel_names()) if m})
+def plan_gemm_tiles(op):
+    """Every GEMM tile (BM, BN) the launch plans can choose for op, from their kernel names."""
+    pattern = re.compile(rf"^{op}_float32_bm(\d+)_bn(\d+)$")
+    return sorted({tuple(int(v) for v in m.groups()) for m in map(pattern.search, H.plan_kernel_names()) if m})
+
+
+GEMM_TILES = plan_gemm_tiles("ternary_gemm_t")
+assert GEMM_TILES == plan_gemm_tiles("ternary_gemm_n"), "the two float GEMMs have the same tiles"
+INT8_GEMM_TILES = plan_gemm_tiles("bitlinear_gemm")
 
 
 def gemm_tile(tile):
@@ -704,7 +710,7 @@ def test_ternary_gemm_nonfinite_and_random_words(transpose, tile):
     check_matmul(70, 37, 80, "float16", transpose, per_row=False, seed=6, raw_words=True, tile=tile)
 
 
-@pytest.mark.parametrize("tile", GEMM_TILES, ids=lambda t: f"bm{t[0]}_bn{t[1]}")
+@pytest.mark.parametrize("tile", INT8_GEMM_TILES, ids=lambda t: f"bm{t[0]}_bn{t[1]}")
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("M,N,K", [(40, 37, 96), (130, 70, 528)], ids=lambda v: str(v))
 def test_bitlinear_gemm(M, N, K, dtype_name, tile):
@@ -714,8 +720,21 @@ def test_bitlinear_gemm(M, N, K, dtype_name, tile):
 
 
 def test_gemm_tile_must_be_one_the_kernels_instantiate():
-    with pytest.raises(ValueError, match="no GEMM tile 48 x 32"):
+    with pytest.raises(ValueError, match="ternary_gemm_t has no 48 x 32 tile"):
         H.describe_plan("ternary_matmul", dict(M=40, N=8, K=64, dtype="float32", gemm_bm=48, gemm_bn=32))
+    with pytest.raises(ValueError, match="bitlinear_gemm has no 64 x 64 tile"):
+        H.describe_plan("bitlinear", dict(M=40, N=8, K=64, dtype="float32", gemm_bm=64, gemm_bn=64))
+
+
+@pytest.mark.parametrize("kind,params,kernel", [
+    ("ternary_matmul", dict(M=17, N=8, K=64), "ternary_gemm_t_float16_bm32_bn32"),  # a small grid: the smallest tile
+    ("ternary_matmul", dict(M=2048, N=2560, K=64), "ternary_gemm_t_float16_bm64_bn64"),  # a large one: the largest
+    ("ternary_matmul", dict(M=512, N=2560, K=64), "ternary_gemm_t_float16_bm32_bn64"),  # between the two
+    ("ternary_matmul", dict(M=2048, N=2560, K=64, transpose=False), "ternary_gemm_n_float16_bm32_bn32"),  # 64 cols
+    ("bitlinear", dict(M=2048, N=2560, K=64), "bitlinear_gemm_float16_bm32_bn64"),  # BM = 32 only
+], ids=str)
+def test_gemm_tile_grows_with_the_grid(kind, params, kernel):
+    assert kernel in H.describe_plan(kind, dict(params, dtype="float16"))
 
 
 def test_bitlinear_gemm_is_exact_at_the_bound():

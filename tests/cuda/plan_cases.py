@@ -33,19 +33,22 @@ def activations(shape, dtype, rng):
     return a.astype(DTYPES[dtype])
 
 
-def gemm_tiles(kernel_names):
-    """Every GEMM tile (BM, BN) the plans can choose, from their kernel names."""
-    return sorted({(int(m.group(1)), int(m.group(2))) for m in
-                   (re.search(r"^ternary_gemm_t_float32_bm(\d+)_bn(\d+)$", n) for n in kernel_names) if m})
+def gemm_tiles(kernel_names, op="ternary_gemm_t"):
+    """Every GEMM tile (BM, BN) the plans can choose for op, from their kernel names."""
+    pattern = re.compile(rf"^{op}_float32_bm(\d+)_bn(\d+)$")
+    return sorted({(int(m.group(1)), int(m.group(2))) for m in map(pattern.search, kernel_names) if m})
 
 
-def cases(tiles=()):
-    """(kind, params) pairs; together they launch every kernel the plans name (tiles: the GEMM tiles to force)."""
+def cases(kernel_names=()):
+    """(kind, params) pairs; together they launch every kernel the plans name (every GEMM tile of kernel_names
+    forced, with tails in M, the output columns and the reduction)."""
     for dt in DTYPES:
-        for bm, bn in tiles:  # each GEMM tile, with tails in M, the output columns and the reduction
+        for bm, bn in gemm_tiles(kernel_names):
             tile = dict(gemm_bm=bm, gemm_bn=bn)
             yield "ternary_matmul", dict(M=bm + 5, N=bn + 3, K=80, dtype=dt, per_row_scale=True, **tile)
             yield "ternary_matmul", dict(M=bm + 5, N=37, K=bn + 16, dtype=dt, transpose=False, **tile)
+        for bm, bn in gemm_tiles(kernel_names, "bitlinear_gemm"):
+            tile = dict(gemm_bm=bm, gemm_bn=bn)
             yield "bitlinear", dict(M=bm + 5, N=bn + 3, K=80, dtype=dt, per_row_scale=True, has_bias=True, **tile)
         for M in (1, 3, 8, 17):
             for off in (0, 4):  # W at a 16-byte aligned and an unaligned offset
@@ -99,12 +102,12 @@ def main():
     import _metal_cuda as C
 
     rng = np.random.default_rng(0)
-    tiles = gemm_tiles(C.plan_kernel_names())
-    for kind, p in cases(tiles):
+    names = C.plan_kernel_names()
+    for kind, p in cases(names):
         ins, outs = arrays(kind, p, rng)
         C.run_plan(kind, p, ins, outs, garbage=not args.no_garbage)
-    missing = sorted(set(C.plan_kernel_names()) - set(C.executed_kernels()))
-    print(f"plan_cases: {len(list(cases(tiles)))} plans, {len(C.executed_kernels())} kernels executed")
+    missing = sorted(set(names) - set(C.executed_kernels()))
+    print(f"plan_cases: {len(list(cases(names)))} plans, {len(C.executed_kernels())} kernels executed")
     if missing:
         sys.exit(f"plan_cases: kernels not executed: {missing}")
 
