@@ -13,8 +13,19 @@ Compares, all on the GPU (stream=mx.gpu), activations float16 (--dtype):
   qmm_g128        mx.quantized_matmul(x, wq, S, -S, group_size=128, bits=2)   as MLX affine 2-bit
   f16_matmul      x @ W.T with W dense float16
   mlx_lm          mlx-lm's BitLinear Metal kernel (mlx_lm.models.bitlinear_layers), if installed
-for M in {1, 4, 16, 128, 512} x the 2B-4T projections (N, K): q/o (2560, 2560),
+and the transposed product of the backward pass, y = g @ W (g: M x N, y: M x K):
+  ternary_matmul_n  bx.ternary_matmul(g, wq, s, transpose=False)  ours
+  qmm_n_g64         mx.quantized_matmul(g, wq, S, -S, transpose=False, group_size=64, bits=2)
+  f16_matmul_n      g @ W with W dense float16
+for M in {1, 4, 16, 32, 128, 512, 2048} x the 2B-4T projections (N, K): q/o (2560, 2560),
 k/v (640, 2560), gate/up (6912, 2560), down (2560, 6912).
+
+GEMM tiles: past M = 16 our three products run a tiled simdgroup_matrix GEMM
+whose tile (BM x BN) the launch plan picks from the grid size, a rule measured
+on an NVIDIA GPU through the shader harness (docs/metal_backend.md). So that a
+Mac run can retune it, every tile the plan can pick is also timed on its own
+(BITNET_EXT_GEMM_TILE=BMxBN forces it; --no-gemm-tiles skips this), reported as
+method "<ours>@BMxBN" and in the "GEMM tiles" tables.
 
 MLX's affine 2-bit layout is our packing (code w + 1 at bits 2*(k % 16) of word
 k // 16), so quantized_matmul reads our `wq` itself, with every group's scale
@@ -210,9 +221,12 @@ SHAPES = {
     "up": ("gate_proj / up_proj", 6912, 2560),
     "down": ("down_proj", 2560, 6912),
 }
-ALL_MS = [1, 4, 16, 128, 512]
-ALL_METHODS = ["ternary_matmul", "bitlinear", "qmm_g64", "qmm_g128", "f16_matmul", "mlx_lm"]
-OURS = ("ternary_matmul", "bitlinear")
+ALL_MS = [1, 4, 16, 32, 128, 512, 2048]
+ALL_METHODS = ["ternary_matmul", "bitlinear", "qmm_g64", "qmm_g128", "f16_matmul", "mlx_lm",
+               "ternary_matmul_n", "qmm_n_g64", "f16_matmul_n"]
+OURS = ("ternary_matmul", "bitlinear", "ternary_matmul_n")
+# The transposed product y = g @ W (the VJP of ternary_matmul); the others are y = x @ W.T.
+TRANSPOSED = ("ternary_matmul_n", "qmm_n_g64", "f16_matmul_n")
 LABEL = {
     "ternary_matmul": "ours ternary_matmul",
     "bitlinear": "ours bitlinear",
@@ -220,17 +234,30 @@ LABEL = {
     "qmm_g128": "mx qmm 2b g128",
     "f16_matmul": "f16 matmul",
     "mlx_lm": "mlx-lm BitLinear",
+    "ternary_matmul_n": "ours ternary_matmul (g @ W)",
+    "qmm_n_g64": "mx qmm 2b g64 (g @ W)",
+    "f16_matmul_n": "f16 matmul (g @ W)",
 }
+# Every GEMM tile the launch plan can pick (csrc/gpu/launch_plan.cpp: kGemmTilesFloat for the
+# ternary_matmul GEMMs, kGemmTilesInt8 for bitlinear's; tests/test_bench_metal.py checks the
+# lists against the kernels the plans name). Past GEMV_MAX_M rows the GEMM runs.
+GEMM_TILES = {
+    "ternary_matmul": ("64x64", "32x64", "32x32"),
+    "ternary_matmul_n": ("64x64", "32x64", "32x32"),
+    "bitlinear": ("32x64", "32x32"),
+}
+GEMV_MAX_M = 16
 SCALE = 0.0125
 
 
 def weight_bytes(method: str, N: int, K: int, itemsize: int = 2) -> int:
     """Bytes of the weight representation one call reads."""
     packed = N * K // 4
+    method = method.split("@")[0]
     if method in OURS:
         return packed + 4  # + float32 per-tensor scale
-    if method.startswith("qmm_g"):
-        g = int(method[len("qmm_g"):])
+    if method.startswith(("qmm_g", "qmm_n_g")):
+        g = int(method.split("_g")[-1])
         return packed + 2 * itemsize * N * (K // g)  # + scales and biases in x's dtype
     if method == "mlx_lm":
         return packed + itemsize  # uint8, 4 codes per byte, + one scale
@@ -319,20 +346,26 @@ def run_shape(shape_key, N, K, Ms, methods, dtype, args, results, checks):
     if "bitlinear" in methods:
         calls["bitlinear"] = lambda x, w: bx.bitlinear(x, w, s32, stream=gpu)
         weights["bitlinear"] = wq
-    for g in (64, 128):
-        m = f"qmm_g{g}"
+    if "ternary_matmul_n" in methods:
+        calls["ternary_matmul_n"] = lambda g, w: bx.ternary_matmul(g, w, s32, transpose=False, stream=gpu)
+        weights["ternary_matmul_n"] = wq
+    for m, g, transpose in (("qmm_g64", 64, True), ("qmm_g128", 128, True), ("qmm_n_g64", 64, False)):
         if m in methods:
             S = mx.full((N, K // g), SCALE, dtype=dtype)
             B = -S
             mx.eval(S, B)
-            calls[m] = (lambda S, B, g: lambda x, w: mx.quantized_matmul(
-                x, w, S, B, transpose=True, group_size=g, bits=2, stream=gpu))(S, B, g)
+            calls[m] = (lambda S, B, g, t: lambda x, w: mx.quantized_matmul(
+                x, w, S, B, transpose=t, group_size=g, bits=2, stream=gpu))(S, B, g, transpose)
             weights[m] = wq
-    if "f16_matmul" in methods:
+    if "f16_matmul" in methods or "f16_matmul_n" in methods:
         W = (mx.array(codes_np.astype(np.float32)) * SCALE).astype(dtype)
         mx.eval(W)
-        calls["f16_matmul"] = lambda x, w: mx.matmul(x, w.T, stream=gpu)
-        weights["f16_matmul"] = W
+        if "f16_matmul" in methods:
+            calls["f16_matmul"] = lambda x, w: mx.matmul(x, w.T, stream=gpu)
+            weights["f16_matmul"] = W
+        if "f16_matmul_n" in methods:
+            calls["f16_matmul_n"] = lambda g, w: mx.matmul(g, w, stream=gpu)
+            weights["f16_matmul_n"] = W
     if "mlx_lm" in methods:
         fn = _mlx_lm_caller(N, K, dtype) if N % 4 == 0 else None
         if fn is None:
@@ -342,6 +375,7 @@ def run_shape(shape_key, N, K, Ms, methods, dtype, args, results, checks):
             weights["mlx_lm"] = mx.array(pack_mlx_lm(codes_np))
             mx.eval(weights["mlx_lm"])
 
+    w32 = mx.array(codes_np.astype(np.float32)) * SCALE
     cold_bytes = args.cold_mb * 2**20
     for method, call in calls.items():
         wb = weight_bytes(method, N, K, itemsize)
@@ -349,54 +383,85 @@ def run_shape(shape_key, N, K, Ms, methods, dtype, args, results, checks):
         if args.latency:
             n_sets = max(4, min(n_sets, 64))
         w_sets = _copies(weights[method], n_sets)
+        transposed = method in TRANSPOSED
         for M in Ms:
-            x = mx.random.normal((M, K), key=mx.random.key(M)).astype(dtype)
+            # y = x @ W.T takes x (M, K); y = g @ W takes g (M, N).
+            x = mx.random.normal((M, N if transposed else K), key=mx.random.key(M)).astype(dtype)
             mx.eval(x)
-            case = {"shape": shape_key, "N": N, "K": K, "M": M, "method": method, "dtype": str(dtype)}
-            # correctness, outside timing
-            try:
-                with warnings.catch_warnings(record=True) as rec:
-                    warnings.simplefilter("always")
-                    y = call(x, w_sets[0])
-                    mx.eval(y)
-                fell_back = [str(w.message) for w in rec if "CPU" in str(w.message)]
-                if fell_back:
-                    raise RuntimeError(f"ran on the CPU, not the GPU: {fell_back[0]}")
-                if method == "bitlinear":
-                    with mx.stream(mx.cpu):
-                        r = ref.bitlinear(x, wq, s32)
-                        mx.eval(r)
-                    exact = bool(mx.array_equal(y, r).item())
-                    err = 0.0 if exact else _rel_err(y, r)
-                    ok = exact
-                else:
-                    with mx.stream(mx.cpu):
-                        r = x.astype(mx.float32) @ (mx.array(codes_np.astype(np.float32)) * SCALE).T
-                        mx.eval(r)
-                    err = _rel_err(y, r)
-                    ok = err < (2e-2 if itemsize == 2 else 1e-4)
-                checks.append({**case, "max_rel_err": err, "ok": ok})
-                if not ok:
-                    _log(f"  CHECK FAILED {method} M={M} {shape_key}: max rel err {err:.3e}")
-                # Past M ~ 128 the kernels are compute-bound: a few weight
-                # copies keep each timed batch short.
-                args_sets = [(x, w) for w in (w_sets if M < 128 else w_sets[:8])]
-                t = (time_latency if args.latency else time_batched)(call, args_sets, args.reps)
-            except Exception as e:
-                _log(f"  {method} M={M} {shape_key}: {type(e).__name__}: {e}")
-                results.append({**case, "error": f"{type(e).__name__}: {e}"})
-                continue
-            sec = t["median_ms"] / 1e3
-            traffic = wb + itemsize * M * K + itemsize * M * N
-            res = {**case, **t, "weight_bytes": wb, "traffic_bytes": traffic,
-                   "GBps": traffic / sec / 1e9, "weight_GBps": wb / sec / 1e9,
-                   "GOPs": 2.0 * M * N * K / sec / 1e9, "weight_sets": n_sets}
-            if args.bandwidth:
-                res["pct_bw"] = 100.0 * res["GBps"] / args.bandwidth
-            results.append(res)
-            _log(f"  {method:15s} M={M:<4d} {shape_key:5s} {t['median_ms']:9.4f} ms  {res['GBps']:8.1f} GB/s"
-                 + (f"  {res['pct_bw']:5.1f}% BW" if args.bandwidth else ""))
+            tiles = GEMM_TILES.get(method, ()) if args.gemm_tiles and M > GEMV_MAX_M else ()
+            for tile in (None,) + tuple(tiles):
+                key = method if tile is None else f"{method}@{tile}"
+                case = {"shape": shape_key, "N": N, "K": K, "M": M, "method": key, "dtype": str(dtype),
+                        "gemm_tile": tile}
+                try:
+                    with _gemm_tile(tile):
+                        t = _check_and_time(method, call, x, w_sets, wq, w32, s32, M, itemsize, args, case, checks)
+                except Exception as e:
+                    _log(f"  {key} M={M} {shape_key}: {type(e).__name__}: {e}")
+                    results.append({**case, "error": f"{type(e).__name__}: {e}"})
+                    continue
+                sec = t["median_ms"] / 1e3
+                traffic = wb + itemsize * M * K + itemsize * M * N
+                res = {**case, **t, "weight_bytes": wb, "traffic_bytes": traffic,
+                       "GBps": traffic / sec / 1e9, "weight_GBps": wb / sec / 1e9,
+                       "GOPs": 2.0 * M * N * K / sec / 1e9, "weight_sets": n_sets}
+                if args.bandwidth:
+                    res["pct_bw"] = 100.0 * res["GBps"] / args.bandwidth
+                results.append(res)
+                _log(f"  {key:24s} M={M:<4d} {shape_key:5s} {t['median_ms']:9.4f} ms  {res['GBps']:8.1f} GB/s"
+                     + (f"  {res['pct_bw']:5.1f}% BW" if args.bandwidth else ""))
         del w_sets
+
+
+class _gemm_tile:
+    """Within the block, our GEMMs use this tile (BITNET_EXT_GEMM_TILE, read by eval_gpu); None: the plan's."""
+
+    def __init__(self, tile):
+        self.tile = tile
+
+    def __enter__(self):
+        self.saved = os.environ.pop("BITNET_EXT_GEMM_TILE", None)
+        if self.tile is not None:
+            os.environ["BITNET_EXT_GEMM_TILE"] = self.tile
+
+    def __exit__(self, *exc):
+        os.environ.pop("BITNET_EXT_GEMM_TILE", None)
+        if self.saved is not None:
+            os.environ["BITNET_EXT_GEMM_TILE"] = self.saved
+
+
+def _check_and_time(method, call, x, w_sets, wq, w32, s32, M, itemsize, args, case, checks):
+    """Check one output against the reference (outside timing), then time the calls."""
+    import mlx.core as mx
+
+    from bitnet_ext import reference as ref
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        y = call(x, w_sets[0])
+        mx.eval(y)
+    fell_back = [str(w.message) for w in rec if "CPU" in str(w.message)]
+    if fell_back:
+        raise RuntimeError(f"ran on the CPU, not the GPU: {fell_back[0]}")
+    if method == "bitlinear":
+        with mx.stream(mx.cpu):
+            r = ref.bitlinear(x, wq, s32)
+            mx.eval(r)
+        exact = bool(mx.array_equal(y, r).item())
+        err = 0.0 if exact else _rel_err(y, r)
+        ok = exact
+    else:
+        with mx.stream(mx.cpu):
+            r = x.astype(mx.float32) @ (w32 if method in TRANSPOSED else w32.T)
+            mx.eval(r)
+        err = _rel_err(y, r)
+        ok = err < (2e-2 if itemsize == 2 else 1e-4)
+    checks.append({**case, "max_rel_err": err, "ok": ok})
+    if not ok:
+        _log(f"  CHECK FAILED {case['method']} M={M} {case['shape']}: max rel err {err:.3e}")
+    # Past M ~ 128 the kernels are compute-bound: a few weight copies keep each timed batch short.
+    args_sets = [(x, w) for w in (w_sets if M < 128 else w_sets[:8])]
+    return (time_latency if args.latency else time_batched)(call, args_sets, args.reps)
 
 
 # ---------------------------------------------------------------------------
@@ -418,36 +483,61 @@ def markdown(report: dict) -> str:
         "",
     ]
     res = [r for r in report["results"] if "error" not in r]
-    methods = [m for m in ALL_METHODS if any(r["method"] == m for r in report["results"])]
     by = {(r["shape"], r["M"], r["method"]): r for r in res}
     errs = {(r["shape"], r["M"], r["method"]): r["error"] for r in report["results"] if "error" in r}
     shapes = list(dict.fromkeys(r["shape"] for r in report["results"]))
     Ms = sorted({r["M"] for r in report["results"]})
+    present = [m for m in ALL_METHODS if any(r["method"] == m for r in report["results"])]
+    groups = [("y = x @ W.T", [m for m in present if m not in TRANSPOSED]),
+              ("y = g @ W (the backward pass)", [m for m in present if m in TRANSPOSED])]
     for M in Ms:
-        lines.append(f"### M = {M}")
+        for title, methods in groups:
+            if not methods:
+                continue
+            lines.append(f"### M = {M}, {title}")
+            lines.append("")
+            head = "| shape (N x K) | " + " | ".join(LABEL[m] for m in methods) + " | ours vs best baseline |"
+            lines.append(head)
+            lines.append("|" + "---|" * (len(methods) + 2))
+            for sk in shapes:
+                name, N, K = SHAPES[sk]
+                cells = []
+                for m in methods:
+                    r = by.get((sk, M, m))
+                    if r is None:
+                        cells.append("error" if (sk, M, m) in errs else "-")
+                        continue
+                    c = f"{r['median_ms']:.4f} / {r['GBps']:.0f}"
+                    if "pct_bw" in r:
+                        c += f" / {r['pct_bw']:.0f}%"
+                    if M >= 128:
+                        c += f" / {r['GOPs']:.0f} GOP/s"
+                    cells.append(c)
+                ours = [by[(sk, M, m)]["median_ms"] for m in methods if m in OURS and (sk, M, m) in by]
+                base = [by[(sk, M, m)]["median_ms"] for m in methods if m not in OURS and (sk, M, m) in by]
+                sp = f"{min(base) / min(ours):.2f}x" if ours and base else "-"
+                lines.append(f"| {sk}: {name} ({N} x {K}) | " + " | ".join(cells) + f" | {sp} |")
+            lines.append("")
+    # Every GEMM tile of ours, forced: the data to retune the plan's tile rule on this chip.
+    tiled = [(m, t) for m in OURS for t in GEMM_TILES.get(m, ()) if any((sk, M, f"{m}@{t}") in by
+                                                                       for sk in shapes for M in Ms)]
+    if tiled:
+        lines.append("### GEMM tiles (ms per call; plan: the launch plan's own choice; best in bold)")
         lines.append("")
-        head = "| shape (N x K) | " + " | ".join(LABEL[m] for m in methods) + " | ours vs best baseline |"
-        lines.append(head)
-        lines.append("|" + "---|" * (len(methods) + 2))
-        for sk in shapes:
-            name, N, K = SHAPES[sk]
-            cells = []
-            for m in methods:
-                r = by.get((sk, M, m))
-                if r is None:
-                    cells.append("error" if (sk, M, m) in errs else "-")
-                    continue
-                c = f"{r['median_ms']:.4f} / {r['GBps']:.0f}"
-                if "pct_bw" in r:
-                    c += f" / {r['pct_bw']:.0f}%"
-                if M >= 128:
-                    c += f" / {r['GOPs']:.0f} GOP/s"
-                cells.append(c)
-            ours = [by[(sk, M, m)]["median_ms"] for m in OURS if (sk, M, m) in by]
-            base = [by[(sk, M, m)]["median_ms"] for m in methods if m not in OURS and (sk, M, m) in by]
-            sp = f"{min(base) / min(ours):.2f}x" if ours and base else "-"
-            lines.append(f"| {sk}: {name} ({N} x {K}) | " + " | ".join(cells) + f" | {sp} |")
-        lines.append("")
+        for m in dict.fromkeys(m for m, _ in tiled):
+            tiles = [t for mm, t in tiled if mm == m]
+            lines.append(f"| {LABEL[m]}: shape, M | plan | " + " | ".join(tiles) + " |")
+            lines.append("|---|" + "---:|" * (len(tiles) + 1))
+            for sk in shapes:
+                for M in Ms:
+                    cells = [by.get((sk, M, m))] + [by.get((sk, M, f"{m}@{t}")) for t in tiles]
+                    if all(c is None for c in cells[1:]):
+                        continue
+                    best = min((c["median_ms"] for c in cells if c), default=None)
+                    lines.append(f"| {sk}, {M} | " + " | ".join(
+                        "-" if c is None else (f"**{c['median_ms']:.4f}**" if c["median_ms"] == best
+                                               else f"{c['median_ms']:.4f}") for c in cells) + " |")
+            lines.append("")
     bad = [c for c in report["checks"] if not c["ok"]]
     lines.append(f"Output checks: {len(report['checks']) - len(bad)}/{len(report['checks'])} passed"
                  + ("" if not bad else "; FAILED: " + ", ".join(
@@ -475,6 +565,8 @@ def parse_args(argv=None):
                    help="weight copies per method total at least this many MiB (default 256: above the "
                         "largest system-level cache of M-series chips)")
     p.add_argument("--latency", action="store_true", help="time single calls, one mx.eval each")
+    p.add_argument("--no-gemm-tiles", dest="gemm_tiles", action="store_false",
+                   help="time our GEMMs (M > 16) with the plan's tile only, not every tile")
     p.add_argument("--bandwidth", type=float, default=None, help="the chip's memory bandwidth, GB/s")
     p.add_argument("--chip", default=None, help="chip name for the bandwidth table (default: detected)")
     p.add_argument("--json", default=None, help="JSON output (default bench/results/metal-<host>.json)")

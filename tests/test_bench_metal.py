@@ -59,11 +59,29 @@ def test_chip_lookup(bm):
 def test_model_shapes_and_bytes(bm):
     assert {k: v[1:] for k, v in bm.SHAPES.items()} == {
         "q": (2560, 2560), "kv": (640, 2560), "up": (6912, 2560), "down": (2560, 6912)}
-    assert bm.ALL_MS == [1, 4, 16, 128, 512]
+    assert bm.ALL_MS == [1, 4, 16, 32, 128, 512, 2048]
     N, K = 2560, 6912
     assert bm.weight_bytes("ternary_matmul", N, K) == N * K // 4 + 4
     assert bm.weight_bytes("qmm_g64", N, K) == N * K // 4 + 2 * 2 * N * K // 64
     assert bm.weight_bytes("f16_matmul", N, K) == 2 * N * K
+
+
+def test_gemm_tiles_are_the_plans(bm):
+    """The tiles the benchmark forces (BITNET_EXT_GEMM_TILE) are those the launch plans can pick."""
+    import re
+
+    try:
+        from bitnet_ext import _metal_harness as H
+    except ImportError:
+        pytest.skip("needs the shader harness (pip install . -Ccmake.define.BITNET_EXT_BUILD_METAL_HARNESS=ON)")
+    names = H.plan_kernel_names()
+    for method, op in (("ternary_matmul", "ternary_gemm_t"), ("ternary_matmul_n", "ternary_gemm_n"),
+                       ("bitlinear", "bitlinear_gemm")):
+        plan = {f"{a}x{b}" for a, b in (re.match(rf"^{op}_float16_bm(\d+)_bn(\d+)$", n).groups()
+                                          for n in names if re.match(rf"^{op}_float16_bm", n))}
+        assert set(bm.GEMM_TILES[method]) == plan, method
+    assert bm.weight_bytes("ternary_matmul@64x64", 2560, 2560) == bm.weight_bytes("ternary_matmul", 2560, 2560)
+    assert bm.weight_bytes("qmm_n_g64", 2560, 2560) == bm.weight_bytes("qmm_g64", 2560, 2560)
 
 
 def test_mlx_lm_packing_round_trip(bm):

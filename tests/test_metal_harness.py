@@ -18,6 +18,7 @@ import importlib.util
 import math
 import os
 import pathlib
+import re
 import sys
 
 import mlx.core as mx
@@ -222,6 +223,22 @@ def matmul_sumsq(x, codes, scale, transpose):
     return x2 @ (w2.T if transpose else w2)
 
 
+def plan_gemm_tiles(op):
+    """Every GEMM tile (BM, BN) the launch plans can choose for op, from their kernel names."""
+    pattern = re.compile(rf"^{op}_float32_bm(\d+)_bn(\d+)$")
+    return sorted({tuple(int(v) for v in m.groups()) for m in map(pattern.search, H.plan_kernel_names()) if m})
+
+
+GEMM_TILES = plan_gemm_tiles("ternary_gemm_t")
+assert GEMM_TILES == plan_gemm_tiles("ternary_gemm_n"), "the two float GEMMs have the same tiles"
+INT8_GEMM_TILES = plan_gemm_tiles("bitlinear_gemm")
+
+
+def gemm_tile(tile):
+    """Plan parameters forcing a GEMM tile (None: the plan's own choice)."""
+    return {} if tile is None else dict(gemm_bm=tile[0], gemm_bn=tile[1])
+
+
 # ---------------------------------------------------------------------------
 # ternary_matmul (GEMV decode, wide GEMV, GEMM prefill; both transpose modes)
 
@@ -241,7 +258,7 @@ MATMUL_T_SHAPES = [
 ]
 
 
-def check_matmul(M, N, K, dtype_name, transpose, per_row, seed=0, nonfinite=None, raw_words=False):
+def check_matmul(M, N, K, dtype_name, transpose, per_row, seed=0, nonfinite=None, raw_words=False, tile=None):
     dtype = DTYPES[dtype_name]
     x = randn((M, K if transpose else N), dtype, seed)
     if nonfinite:
@@ -249,7 +266,7 @@ def check_matmul(M, N, K, dtype_name, transpose, per_row, seed=0, nonfinite=None
     wq = random_words((N, K // 16), seed + 1) if raw_words else ref.pack(rand_codes((N, K), seed + 1))
     codes = ref.unpack(wq)
     scale = make_scale(per_row, N, seed)
-    params = dict(M=M, N=N, K=K, dtype=dtype_name, transpose=transpose, per_row_scale=per_row)
+    params = dict(M=M, N=N, K=K, dtype=dtype_name, transpose=transpose, per_row_scale=per_row, **gemm_tile(tile))
     (y,) = run("ternary_matmul", params, [x, wq, scale.reshape(-1)], [((M, N if transpose else K), dtype)])
     expected = ref.ternary_matmul(x, wq, scale, transpose=transpose)
     R = K if transpose else N
@@ -494,7 +511,7 @@ def test_bitlinear(M, N, K, dtype_name):
 NONFINITE_BITLINEAR_SHAPES = [(1, 7, 2560), (1, 5, 16384 + 16), (6, 9, 80), (40, 37, 96)]
 
 
-def check_bitlinear(M, N, K, dtype_name, nonfinite=None, raw_words=False):
+def check_bitlinear(M, N, K, dtype_name, nonfinite=None, raw_words=False, tile=None):
     dtype = DTYPES[dtype_name]
     x = randn((M, K), dtype, M + N + K)
     if nonfinite:
@@ -502,7 +519,7 @@ def check_bitlinear(M, N, K, dtype_name, nonfinite=None, raw_words=False):
     wq = random_words((N, K // 16), N) if raw_words else ref.pack(rand_codes((N, K), N))
     scale = make_scale(True, N, K)
     bias = randn((N,), mx.float32, 99)
-    params = dict(M=M, N=N, K=K, dtype=dtype_name, per_row_scale=True, has_bias=True)
+    params = dict(M=M, N=N, K=K, dtype=dtype_name, per_row_scale=True, has_bias=True, **gemm_tile(tile))
     (y,) = run("bitlinear", params, [x, wq, scale, bias], [((M, N), dtype)])
     assert_equal(y, ref.bitlinear(x, wq, scale, bias=bias), f"bitlinear {params} {nonfinite} raw_words={raw_words}")
 
@@ -664,22 +681,73 @@ def test_dequantize(N, K, per_row, dtype_name):
 
 
 # ---------------------------------------------------------------------------
-# GEMM (prefill, simdgroup_matrix): M > 16, tails in every dimension
+# GEMM (prefill, simdgroup_matrix): M > 16, tails in every dimension, every tile
 
 GEMM_SHAPES = [
     (17, 5, 16),
     (32, 32, 32),
     (33, 40, 48),
+    (64, 64, 64),    # one full 64 x 64 tile
     (70, 9, 6912),
     (45, 65, 528),
+    (130, 70, 96),   # several tiles in both output dimensions, tails in both
 ]
 
 
+@pytest.mark.parametrize("tile", GEMM_TILES, ids=lambda t: f"bm{t[0]}_bn{t[1]}")
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("transpose", [True, False], ids=["t", "n"])
 @pytest.mark.parametrize("M,N,K", GEMM_SHAPES, ids=lambda v: str(v))
-def test_ternary_gemm(M, N, K, transpose, dtype_name):
-    check_matmul(M, N, K, dtype_name, transpose, per_row=(M % 2 == 1))
+def test_ternary_gemm(M, N, K, transpose, dtype_name, tile):
+    check_matmul(M, N, K, dtype_name, transpose, per_row=(M % 2 == 1), tile=tile)
+
+
+@pytest.mark.parametrize("tile", GEMM_TILES, ids=lambda t: f"bm{t[0]}_bn{t[1]}")
+@pytest.mark.parametrize("transpose", [True, False], ids=["t", "n"])
+def test_ternary_gemm_nonfinite_and_random_words(transpose, tile):
+    """NaN/inf activations and code 3 (+2) words through every tile (N, K tails included)."""
+    check_matmul(70, 37, 80, "float32", transpose, per_row=True, seed=5, nonfinite="inf-inf", tile=tile)
+    check_matmul(70, 37, 80, "float16", transpose, per_row=False, seed=6, raw_words=True, tile=tile)
+
+
+@pytest.mark.parametrize("tile", INT8_GEMM_TILES, ids=lambda t: f"bm{t[0]}_bn{t[1]}")
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("M,N,K", [(40, 37, 96), (130, 70, 528)], ids=lambda v: str(v))
+def test_bitlinear_gemm(M, N, K, dtype_name, tile):
+    assert f"bitlinear_gemm_{dtype_name}_bm{tile[0]}_bn{tile[1]}" in H.describe_plan(
+        "bitlinear", dict(M=M, N=N, K=K, dtype=dtype_name, **gemm_tile(tile)))
+    check_bitlinear(M, N, K, dtype_name, raw_words=(N % 2 == 1), tile=tile)
+
+
+def test_gemm_tile_must_be_one_the_kernels_instantiate():
+    with pytest.raises(ValueError, match="ternary_gemm_t has no 48 x 32 tile"):
+        H.describe_plan("ternary_matmul", dict(M=40, N=8, K=64, dtype="float32", gemm_bm=48, gemm_bn=32))
+    with pytest.raises(ValueError, match="bitlinear_gemm has no 64 x 64 tile"):
+        H.describe_plan("bitlinear", dict(M=40, N=8, K=64, dtype="float32", gemm_bm=64, gemm_bn=64))
+
+
+@pytest.mark.parametrize("kind,params,kernel", [
+    ("ternary_matmul", dict(M=17, N=8, K=64), "ternary_gemm_t_float16_bm32_bn32"),  # a small grid: the smallest tile
+    ("ternary_matmul", dict(M=2048, N=2560, K=64), "ternary_gemm_t_float16_bm64_bn64"),  # a large one: the largest
+    ("ternary_matmul", dict(M=512, N=2560, K=64), "ternary_gemm_t_float16_bm32_bn64"),  # between the two
+    ("ternary_matmul", dict(M=2048, N=2560, K=64, transpose=False), "ternary_gemm_n_float16_bm32_bn32"),  # 64 cols
+    ("bitlinear", dict(M=2048, N=2560, K=64), "bitlinear_gemm_float16_bm32_bn64"),  # BM = 32 only
+], ids=str)
+def test_gemm_tile_grows_with_the_grid(kind, params, kernel):
+    assert kernel in H.describe_plan(kind, dict(params, dtype="float16"))
+
+
+def test_bitlinear_gemm_is_exact_at_the_bound():
+    """The int8 GEMM's largest K (2^16): every code 3 (+2) and xq = +-127, so |acc| = 254 * 2^16 < 2^24."""
+    M, N, K = 33, 5, 1 << 16
+    assert "bitlinear_gemm" in H.describe_plan("bitlinear", dict(M=M, N=N, K=K, dtype="float32"))
+    assert "bitlinear_gemv" in H.describe_plan("bitlinear", dict(M=M, N=N, K=K + 16, dtype="float32"))
+    rows = np.where(np.arange(M) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    x = mx.array(np.repeat(rows[:, None], K, axis=1))
+    wq = mx.array(np.full((N, K // 16), 0xFFFFFFFF, np.uint32))
+    scale = mx.array([0.5], mx.float32)
+    (y,) = run("bitlinear", dict(M=M, N=N, K=K, dtype="float32"), [x, wq, scale], [((M, N), mx.float32)])
+    assert_equal(y, ref.bitlinear(x, wq, scale[0]), f"bitlinear GEMM all code 3, M={M} K={K}")
 
 
 # ---------------------------------------------------------------------------

@@ -41,11 +41,28 @@ constexpr int kGemvRowsPerGroup = kGemvRows * kGemvSimdgroups;
 // simdgroup; the partial sums, splits x M x K floats, meet in a second kernel).
 constexpr int kGemvNSimdgroups = 8;
 constexpr int64_t kGemvNRowsPerSplit = 16 * kGemvNSimdgroups;
-// GEMM tiles (kernels/ternary_gemm.h): BM x BN output tile, 4 simdgroups.
-constexpr int kGemmBM = 32;
-constexpr int kGemmBN = 32;
-constexpr int kGemmBK = 32;
+// GEMM (kernels/ternary_gemm.h): 128 threads (2 x 2 simdgroups) per BM x BN
+// output tile, reduction steps of kGemmBK, every threadgroup tile row padded
+// by kGemmPadBytes. The tiles instantiated in kernels/ternary_gemm.metal,
+// largest first: the plan takes the first whose grid has at least
+// kGemmMinThreadgroups threadgroups, else the last. Measured on the H200
+// through the CUDA shim (bench/results/metal-designs.md), over the 2B-4T
+// projections at M in {32, 128, 512, 2048}: 64 x 64 wins once its grid fills
+// the GPU several times over, 32 x 32 while the grid is small; any threshold
+// between 400 and 600 picks within 0.3% of the best tile on average (worst
+// case 8%). 64 x 32 never won and is not instantiated; the int8 GEMM lost
+// with BM = 64 at every shape (by 1-20% at M = 2048), so it keeps BM = 32.
+// On Apple GPUs, with 10 to 40 cores instead of 132 SMs, the threshold is
+// likely lower: bench/bench_metal.py times every tile (BITNET_EXT_GEMM_TILE).
 constexpr int kGemmThreads = 128;
+constexpr int kGemmBK = 32;
+constexpr size_t kGemmPadBytes = 16;
+struct GemmTile {
+  int bm, bn;
+};
+constexpr GemmTile kGemmTilesFloat[] = {{64, 64}, {32, 64}, {32, 32}}; // ternary_gemm_t / _n
+constexpr GemmTile kGemmTilesInt8[] = {{32, 64}, {32, 32}};           // bitlinear_gemm
+constexpr int64_t kGemmMinThreadgroups = 512;
 // M above which the tiled simdgroup_matrix GEMM replaces the GEMV family.
 constexpr int64_t kGemvMaxM = 16;
 // Decode BitLinear (M = 1) in one kernel up to this K, absmax_quantize + the
@@ -56,8 +73,9 @@ constexpr int64_t kGemvMaxM = 16;
 // measured K is a choice, not a measurement.
 constexpr int64_t kFusedMaxK = 4096;
 // Integer exactness of the int8 GEMM (float32 accumulation of integer
-// products): every partial sum is bounded by 128 * K <= 2^24.
-constexpr int64_t kI8GemmMaxK = int64_t(1) << 17;
+// products): |xq| <= 128 and |W| <= 2 (code 3 reads as +2), so every partial
+// sum is an integer of magnitude <= 256 K <= 2^24.
+constexpr int64_t kI8GemmMaxK = int64_t(1) << 16;
 // Elementwise kernels (pack, unpack, dequantize, absmean pack): threads per
 // threadgroup; each thread handles one uint32 word (16 codes).
 constexpr int kElemThreads = 256;
@@ -127,16 +145,54 @@ void gemv_n(LaunchPlan& p, const TernaryMatmulArgs& a) {
   push(p, r);
 }
 
-// Tiled simdgroup_matrix GEMM: kernels/ternary_gemm.h.
-KernelLaunch gemm(const TernaryMatmulArgs& a) {
+enum class GemmMode { T, N, I8 };
+
+// The GEMM's tile (see kGemmMinThreadgroups) for an M x cols output, or the
+// one a test or measurement forces (force_bm, force_bn > 0).
+template <size_t n>
+GemmTile gemm_tile(const GemmTile (&tiles)[n], const char* op, int64_t M, int64_t cols, int force_bm, int force_bn) {
+  if (force_bm > 0 || force_bn > 0) {
+    for (const GemmTile& t : tiles) {
+      if (t.bm == force_bm && t.bn == force_bn) {
+        return t;
+      }
+    }
+    throw std::invalid_argument(std::string("bitnet_ext: ") + op + " has no " + std::to_string(force_bm) + " x " +
+                                std::to_string(force_bn) + " tile");
+  }
+  for (const GemmTile& t : tiles) {
+    if (int64_t(ceil_div(M, t.bm)) * int64_t(ceil_div(cols, t.bn)) >= kGemmMinThreadgroups) {
+      return t;
+    }
+  }
+  return tiles[n - 1];
+}
+
+// Tiled simdgroup_matrix GEMM (kernels/ternary_gemm.h): the kernel name, grid,
+// threads and the two padded threadgroup tiles. A: BM rows of x in the
+// activation type (int8 staged as half); B: the decoded weights, BN rows of
+// kGemmBK halves (T, I8) or kGemmBK rows of BN floats (N, s(n) W).
+KernelLaunch gemm_launch(GemmMode mode, Dtype dtype, int64_t M, int64_t cols, int force_bm, int force_bn) {
   KernelLaunch k;
-  k.name = name(a.transpose ? "ternary_gemm_t" : "ternary_gemm_n", a.dtype);
-  int64_t cols = a.transpose ? a.N : a.K;
-  k.grid = {ceil_div(cols, kGemmBN), ceil_div(a.M, kGemmBM), 1};
+  const char* op = mode == GemmMode::T ? "ternary_gemm_t" : (mode == GemmMode::N ? "ternary_gemm_n" : "bitlinear_gemm");
+  const GemmTile t = mode == GemmMode::I8 ? gemm_tile(kGemmTilesInt8, op, M, cols, force_bm, force_bn)
+                                          : gemm_tile(kGemmTilesFloat, op, M, cols, force_bm, force_bn);
+  k.name = name(op, dtype, "bm" + std::to_string(t.bm) + "_bn" + std::to_string(t.bn));
+  k.grid = {ceil_div(cols, t.bn), ceil_div(M, t.bm), 1};
   k.group = {kGemmThreads, 1, 1};
+  const size_t a_elem = mode == GemmMode::I8 ? 2 : dtype_size(dtype);
+  const size_t a_bytes = size_t(t.bm) * (kGemmBK * a_elem + kGemmPadBytes);
+  const size_t b_bytes = mode == GemmMode::N ? size_t(kGemmBK) * (t.bn * sizeof(float) + kGemmPadBytes)
+                                             : size_t(t.bn) * (kGemmBK * 2 + kGemmPadBytes);
+  k.threadgroup_memory = {{0, a_bytes}, {1, b_bytes}};
+  return k;
+}
+
+KernelLaunch gemm(const TernaryMatmulArgs& a) {
+  KernelLaunch k = gemm_launch(a.transpose ? GemmMode::T : GemmMode::N, a.dtype, a.M, a.transpose ? a.N : a.K,
+                               a.gemm_bm, a.gemm_bn);
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
-  k.threadgroup_memory = {{0, size_t(kGemmBM * kGemmBK + kGemmBK * kGemmBN) * sizeof(float)}};
   return k;
 }
 
@@ -224,10 +280,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   KernelLaunch k;
   bool use_gemm = a.M > kGemvMaxM && a.K <= kI8GemmMaxK;
   if (use_gemm) {
-    k.name = name("bitlinear_gemm", a.dtype);
-    k.grid = {ceil_div(a.N, kGemmBN), ceil_div(a.M, kGemmBM), 1};
-    k.group = {kGemmThreads, 1, 1};
-    k.threadgroup_memory = {{0, size_t(kGemmBM * kGemmBK + kGemmBK * kGemmBN) * sizeof(float)}};
+    k = gemm_launch(GemmMode::I8, a.dtype, a.M, a.N, a.gemm_bm, a.gemm_bn);
   } else {
     int bm = gemv_bm(a.M);
     k.name = name("bitlinear_gemv", a.dtype, "bm" + std::to_string(bm));
@@ -345,9 +398,14 @@ std::vector<std::string> all_kernel_names() {
       names.push_back(name("ternary_gemv_n", d, "bm" + std::to_string(bm)));
     }
     names.push_back(name("ternary_gemv_n_reduce", d));
-    names.push_back(name("ternary_gemm_t", d));
-    names.push_back(name("ternary_gemm_n", d));
-    names.push_back(name("bitlinear_gemm", d));
+    for (const GemmTile& t : kGemmTilesFloat) {
+      const std::string v = "bm" + std::to_string(t.bm) + "_bn" + std::to_string(t.bn);
+      names.push_back(name("ternary_gemm_t", d, v));
+      names.push_back(name("ternary_gemm_n", d, v));
+    }
+    for (const GemmTile& t : kGemmTilesInt8) {
+      names.push_back(name("bitlinear_gemm", d, "bm" + std::to_string(t.bm) + "_bn" + std::to_string(t.bn)));
+    }
     names.push_back(name("absmax_quantize", d));
     names.push_back(name("absmean_rows", d));
     names.push_back(name("absmean_pack", d));

@@ -108,6 +108,9 @@ struct TernaryMatmulArgs {
   bool transpose = true;
   bool per_row_scale = false;
   int64_t wq_byte_offset = 0;
+  // > 0: the GEMM tile (BM x BN) for M > 16 instead of the plan's choice (a
+  // test and measurement switch; an instantiated tile or std::invalid_argument).
+  int gemm_bm = 0, gemm_bn = 0;
 };
 LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a);
 inline LaunchPlan plan_ternary_matmul(
@@ -136,6 +139,8 @@ struct BitLinearArgs {
   // false: the two-kernel plan at M = 1 too (a measurement and test switch:
   // the fused kernel is measured faster at every decode shape, metal-designs.md).
   bool allow_fused = true;
+  // > 0: the int8 GEMM's tile, as TernaryMatmulArgs::gemm_bm / gemm_bn.
+  int gemm_bm = 0, gemm_bn = 0;
 };
 LaunchPlan plan_bitlinear(const BitLinearArgs& a);
 inline LaunchPlan plan_bitlinear(

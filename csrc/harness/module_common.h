@@ -48,14 +48,16 @@ inline T need(const nb::dict& d, const char* key) {
 inline gpu::TernaryMatmulArgs ternary_matmul_args(const nb::dict& p) {
   return gpu::TernaryMatmulArgs{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
                                 parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "transpose", true),
-                                get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0)};
+                                get<bool>(p, "per_row_scale", false), get<int64_t>(p, "wq_byte_offset", 0),
+                                get<int>(p, "gemm_bm", 0), get<int>(p, "gemm_bn", 0)};
 }
 
 inline gpu::BitLinearArgs bitlinear_args(const nb::dict& p) {
   return gpu::BitLinearArgs{need<int64_t>(p, "M"), need<int64_t>(p, "N"), need<int64_t>(p, "K"),
                             parse_dtype(need<std::string>(p, "dtype")), get<bool>(p, "per_row_scale", false),
                             get<bool>(p, "has_bias", false), get<float>(p, "eps", 1e-5f),
-                            get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true)};
+                            get<int64_t>(p, "wq_byte_offset", 0), get<bool>(p, "fused", true),
+                            get<int>(p, "gemm_bm", 0), get<int>(p, "gemm_bn", 0)};
 }
 
 // One plan function per primitive: launch_plan.h's (the Metal eval_gpu's), or

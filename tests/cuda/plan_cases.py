@@ -11,6 +11,7 @@ Usage: python3 tests/cuda/plan_cases.py [--no-garbage]   (needs _metal_cuda on s
 import argparse
 import os
 import pathlib
+import re
 import sys
 
 import numpy as np
@@ -32,9 +33,23 @@ def activations(shape, dtype, rng):
     return a.astype(DTYPES[dtype])
 
 
-def cases():
-    """(kind, params) pairs; together they launch every kernel the plans name."""
+def gemm_tiles(kernel_names, op="ternary_gemm_t"):
+    """Every GEMM tile (BM, BN) the plans can choose for op, from their kernel names."""
+    pattern = re.compile(rf"^{op}_float32_bm(\d+)_bn(\d+)$")
+    return sorted({(int(m.group(1)), int(m.group(2))) for m in map(pattern.search, kernel_names) if m})
+
+
+def cases(kernel_names=()):
+    """(kind, params) pairs; together they launch every kernel the plans name (every GEMM tile of kernel_names
+    forced, with tails in M, the output columns and the reduction)."""
     for dt in DTYPES:
+        for bm, bn in gemm_tiles(kernel_names):
+            tile = dict(gemm_bm=bm, gemm_bn=bn)
+            yield "ternary_matmul", dict(M=bm + 5, N=bn + 3, K=80, dtype=dt, per_row_scale=True, **tile)
+            yield "ternary_matmul", dict(M=bm + 5, N=37, K=bn + 16, dtype=dt, transpose=False, **tile)
+        for bm, bn in gemm_tiles(kernel_names, "bitlinear_gemm"):
+            tile = dict(gemm_bm=bm, gemm_bn=bn)
+            yield "bitlinear", dict(M=bm + 5, N=bn + 3, K=80, dtype=dt, per_row_scale=True, has_bias=True, **tile)
         for M in (1, 3, 8, 17):
             for off in (0, 4):  # W at a 16-byte aligned and an unaligned offset
                 yield "ternary_matmul", dict(M=M, N=13, K=2048 + 64, dtype=dt, per_row_scale=True, wq_byte_offset=off)
@@ -87,11 +102,12 @@ def main():
     import _metal_cuda as C
 
     rng = np.random.default_rng(0)
-    for kind, p in cases():
+    names = C.plan_kernel_names()
+    for kind, p in cases(names):
         ins, outs = arrays(kind, p, rng)
         C.run_plan(kind, p, ins, outs, garbage=not args.no_garbage)
-    missing = sorted(set(C.plan_kernel_names()) - set(C.executed_kernels()))
-    print(f"plan_cases: {len(list(cases()))} plans, {len(C.executed_kernels())} kernels executed")
+    missing = sorted(set(names) - set(C.executed_kernels()))
+    print(f"plan_cases: {len(list(cases(names)))} plans, {len(C.executed_kernels())} kernels executed")
     if missing:
         sys.exit(f"plan_cases: kernels not executed: {missing}")
 

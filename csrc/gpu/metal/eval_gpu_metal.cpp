@@ -13,6 +13,8 @@
 
 #ifdef _METAL_
 
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "gpu/launch_plan.h"
@@ -33,6 +35,20 @@ using gpu::rows;
 using metal::ensure_row_contiguous;
 using metal::run_plan;
 
+// BITNET_EXT_GEMM_TILE=<BM>x<BN> (e.g. 64x64): the GEMM tile for M > 16
+// instead of the plan's own choice, read at every evaluation so that
+// bench/bench_metal.py can time each tile in one process. A measurement
+// switch: the plan raises for a tile its kernels do not have.
+void gemm_tile_override(int& bm, int& bn) {
+  const char* v = std::getenv("BITNET_EXT_GEMM_TILE");
+  int m = 0, n = 0;
+  char end = 0;
+  if (v && *v && std::sscanf(v, "%dx%d%c", &m, &n, &end) == 2) {
+    bm = m;
+    bn = n;
+  }
+}
+
 } // namespace
 
 void TernaryMatmul::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
@@ -48,6 +64,7 @@ void TernaryMatmul::eval_gpu(const std::vector<mx::array>& inputs, mx::array& ou
   a.transpose = transpose_;
   a.per_row_scale = per_row(scale);
   a.wq_byte_offset = wq.offset();
+  gemm_tile_override(a.gemm_bm, a.gemm_bn);
   std::vector<mx::array> outputs{out};
   run_plan(name(), gpu::plan_ternary_matmul(a), {x, wq, scale}, outputs, s);
 }
@@ -70,6 +87,7 @@ void BitLinear::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   a.has_bias = in.size() > 3;
   a.eps = eps_;
   a.wq_byte_offset = wq.offset();
+  gemm_tile_override(a.gemm_bm, a.gemm_bn);
   std::vector<mx::array> outputs{out};
   run_plan(name(), gpu::plan_bitlinear(a), in, outputs, s);
 }
