@@ -157,6 +157,17 @@ struct Simd {
     return requires(const typename O::vi (&v)[4], int32_t* out) { O::hsum4_i(v, out); };
   }
 
+  // Optional policy feature of the int8 GEMV: int16 accumulation,
+  // dot16(a16, u, s) = a16 + (pair sums of u8 * s8 as int16, no widening)
+  // and widen16(acc, a16) = acc + (a16's pair sums as int32).
+  template <class O = Ops>
+  static constexpr bool has_dot16() {
+    return requires(typename O::vi v) {
+      O::dot16(v, v, v);
+      O::widen16(v, v);
+    };
+  }
+
   // Per block v (two-accumulator form): c0 = v & 3 and c2 = (v >> 4) & 3 are
   // codes; v & 12 and (v >> 4) & 12 are 4 * codes (of k = 4i + 1 and 4i + 3).
   // The "odd" accumulator is therefore 4x its share; every lane is a multiple
@@ -189,7 +200,15 @@ struct Simd {
     // two-accumulator form above. MB > 2 in place measured slower (its 4 x MB
     // accumulators and activations spill).
     constexpr bool kInPlace = Ops::kWideCodes && MB * NB <= 4 && MB <= 2;
-    constexpr int NA = kInPlace ? 4 : 2;
+    // Without a non-saturating dot but with int16 accumulation (AVX2): the
+    // four fields shifted down to codes (0..3, pair sums <= 2 * 3 * 128), all
+    // four dots of a block into one int16 accumulator (<= 3072 per block),
+    // widened to int32 every kNarrowBlocks blocks (<= 24576 < 2^15): two
+    // instructions per dot instead of three (vpmaddubsw + vpaddw, not
+    // + vpmaddwd + vpaddd).
+    constexpr bool kNarrow = !kInPlace && has_dot16();
+    constexpr int64_t kNarrowBlocks = 8;
+    constexpr int NA = kInPlace ? 4 : 2; // kNarrow: acc[0] int32, acc[1] int16
     // Running totals live in memory (touched once per flush), leaving the
     // registers to the accumulators, activations and masks.
     alignas(64) int32_t tot[NB][MB][L] = {};
@@ -215,6 +234,23 @@ struct Simd {
             static_for<MB>([&](auto m) BITNET_INLINE { acc[q][r][m] = Ops::dot(acc[q][r][m], c, xv[m][q]); });
           });
         });
+      } else if constexpr (kNarrow) {
+        vi c[NB][4];
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          vi vr = v[r];
+          opaque(vr);
+          c[r][0] = Ops::and_(vr, m3);
+          c[r][1] = Ops::and_(Ops::template srli<2>(vr), m3);
+          c[r][2] = Ops::and_(Ops::template srli<4>(vr), m3);
+          c[r][3] = Ops::and_(Ops::template srli<6>(vr), m3);
+        });
+        static_for<MB>([&](auto m) BITNET_INLINE {
+          static_for<4>([&](auto q) BITNET_INLINE {
+            constexpr int Q = decltype(q)::value;
+            const vi xv = Ops::li(x + m * xstride + blk * KB + Q * BB);
+            static_for<NB>([&](auto r) BITNET_INLINE { acc[1][r][m] = Ops::dot16(acc[1][r][m], c[r][Q], xv); });
+          });
+        });
       } else {
         vi c[NB][4];
         static_for<NB>([&](auto r) BITNET_INLINE {
@@ -235,10 +271,21 @@ struct Simd {
         });
       }
     };
+    auto widen = [&]() BITNET_INLINE {
+      if constexpr (kNarrow) {
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          static_for<MB>([&](auto m) BITNET_INLINE {
+            acc[0][r][m] = Ops::widen16(acc[0][r][m], acc[1][r][m]);
+            acc[1][r][m] = Ops::zi();
+          });
+        });
+      }
+    };
     auto flush = [&]() BITNET_INLINE {
+      widen();
       static_for<NB>([&](auto r) BITNET_INLINE {
         static_for<MB>([&](auto m) BITNET_INLINE {
-          vi t = Ops::addi(acc[0][r][m], Ops::template srai<2>(acc[1][r][m]));
+          vi t = kNarrow ? acc[0][r][m] : Ops::addi(acc[0][r][m], Ops::template srai<2>(acc[1][r][m]));
           if constexpr (kInPlace) {
             t = Ops::addi(t, Ops::addi(Ops::template srai<4>(acc[2][r][m]), Ops::template srai<6>(acc[3][r][m])));
           }
@@ -260,6 +307,9 @@ struct Simd {
         vi v[NB];
         static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li(w + r * RB + blk * BB); });
         block(v, blk);
+        if constexpr (kNarrow) {
+          if ((blk - b0) % kNarrowBlocks == kNarrowBlocks - 1) widen();
+        }
       }
       flush();
     }
