@@ -180,3 +180,11 @@ def test_threads_agree():
             outs.append(bx.attention(q, k, v, scale=0.1, mask="causal", stream=mx.cpu))
             mx.eval(outs[-1])
     assert mx.array_equal(outs[0], outs[1]).item()
+
+
+def test_every_isa_level(isa):
+    """The kernel is instantiated per ISA level (the dense policies): each one this CPU runs (conftest's fixture)."""
+    for B, Hq, Hkv, L, S, D, causal in [(1, 8, 2, 1, 77, 128, False), (1, 4, 2, 40, 45, 36, True)]:
+        q, k, v = inputs(B, Hq, Hkv, L, S, D, mx.bfloat16)
+        ours = bx.attention(q, k, v, scale=0.1, mask="causal" if causal else None, stream=mx.cpu)
+        assert_close(ours, reference(q, k, v, 0.1, causal), mx.bfloat16)
