@@ -216,6 +216,34 @@ mx::Shape dense_matmul_shape(const mx::array& x, const mx::array& w) {
   return with_last(x.shape(), w.shape(0));
 }
 
+mx::Shape attention_shape(const mx::array& q, const mx::array& k, const mx::array& v) {
+  const char* op = "attention";
+  require_float(op, "queries", q.dtype());
+  require_float(op, "keys", k.dtype());
+  require_float(op, "values", v.dtype());
+  if (k.dtype() != v.dtype()) {
+    throw DTypeError(std::string(op) + ": keys and values must have one dtype, got " + describe(k.dtype()) +
+                     " and " + describe(v.dtype()) + ".");
+  }
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) {
+    fail(op, "queries, keys and values must be 4-D, (B, Hq, L, D) and (B, Hkv, S, D), got shapes " +
+                 describe(q.shape()) + ", " + describe(k.shape()) + " and " + describe(v.shape()) + ".");
+  }
+  if (k.shape() != v.shape()) {
+    fail(op, "keys and values must have one shape (B, Hkv, S, D), got " + describe(k.shape()) + " and " +
+                 describe(v.shape()) + ".");
+  }
+  if (q.shape(0) != k.shape(0) || q.shape(3) != k.shape(3)) {
+    fail(op, "queries (B, Hq, L, D) and keys (B, Hkv, S, D) must agree on B and D, got " + describe(q.shape()) +
+                 " and " + describe(k.shape()) + ".");
+  }
+  if (k.shape(1) == 0 || q.shape(1) % k.shape(1) != 0) {
+    fail(op, "the query heads Hq = " + std::to_string(q.shape(1)) +
+                 " must be a multiple of the key-value heads Hkv = " + std::to_string(k.shape(1)) + " (>= 1).");
+  }
+  return {q.shape(0), q.shape(2), q.shape(1), q.shape(3)};
+}
+
 mx::Shape int8_matmul_shape(const mx::array& x, const mx::array& wq, const mx::array& row_scale) {
   const char* op = "int8_matmul";
   if (wq.dtype() != mx::int8) {

@@ -56,6 +56,11 @@ mx::Shape dense_matmul_shape(const mx::array& x, const mx::array& w);
 // int8_matmul: x float (..., K), wq int8 (N, K), row_scale float (N,) -> (..., N).
 mx::Shape int8_matmul_shape(const mx::array& x, const mx::array& wq, const mx::array& row_scale);
 
+// attention: queries (B, Hq, L, D), keys and values (B, Hkv, S, D), all float,
+// keys and values of one dtype, Hq a multiple of Hkv -> the node's output
+// shape (B, L, Hq, D) (the op returns it transposed to (B, Hq, L, D)).
+mx::Shape attention_shape(const mx::array& q, const mx::array& k, const mx::array& v);
+
 // For eval_cpu: throws unless `expected` (the rules' shapes for the node's
 // inputs) equals the shapes of the outputs about to be written.
 void check_eval_shapes(

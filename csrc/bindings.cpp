@@ -292,6 +292,33 @@ NB_MODULE(_ext, m) {
       "x is absmax-quantized to int8 per token (as in bitlinear), multiplied with wq int8 (N, K)\n"
       "(from int8_quantize_rows) in exact int32, then y = (acc * xscale) * row_scale in float32.\n"
       "K is at most 132,104 (exact int32 accumulation).");
+  m.def(
+      "attention",
+      [](nb::handle q, nb::handle k, nb::handle v, float scale, nb::handle mask, nb::handle s) {
+        const char* op = "attention";
+        bool causal = false;
+        if (!mask.is_none()) {
+          if (!nb::isinstance<nb::str>(mask) || nb::cast<std::string>(mask) != "causal") {
+            throw bitnet_ext::ArgumentError(
+                "attention: mask must be None or 'causal' (array masks: mx.fast.scaled_dot_product_attention), got " +
+                nb::cast<std::string>(nb::repr(mask)));
+          }
+          causal = true;
+        }
+        return bitnet_ext::attention(
+            array_arg(q, op, "queries"), array_arg(k, op, "keys"), array_arg(v, op, "values"), scale, causal,
+            stream_arg(s));
+      },
+      "queries"_a, "keys"_a, "values"_a, nb::kw_only(), "scale"_a, "mask"_a = nb::none(), "stream"_a = nb::none(),
+      nb::sig("def attention(queries: mlx.core.array, keys: mlx.core.array, values: mlx.core.array, *, scale: float, "
+              "mask: str | None = None, " STREAM_SIG ") -> mlx.core.array"),
+      "Scaled dot-product attention softmax(q k^T * scale [+ causal mask]) v, as\n"
+      "mx.fast.scaled_dot_product_attention with mask None or 'causal'.\n\n"
+      "queries (B, Hq, L, D), keys and values (B, Hkv, S, D) of one float dtype, Hq a multiple of\n"
+      "Hkv (grouped-query attention). 'causal': query i sits at position S - L + i. Returns\n"
+      "(B, Hq, L, D) in the queries' dtype; scores and softmax in float32. CPU streams run\n"
+      "bitnet_ext's kernel, which reads keys and values in place (e.g. a KV cache slice) and\n"
+      "skips the masked keys; GPU streams use mx.fast.scaled_dot_product_attention.");
 #undef STREAM_SIG
 
   m.def("_pretend_gpu_backend_for_testing", &bitnet_ext::pretend_gpu_backend_for_testing, "on"_a,

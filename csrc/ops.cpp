@@ -3,7 +3,9 @@
 #include "arg_checks.h"
 #include "device_fallback.h"
 #include "mlx/device.h"
+#include "mlx/fast.h"
 #include "mlx/ops.h"
+#include "primitives/attention.h"
 #include "primitives/bitlinear.h"
 #include "primitives/dense_matmul.h"
 #include "primitives/int8_matmul.h"
@@ -130,6 +132,24 @@ mx::array dense_matmul(const mx::array& x, const mx::array& w, mx::StreamOrDevic
   }
   auto s = resolve_stream(sd, "dense_matmul");
   return mx::array(std::move(shape), x.dtype(), std::make_shared<DenseMatmul>(s), {x, row_major(w, s)});
+}
+
+mx::array attention(
+    const mx::array& queries,
+    const mx::array& keys,
+    const mx::array& values,
+    float scale,
+    bool causal,
+    mx::StreamOrDevice sd) {
+  attention_shape(queries, keys, values);
+  mx::Device requested = requested_device(sd);
+  if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
+    return mx::fast::scaled_dot_product_attention(
+        queries, keys, values, scale, causal ? "causal" : "", {}, {}, false, mx::to_stream(sd));
+  }
+  auto s = resolve_stream(sd, "attention");
+  // The node is (B, L, Hq, D): the layout an output projection reads.
+  return mx::transpose(Attention::node(queries, keys, values, scale, causal, s), {0, 2, 1, 3}, s);
 }
 
 mx::array int8_matmul(

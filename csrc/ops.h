@@ -86,4 +86,19 @@ mx::array int8_matmul(
     const mx::array& row_scale,
     mx::StreamOrDevice s = {});
 
+// Scaled dot-product attention, softmax(q k^T * scale [+ causal mask]) v,
+// for queries (B, Hq, L, D) and keys / values (B, Hkv, S, D) (grouped-query
+// attention: query head h uses key-value head h / (Hq / Hkv)). causal: query
+// i sits at position S - L + i (the keys end with the queries' own). Returns
+// (B, Hq, L, D) in the queries' dtype; float32 scores and softmax. CPU
+// streams run bitnet_ext's kernel (keys and values read in place, e.g. a KV
+// cache slice); GPU streams MLX's mx.fast.scaled_dot_product_attention.
+mx::array attention(
+    const mx::array& queries,
+    const mx::array& keys,
+    const mx::array& values,
+    float scale,
+    bool causal = false,
+    mx::StreamOrDevice s = {});
+
 } // namespace bitnet_ext

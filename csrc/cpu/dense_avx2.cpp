@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C level of the dense matmul (see dense_impl.h).
 #include <immintrin.h>
 
+#include "attention_impl.h"
 #include "dense_impl.h"
 #include "simd_x86.h"
 
@@ -34,6 +35,10 @@ struct DOpsAvx2 {
 
 DenseFn dense_avx2() {
   return &DenseSimd<DOpsAvx2>::matmul;
+}
+
+AttentionFn attention_avx2() {
+  return &AttentionSimd<DOpsAvx2>::run;
 }
 
 } // namespace bitnet_ext::cpu

@@ -2,6 +2,7 @@
 // AVX-512 VNNI level uses it too (no integer dot products here).
 #include <immintrin.h>
 
+#include "attention_impl.h"
 #include "dense_impl.h"
 
 namespace bitnet_ext::cpu {
@@ -34,6 +35,10 @@ struct DOpsAvx512 {
 
 DenseFn dense_avx512() {
   return &DenseSimd<DOpsAvx512>::matmul;
+}
+
+AttentionFn attention_avx512() {
+  return &AttentionSimd<DOpsAvx512>::run;
 }
 
 } // namespace bitnet_ext::cpu

@@ -2,6 +2,7 @@
 // dot-product level uses it too (no integer dot products here).
 #include <arm_neon.h>
 
+#include "attention_impl.h"
 #include "dense_impl.h"
 
 namespace bitnet_ext::cpu {
@@ -33,6 +34,10 @@ struct DOpsNeon {
 
 DenseFn dense_neon() {
   return &DenseSimd<DOpsNeon>::matmul;
+}
+
+AttentionFn attention_neon() {
+  return &AttentionSimd<DOpsNeon>::run;
 }
 
 } // namespace bitnet_ext::cpu

@@ -1,5 +1,6 @@
 // Scalar level of the dense matmul (dense_impl.h over one-lane "vectors"):
 // the portable fallback and the reference of the SIMD levels.
+#include "attention_impl.h"
 #include "dense_impl.h"
 
 namespace bitnet_ext::cpu {
@@ -29,6 +30,10 @@ struct DOpsScalar {
 
 DenseFn dense_scalar() {
   return &DenseSimd<DOpsScalar>::matmul;
+}
+
+AttentionFn attention_scalar() {
+  return &AttentionSimd<DOpsScalar>::run;
 }
 
 } // namespace bitnet_ext::cpu

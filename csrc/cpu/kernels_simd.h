@@ -88,8 +88,9 @@ struct Scratch {
   }
 };
 // The calling thread's buffers shared with the workers (kActs, kAux) and each
-// thread's private ones (kPanel, kTile).
-enum Slot { kActs = 0, kAux, kPanel, kTile, kNumSlots };
+// thread's private ones (kPanel, kTile); kSplit* hold the int8 planes of the
+// split float GEMV and its int32 sums (calling thread).
+enum Slot { kActs = 0, kAux, kPanel, kTile, kSplitPlanes, kSplitAcc, kNumSlots };
 inline Scratch& scratch(int slot) {
   thread_local Scratch s[kNumSlots];
   return s[slot];
@@ -156,6 +157,17 @@ struct Simd {
     return requires(const typename O::vi (&v)[4], int32_t* out) { O::hsum4_i(v, out); };
   }
 
+  // Optional policy feature of the int8 GEMV: int16 accumulation,
+  // dot16(a16, u, s) = a16 + (pair sums of u8 * s8 as int16, no widening)
+  // and widen16(acc, a16) = acc + (a16's pair sums as int32).
+  template <class O = Ops>
+  static constexpr bool has_dot16() {
+    return requires(typename O::vi v) {
+      O::dot16(v, v, v);
+      O::widen16(v, v);
+    };
+  }
+
   // Per block v (two-accumulator form): c0 = v & 3 and c2 = (v >> 4) & 3 are
   // codes; v & 12 and (v >> 4) & 12 are 4 * codes (of k = 4i + 1 and 4i + 3).
   // The "odd" accumulator is therefore 4x its share; every lane is a multiple
@@ -188,7 +200,15 @@ struct Simd {
     // two-accumulator form above. MB > 2 in place measured slower (its 4 x MB
     // accumulators and activations spill).
     constexpr bool kInPlace = Ops::kWideCodes && MB * NB <= 4 && MB <= 2;
-    constexpr int NA = kInPlace ? 4 : 2;
+    // Without a non-saturating dot but with int16 accumulation (AVX2): the
+    // four fields shifted down to codes (0..3, pair sums <= 2 * 3 * 128), all
+    // four dots of a block into one int16 accumulator (<= 3072 per block),
+    // widened to int32 every kNarrowBlocks blocks (<= 24576 < 2^15): two
+    // instructions per dot instead of three (vpmaddubsw + vpaddw, not
+    // + vpmaddwd + vpaddd).
+    constexpr bool kNarrow = !kInPlace && has_dot16();
+    constexpr int64_t kNarrowBlocks = 8;
+    constexpr int NA = kInPlace ? 4 : 2; // kNarrow: acc[0] int32, acc[1] int16
     // Running totals live in memory (touched once per flush), leaving the
     // registers to the accumulators, activations and masks.
     alignas(64) int32_t tot[NB][MB][L] = {};
@@ -214,6 +234,23 @@ struct Simd {
             static_for<MB>([&](auto m) BITNET_INLINE { acc[q][r][m] = Ops::dot(acc[q][r][m], c, xv[m][q]); });
           });
         });
+      } else if constexpr (kNarrow) {
+        vi c[NB][4];
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          vi vr = v[r];
+          opaque(vr);
+          c[r][0] = Ops::and_(vr, m3);
+          c[r][1] = Ops::and_(Ops::template srli<2>(vr), m3);
+          c[r][2] = Ops::and_(Ops::template srli<4>(vr), m3);
+          c[r][3] = Ops::and_(Ops::template srli<6>(vr), m3);
+        });
+        static_for<MB>([&](auto m) BITNET_INLINE {
+          static_for<4>([&](auto q) BITNET_INLINE {
+            constexpr int Q = decltype(q)::value;
+            const vi xv = Ops::li(x + m * xstride + blk * KB + Q * BB);
+            static_for<NB>([&](auto r) BITNET_INLINE { acc[1][r][m] = Ops::dot16(acc[1][r][m], c[r][Q], xv); });
+          });
+        });
       } else {
         vi c[NB][4];
         static_for<NB>([&](auto r) BITNET_INLINE {
@@ -234,10 +271,21 @@ struct Simd {
         });
       }
     };
+    auto widen = [&]() BITNET_INLINE {
+      if constexpr (kNarrow) {
+        static_for<NB>([&](auto r) BITNET_INLINE {
+          static_for<MB>([&](auto m) BITNET_INLINE {
+            acc[0][r][m] = Ops::widen16(acc[0][r][m], acc[1][r][m]);
+            acc[1][r][m] = Ops::zi();
+          });
+        });
+      }
+    };
     auto flush = [&]() BITNET_INLINE {
+      widen();
       static_for<NB>([&](auto r) BITNET_INLINE {
         static_for<MB>([&](auto m) BITNET_INLINE {
-          vi t = Ops::addi(acc[0][r][m], Ops::template srai<2>(acc[1][r][m]));
+          vi t = kNarrow ? acc[0][r][m] : Ops::addi(acc[0][r][m], Ops::template srai<2>(acc[1][r][m]));
           if constexpr (kInPlace) {
             t = Ops::addi(t, Ops::addi(Ops::template srai<4>(acc[2][r][m]), Ops::template srai<6>(acc[3][r][m])));
           }
@@ -259,6 +307,9 @@ struct Simd {
         vi v[NB];
         static_for<NB>([&](auto r) BITNET_INLINE { v[r] = Ops::li(w + r * RB + blk * BB); });
         block(v, blk);
+        if constexpr (kNarrow) {
+          if ((blk - b0) % kNarrowBlocks == kNarrowBlocks - 1) widen();
+        }
       }
       flush();
     }
@@ -612,6 +663,100 @@ struct Simd {
   }
 
   // =========================================================================
+  // Float GEMV through the int8 GEMV (policies with kSplitMaxM, for
+  // M <= kSplitMaxM). Each row of x is split into three int8 planes,
+  //   x = s1 q1 + s2 q2 + s3 q3 + r,  s1 = max|x| / 127, s2 = s1 / 254, s3 = s2 / 254,
+  // each plane rounding what the previous ones left (|q| <= 127), so
+  // |r| <= s3 / 2 ~ 6.1e-8 max|x|, half a float32 ulp of the row's largest
+  // element: the sums differ from the exact ones by at most sum|w| * that, within the
+  // worst-case error of float32 accumulation whenever the largest element meets a
+  // nonzero weight. W's dot with every plane is exact (int32), and
+  // the int8 GEMV decodes each weight once for the 3M plane rows; the sums
+  // are recombined in double. The float decode costs a table permute and an
+  // FMA per weight and lane, the int8 one a quarter of a dot per plane: on
+  // AVX2 (Zen 3, 1 thread, cold, 6912 x 2560) 1.39 ms -> 0.67 ms at M = 1.
+  // Rows that are not finite, or so small that the planes' scales would be
+  // subnormal, take the float GEMV (the whole call), as does K past the int32 bound.
+  template <class O = Ops>
+  static constexpr int split_max_m() {
+    if constexpr (requires { O::kSplitMaxM; }) {
+      return O::kSplitMaxM;
+    } else {
+      return 0;
+    }
+  }
+  static constexpr int kPlanes = 3;
+  static constexpr float kPlaneRatio = 254.0f;
+  // The smallest max|x| whose third plane's scale is still a normal float.
+  static constexpr float kSplitMinMax = 1e-30f;
+  static constexpr int64_t kSplitMaxK = 8454656; // 127 * 2 * K < 2^31 (see bitlinear's bound)
+
+  // Quantizes v / s (|v / s| <= 127 up to rounding) to q and returns the remainder v - q s.
+  static vf split_plane(vf v, vf inv, vf neg_s, int8_t* q) {
+    const vf c = Ops::min_f(Ops::max_f(Ops::round_f(Ops::mul(v, inv)), Ops::set1f(-127.0f)), Ops::set1f(127.0f));
+    Ops::store_i8(q, c);
+    return Ops::fmadd(c, neg_s, v);
+  }
+  static float split_plane(float v, float inv, float s, int8_t* q) {
+    const float c = std::min(std::max(std::nearbyint(v * inv), -127.0f), 127.0f);
+    *q = static_cast<int8_t>(c);
+    return std::fma(-c, s, v);
+  }
+
+  // planes: (kPlanes * M) x K int8, row m * kPlanes + p; ps: the plane scales.
+  // Returns false (nothing usable) when a row cannot be split.
+  static bool split_rows(const float* x, int64_t ldx, int64_t M, int64_t K, int8_t* planes, float* ps) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xr = x + m * ldx;
+      vi vmax = Ops::zi();
+      int64_t k = 0;
+      for (; k + L <= K; k += L) vmax = Ops::max_u32(vmax, Ops::abs_bits(Ops::lf(xr + k)));
+      uint32_t amax = Ops::hmax_u32(vmax);
+      for (; k < K; ++k) amax = std::max(amax, abs_bits(xr[k]));
+      const float a = float_from_bits(amax);
+      if (!(a >= kSplitMinMax && a < INFINITY)) return false; // NaN, inf or tiny
+      float s[kPlanes], inv[kPlanes];
+      s[0] = a / 127.0f;
+      for (int p = 0; p < kPlanes; ++p) {
+        if (p > 0) s[p] = s[p - 1] / kPlaneRatio;
+        inv[p] = 1.0f / s[p];
+        ps[m * kPlanes + p] = s[p];
+      }
+      int8_t* q = planes + m * kPlanes * K;
+      for (k = 0; k + L <= K; k += L) {
+        vf r = Ops::lf(xr + k);
+        for (int p = 0; p < kPlanes; ++p) r = split_plane(r, Ops::set1f(inv[p]), Ops::set1f(-s[p]), q + p * K + k);
+      }
+      for (; k < K; ++k) {
+        float r = xr[k];
+        for (int p = 0; p < kPlanes; ++p) r = split_plane(r, inv[p], s[p], q + p * K + k);
+      }
+    }
+    return true;
+  }
+
+  static bool f_gemv_split(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row,
+                           float* y, int64_t M, int64_t N, int64_t K) {
+    if (K > kSplitMaxK) return false;
+    const int64_t MP = kPlanes * M;
+    int8_t* planes = scratch(kSplitPlanes).get<int8_t>(MP * K + MP * 4);
+    float* ps = reinterpret_cast<float*>(planes + ((MP * K + 3) & ~int64_t{3}));
+    if (!split_rows(x, ldx, M, K, planes, ps)) return false;
+    int32_t* acc = scratch(kSplitAcc).get<int32_t>(MP * N);
+    i8_gemv(I8Args{planes, nullptr, wq, scale, per_row, nullptr, acc, nullptr, MP, N, K});
+    for (int64_t m = 0; m < M; ++m) {
+      const float* s = ps + m * kPlanes;
+      const int32_t* a = acc + m * kPlanes * N;
+      for (int64_t n = 0; n < N; ++n) {
+        double t = 0.0;
+        for (int p = 0; p < kPlanes; ++p) t += static_cast<double>(a[p * N + n]) * s[p];
+        y[m * N + n] = row_scale(scale, per_row, n) * static_cast<float>(t);
+      }
+    }
+    return true;
+  }
+
+  // =========================================================================
   // Float GEMM (large M). Tile NR rows of W x MT = MV*L rows of x.
   //   xT[mt][k][MT] (zero-padded rows), panel [g][NR][L] floats (group g =
   //   weights g*L .. g*L+L-1 of each row). Lanes run over m; weights are
@@ -768,6 +913,7 @@ struct Simd {
         return;
       }
     }
+    if (M <= split_max_m() && f_gemv_split(x, ldx, wq, scale, per_row, y, M, N, K)) return;
     if (M <= kGemvMaxM) {
       f_gemv(x, ldx, wq, scale, per_row, y, M, N, K);
     } else {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <memory>
@@ -179,15 +180,30 @@ class Pool {
     }
   }
 
+  // How long an idle worker spins before it sleeps. A model's decode calls
+  // the kernels with MLX ops of 10-100 us between them, and the process has
+  // other busy threads (MLX's stream thread, Python building the next step's
+  // graph): a worker that spins through those gaps takes a core from them.
+  // 20000 pauses (0.5-1.3 ms) made 2 threads slower than 1 in mlx-lm's loop
+  // on 2 cores; a sleeping worker joins a job ~5-20 us late, and the job's
+  // caller runs the chunks the worker has not claimed yet.
+  static constexpr auto kSpinTime = std::chrono::microseconds(20);
+
   void worker(int index, uint32_t seen) {
     t_in_parallel = true;
     while (true) {
       int spins = 0;
       uint32_t g;
+      auto spin_end = std::chrono::steady_clock::time_point::min();
       while ((g = wake_.load(std::memory_order_acquire)) == seen) {
-        if (++spins < 20000) {
+        if (++spins % 64 != 0) {
           BITNET_CPU_RELAX();
-        } else {
+          continue;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (spin_end == std::chrono::steady_clock::time_point::min()) {
+          spin_end = now + kSpinTime;
+        } else if (now >= spin_end) {
           wake_.wait(seen, std::memory_order_acquire);
         }
       }

@@ -16,6 +16,8 @@ from . import _ext, convert, cpu, nn, reference  # noqa: E402
 from ._ext import (  # noqa: E402
     absmax_quantize,
     absmean_quantize,
+    absmean_quantize,
+    attention,
     bitlinear,
     dense_matmul,
     dequantize,
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "absmax_quantize",
     "absmean_quantize",
+    "attention",
     "bitlinear",
     "convert",
     "cpu",

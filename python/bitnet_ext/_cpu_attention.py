@@ -1,18 +1,16 @@
-"""Attention on the CPU with both products on :func:`bitnet_ext.dense_matmul`.
+"""Attention on the CPU for mlx-lm's ``bitnet`` model.
 
 MLX's CPU ``mx.fast.scaled_dot_product_attention`` multiplies with the
 reference BLAS of the mlx-cpu wheel: for the 2B-4T shapes (20 query / 5
 key-value heads of 128) it takes ~3 ms per layer per decoded token at 640
 positions and ~0.8 s per layer for a 512-token prompt, more than the ternary
-layers themselves. Here ``q k^T`` and ``p v`` run on our dense kernels, one
-key-value head (and its group of query heads) at a time; scores and softmax
-are float32.
-
-A causal prompt (``mask="causal"``, more than one block of queries) runs in
-blocks of ``_QUERY_BLOCK`` queries, each against the keys it can see: the
-masked upper triangle is neither multiplied nor softmaxed. MLX's CPU softmax
-(~13-22 ns per score here) dominates a prompt's attention, and the blocks
-halve the scores of a 512-token prompt (0.56 of them at 64-query blocks).
+layers themselves. Without a mask or with ``mask="causal"`` (what mlx-lm
+passes for one sequence) the attention runs on :func:`bitnet_ext.attention`,
+one op that reads the KV cache in place (no copies of keys or values),
+skips the masked keys and keeps scores and softmax in float32. An array mask
+(batched generation) takes the path below: ``q k^T`` and ``p v`` on
+:func:`bitnet_ext.dense_matmul`, one key-value head (and its group of query
+heads) at a time, MLX's softmax in float32.
 """
 
 from __future__ import annotations
@@ -22,23 +20,6 @@ from typing import Any, Callable, Optional, Union
 import mlx.core as mx
 
 from . import _ext
-
-# Queries per block of a causal prompt: smaller blocks skip more of the masked
-# triangle ((n + 1) / 2n of the scores for n blocks) but add MLX ops (~6 per block).
-_QUERY_BLOCK = 64
-
-
-def _keep(mask: Union[None, str, mx.array], B: int, Hq: int, Hkv: int, L: int, S: int) -> Optional[mx.array]:
-    """Where a query may look, as (B, Hkv, Hq/Hkv, L, S)-indexable: None (everywhere), bool or additive."""
-    if mask is None:
-        return None
-    if isinstance(mask, str):
-        if mask != "causal":
-            raise ValueError(f"attention mask must be None, 'causal' or an array, got {mask!r}")
-        # Query i sits at position S - L + i: it sees keys 0 .. S - L + i.
-        causal = mx.arange(S)[None, :] <= (mx.arange(L)[:, None] + (S - L))
-        return mx.broadcast_to(causal, (B, Hkv, Hq // Hkv, L, S))
-    return mx.broadcast_to(mask, (B, Hq, L, S)).reshape(B, Hkv, Hq // Hkv, L, S)
 
 
 def cpu_attention(
@@ -55,48 +36,28 @@ def cpu_attention(
     ``"causal"`` (aligned to the last key) or an array broadcastable to
     (B, Hq, L, S), boolean (True = attend) or additive. Returns q's dtype.
     """
+    if mask is None or (isinstance(mask, str) and mask == "causal"):
+        return _ext.attention(queries, keys, values, scale=scale, mask=mask)
+    if isinstance(mask, str):
+        raise ValueError(f"attention mask must be None, 'causal' or an array, got {mask!r}")
     B, Hq, L, D = queries.shape
     Hkv, S = keys.shape[1], keys.shape[2]
     G = Hq // Hkv
     # The G query heads of one key-value head are consecutive: one (G*L, D) matrix.
-    if isinstance(mask, str) and mask == "causal" and L > _QUERY_BLOCK:
-        q = queries.astype(mx.float32).reshape(B, Hkv, G, L, D)
-        out = [_causal_blocks(q[b, h], keys[b, h], values[b, h], scale, S - L) for b in range(B) for h in range(Hkv)]
-        return mx.stack(out).reshape(B, Hq, L, D).astype(queries.dtype)
     q = queries.astype(mx.float32).reshape(B, Hkv, G * L, D)
-    keep = _keep(mask, B, Hq, Hkv, L, S)
+    keep = mx.broadcast_to(mask, (B, Hq, L, S)).reshape(B, Hkv, G, L, S)
     outs = []
     for b in range(B):
         for h in range(Hkv):
             scores = (_ext.dense_matmul(q[b, h], keys[b, h]) * scale).reshape(G, L, S)
-            if keep is not None:
-                m = keep[b, h]
-                if m.dtype == mx.bool_:
-                    scores = mx.where(m, scores, -mx.inf)
-                else:
-                    scores = scores + m.astype(mx.float32)
+            m = keep[b, h]
+            if m.dtype == mx.bool_:
+                scores = mx.where(m, scores, -mx.inf)
+            else:
+                scores = scores + m.astype(mx.float32)
             p = mx.softmax(scores, axis=-1).reshape(G * L, S)
             outs.append(_ext.dense_matmul(p, values[b, h].T).reshape(G, L, D))
     return mx.stack(outs).reshape(B, Hq, L, D).astype(queries.dtype)
-
-
-def _causal_blocks(q: mx.array, k: mx.array, v: mx.array, scale: float, offset: int) -> mx.array:
-    """Causal attention of one key-value head: q (G, L, D) float32, k and v (S, D), S = offset + L.
-
-    Query i sits at position offset + i; each block of queries meets only the
-    keys up to its last query's position, and its own triangle is masked.
-    """
-    G, L, D = q.shape
-    vt = mx.contiguous(v.T)  # (D, S): p @ v as dense_matmul(p, vt), W rows along the keys
-    blocks = []
-    for i0 in range(0, L, _QUERY_BLOCK):
-        i1 = min(L, i0 + _QUERY_BLOCK)
-        n, e = i1 - i0, offset + i1  # the block's queries see keys [0, e) at most
-        scores = (_ext.dense_matmul(q[:, i0:i1].reshape(G * n, D), k[:e]) * scale).reshape(G, n, e)
-        keep = mx.arange(e)[None, :] <= (mx.arange(i0, i1)[:, None] + offset)
-        p = mx.softmax(mx.where(keep, scores, -mx.inf), axis=-1).reshape(G * n, e)
-        blocks.append(_ext.dense_matmul(p, vt[:, :e]).reshape(G, n, D))
-    return mx.concatenate(blocks, axis=1)
 
 
 def install_for_mlx_lm_bitnet() -> None:

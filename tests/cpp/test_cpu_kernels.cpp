@@ -183,6 +183,63 @@ void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, b
   }
 }
 
+// Rows the AVX2 float GEMV (M <= 2) splits into three int8 planes, whose
+// error bound is relative to the row's largest |x|: each weight's share is
+// off by at most max|x| * 2^-23.9 (half a float32 ulp of max|x|; the test
+// allows 2^-23). kind 0: a wide dynamic range (values spread over 12
+// decades, one outlier); 1: a row of zeros; 2: a NaN in row 0 and an inf in
+// the last row; 3: rows too small to split (max |x| = 1e-33), which take the
+// float decode; 4: subnormals next to normal values.
+void test_matmul_t_split_rows(int64_t M, int64_t N, int64_t K, int kind) {
+  auto [w, wq] = make_weights(N, K, false);
+  std::vector<float> x(static_cast<size_t>(M * K));
+  std::uniform_real_distribution<double> e(-12, 0), u(-1, 1);
+  for (int64_t i = 0; i < M * K; ++i) {
+    switch (kind) {
+      case 0: x[i] = static_cast<float>(u(rng) * std::pow(10.0, e(rng))); break;
+      case 1: x[i] = 0.0f; break;
+      case 3: x[i] = static_cast<float>(u(rng) * 1e-33); break;
+      case 4: x[i] = static_cast<float>(u(rng) * ((i % 3) ? 1e-40 : 1.0)); break;
+      default: x[i] = static_cast<float>(u(rng));
+    }
+  }
+  if (kind == 0) x[K / 2] = 1e4f;
+  if (kind == 2) {
+    x[K / 3] = std::nanf("");
+    x[(M - 1) * K + 5] = INFINITY;
+  }
+  const std::vector<float> scale{0.37f};
+  std::vector<double> ref(M * N), bound(M * N);
+  for (int64_t m = 0; m < M; ++m) {
+    double amax = 0;
+    for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(double(x[m * K + k])));
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0, a = 0, wsum = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        s += double(x[m * K + k]) * w[n * K + k];
+        a += std::fabs(double(x[m * K + k]) * w[n * K + k]);
+        wsum += std::abs(w[n * K + k]);
+      }
+      ref[m * N + n] = s * scale[0];
+      bound[m * N + n] = (wsum * amax * std::ldexp(1.0, -23) + 1e-6 * a) * scale[0] + 1e-37;
+    }
+  }
+  for (const auto& l : levels()) {
+    use(l);
+    g_ctx = "matmul_t split rows " + l.name() + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+            " K=" + std::to_string(K) + " kind=" + std::to_string(kind);
+    std::vector<float> y(M * N, std::nanf(""));
+    ternary_matmul_t(x.data(), K, wq.data(), scale.data(), false, y.data(), M, N, K);
+    int bad = 0;
+    for (int64_t i = 0; i < M * N; ++i) {
+      const bool ok = std::isfinite(ref[i]) ? std::fabs(y[i] - ref[i]) <= bound[i]
+                                            : (std::isnan(ref[i]) ? std::isnan(y[i]) || std::isinf(y[i]) : !std::isfinite(y[i]));
+      if (!ok && bad++ < 3) CHECK(false, "index %lld got %.9g want %.9g (bound %.3g)", (long long)i, y[i], ref[i], bound[i]);
+    }
+    CHECK(bad == 0, "%d mismatches", bad);
+  }
+}
+
 void test_matmul_n(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, bool raw = false) {
   const int64_t ldx = N + pad;
   auto [w, wq] = make_weights(N, K, raw);
@@ -635,6 +692,10 @@ int main(int argc, char** argv) {
   }
   test_i8(1, 37, 6912 + 16 * 3, true, true, true);
   test_matmul_t(1, 37, 6912 + 16 * 3, true, 0, true);
+  // Rows the split float GEMV (M <= 2 on AVX2) must handle or hand back.
+  for (int64_t M : {1, 2, 3}) {
+    for (int kind = 0; kind < 5; ++kind) test_matmul_t_split_rows(M, 37, kind == 0 ? 2560 : 272, kind);
+  }
   // Exact int32 accumulation at the worst case.
   test_i8_worst_case(16384);
   test_i8_worst_case(16384 + 16 * 3);
