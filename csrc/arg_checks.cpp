@@ -268,6 +268,44 @@ mx::Shape int8_matmul_shape(const mx::array& x, const mx::array& wq, const mx::a
   return with_last(x.shape(), wq.shape(0));
 }
 
+mx::Shape rms_norm_shape(const mx::array& x, const mx::array& weight, float eps) {
+  const char* op = "rms_norm";
+  require_float(op, "x", x.dtype());
+  require_float(op, "weight", weight.dtype());
+  if (x.ndim() == 0 || x.shape(-1) == 0) {
+    fail(op, "x must have a non-empty last axis (..., D), got shape " + describe(x.shape()) + ".");
+  }
+  if (weight.ndim() != 1 || weight.shape(0) != x.shape(-1)) {
+    fail(op, "weight must have shape (" + std::to_string(x.shape(-1)) + ",) (one per element of x's last axis), "
+             "got " + describe(weight.shape()) + ".");
+  }
+  if (!(eps >= 0.0f) || !std::isfinite(eps)) {
+    fail(op, "eps must be a finite number >= 0, got " + std::to_string(eps) + ".");
+  }
+  return x.shape();
+}
+
+mx::Shape rope_shape(const mx::array& x, int dims, const mx::array& offset) {
+  const char* op = "rope";
+  require_float(op, "x", x.dtype());
+  if (x.ndim() < 3) {
+    fail(op, "x must have at least 3 axes (B, ..., T, D), got shape " + describe(x.shape()) + ".");
+  }
+  if (dims <= 0 || dims % 2 != 0 || dims > x.shape(-1)) {
+    fail(op, "dims must be even and in [2, " + std::to_string(x.shape(-1)) + "] (x's last axis), got " +
+             std::to_string(dims) + ".");
+  }
+  if (!mx::issubdtype(offset.dtype(), mx::integer)) {
+    throw DTypeError(std::string(op) + ": offset must be an integer or an integer array, got " +
+                     describe(offset.dtype()) + ".");
+  }
+  if (offset.ndim() > 1 || (offset.size() != 1 && offset.size() != static_cast<size_t>(x.shape(0)))) {
+    fail(op, "offset must be one position or one per batch entry (" + std::to_string(x.shape(0)) +
+             "), got shape " + describe(offset.shape()) + ".");
+  }
+  return x.shape();
+}
+
 void check_eval_shape(const char* op, const mx::Shape& expected, const mx::array& out) {
   if (out.shape() != expected) {
     // Only a graph built around the ops can get here (the checks above run

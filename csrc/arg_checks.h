@@ -61,6 +61,14 @@ mx::Shape int8_matmul_shape(const mx::array& x, const mx::array& wq, const mx::a
 // shape (B, L, Hq, D) (the op returns it transposed to (B, Hq, L, D)).
 mx::Shape attention_shape(const mx::array& q, const mx::array& k, const mx::array& v);
 
+// rms_norm: x float (..., D) with D >= 1, weight float (D,) -> x's shape
+// (the dtype is mx::result_type(x, weight)).
+mx::Shape rms_norm_shape(const mx::array& x, const mx::array& weight, float eps);
+
+// rope: x float with >= 3 axes (B, ..., T, D), 0 < dims <= D, dims even;
+// offset integer, one value or one per B -> x's shape.
+mx::Shape rope_shape(const mx::array& x, int dims, const mx::array& offset);
+
 // For eval_cpu: throws unless `expected` (the rules' shapes for the node's
 // inputs) equals the shapes of the outputs about to be written.
 void check_eval_shapes(

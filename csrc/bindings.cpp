@@ -319,6 +319,44 @@ NB_MODULE(_ext, m) {
       "(B, Hq, L, D) in the queries' dtype; scores and softmax in float32. CPU streams run\n"
       "bitnet_ext's kernel, which reads keys and values in place (e.g. a KV cache slice) and\n"
       "skips the masked keys; GPU streams use mx.fast.scaled_dot_product_attention.");
+  m.def(
+      "rms_norm",
+      [](nb::handle x, nb::handle weight, float eps, nb::handle s) {
+        const char* op = "rms_norm";
+        return bitnet_ext::rms_norm(array_arg(x, op, "x"), array_arg(weight, op, "weight"), eps, stream_arg(s));
+      },
+      "x"_a, "weight"_a, "eps"_a = 1e-5f, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def rms_norm(x: mlx.core.array, weight: mlx.core.array, eps: float = 1e-05, *, " STREAM_SIG
+              ") -> mlx.core.array"),
+      "RMSNorm over the last axis, as mx.fast.rms_norm(x, weight, eps), in one CPU op.\n\n"
+      "x (..., D) float, weight (D,) float; result in result_type(x, weight). float32 sum of\n"
+      "squares; x * rsqrt(mean(x^2) + eps) is rounded to the result dtype, then multiplied by\n"
+      "weight in it (MLX's roundings). Differentiable (MLX's derivative of the same function).\n"
+      "CPU streams run bitnet_ext's kernel (MLX decomposes it into ~12 ops there); GPU streams\n"
+      "use mx.fast.rms_norm.");
+  m.def(
+      "rope",
+      [](nb::handle x, int dims, bool traditional, float base, float scale, nb::handle offset, nb::handle s) {
+        const char* op = "rope";
+        if (PyBool_Check(offset.ptr())) {
+          throw nb::type_error("rope: offset must be an int or an integer mx.array, got a bool.");
+        }
+        mx::array off = PyLong_Check(offset.ptr()) ? mx::array(nb::cast<int>(offset), mx::int32)
+                                                   : array_arg(offset, op, "offset");
+        return bitnet_ext::rope(array_arg(x, op, "x"), dims, traditional, base, scale, off, stream_arg(s));
+      },
+      "x"_a, "dims"_a, nb::kw_only(), "traditional"_a = false, "base"_a = 10000.0f, "scale"_a = 1.0f,
+      "offset"_a = 0, "stream"_a = nb::none(),
+      nb::sig("def rope(x: mlx.core.array, dims: int, *, traditional: bool = False, base: float = 10000.0, "
+              "scale: float = 1.0, offset: int | mlx.core.array = 0, " STREAM_SIG ") -> mlx.core.array"),
+      "Rotary position embedding, as mx.fast.rope(x, dims, traditional=, base=, scale=, offset=),\n"
+      "in one CPU op.\n\n"
+      "x (B, ..., T, D) float; the first `dims` (even) elements of the last axis are rotated in\n"
+      "pairs ((i, i + dims/2), or (2i, 2i + 1) when traditional), by the angle\n"
+      "(offset + t) * scale * base**(-i / (dims/2)) at position t of axis -2; the rest is copied.\n"
+      "offset: an int, or an integer array of one value or one per B. float32 rotation, one\n"
+      "rounding to x's dtype. Differentiable in x. CPU streams run bitnet_ext's kernel (MLX\n"
+      "decomposes it into ~30 ops there); GPU streams use mx.fast.rope.");
 #undef STREAM_SIG
 
   m.def("_pretend_gpu_backend_for_testing", &bitnet_ext::pretend_gpu_backend_for_testing, "on"_a,

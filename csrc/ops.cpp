@@ -1,5 +1,7 @@
 #include "ops.h"
 
+#include <cmath>
+
 #include "arg_checks.h"
 #include "device_fallback.h"
 #include "mlx/device.h"
@@ -11,6 +13,8 @@
 #include "primitives/int8_matmul.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
+#include "primitives/rms_norm.h"
+#include "primitives/rope.h"
 #include "primitives/ternary_matmul.h"
 
 namespace bitnet_ext {
@@ -165,6 +169,45 @@ mx::array int8_matmul(
   return mx::array(
       std::move(shape), x.dtype(), std::make_shared<Int8Matmul>(s),
       {x, row_major(wq, s), mx::astype(row_scale, mx::float32, s)});
+}
+
+// ---- rms_norm and rope: the float ops of a transformer block that MLX runs
+// on the CPU as many small ops.
+
+mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::StreamOrDevice sd) {
+  auto shape = rms_norm_shape(x, weight, eps);
+  const mx::Dtype t = mx::result_type(x, weight);
+  mx::Device requested = requested_device(sd);
+  if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
+    return mx::fast::rms_norm(x, weight, eps, mx::to_stream(sd));
+  }
+  auto s = resolve_stream(sd, "rms_norm");
+  // Casting x to t is exact (t is x's dtype or wider); the weight is
+  // multiplied in t, as MLX does. A row-major weight: the kernel indexes it.
+  return mx::array(
+      std::move(shape), t, std::make_shared<RmsNorm>(s, eps),
+      {mx::astype(x, t, s), row_major(mx::astype(weight, t, s), s)});
+}
+
+mx::array rope(
+    const mx::array& x,
+    int dims,
+    bool traditional,
+    float base,
+    float scale,
+    const mx::array& offset,
+    mx::StreamOrDevice sd) {
+  rope_shape(x, dims, offset);
+  if (!(base > 0.0f) || !std::isfinite(base) || !std::isfinite(scale)) {
+    throw ArgumentError("rope: base must be a finite number > 0 and scale finite, got base " + std::to_string(base) +
+                        " and scale " + std::to_string(scale) + ".");
+  }
+  mx::Device requested = requested_device(sd);
+  if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
+    return mx::fast::rope(x, dims, traditional, base, scale, offset, std::nullopt, mx::to_stream(sd));
+  }
+  auto s = resolve_stream(sd, "rope");
+  return Rope::node(x, offset, RopeParams{dims, traditional, base, scale, true}, s);
 }
 
 } // namespace bitnet_ext

@@ -101,4 +101,21 @@ mx::array attention(
     bool causal = false,
     mx::StreamOrDevice s = {});
 
+// RMSNorm over the last axis, mx.fast.rms_norm(x, weight, eps) in one CPU
+// node: x float (..., D), weight float (D,); the result has dtype
+// result_type(x, weight). GPU streams run mx.fast.rms_norm itself.
+mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::StreamOrDevice s = {});
+
+// Rotary position embedding, mx.fast.rope(x, dims, traditional=, base=,
+// scale=, offset=) in one CPU node: x float (B, ..., T, D), offset integer,
+// one position or one per B. GPU streams run mx.fast.rope itself.
+mx::array rope(
+    const mx::array& x,
+    int dims,
+    bool traditional,
+    float base,
+    float scale,
+    const mx::array& offset,
+    mx::StreamOrDevice s = {});
+
 } // namespace bitnet_ext

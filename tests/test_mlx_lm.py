@@ -355,6 +355,30 @@ def test_tied_head_runs_on_dense_matmul(cpu_device):  # on GPUs dense_matmul is 
     assert_logits_close(logits, ref(t), rel=2**-6, what="bf16 model vs float reference")
 
 
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["f32", "bf16"])
+def test_norms_and_ropes_are_one_op_each(cpu_device, dtype):
+    model, ref = make_models(seed=27, dtype=dtype)
+    bx_mlx_lm.patch_model(model)
+    kinds = [type(m) for _, m in model.named_modules()]
+    assert nn.RMSNorm not in kinds and nn.RoPE not in kinds
+    n_layers = len(model.model.layers)
+    assert kinds.count(bx_mlx_lm.OneOpRMSNorm) == 4 * n_layers + 1
+    assert kinds.count(bx_mlx_lm.OneOpRoPE) == n_layers
+    t = tokens((2, 6), 28)
+    logits = model(t)
+    ops = graph_ops(logits)
+    assert "RmsNorm" in ops and "Rope" in ops and "Rsqrt" not in ops and "Sin" not in ops
+    # Decoding with a KV cache (integer offsets) gives the logits of the whole sequence.
+    from mlx_lm.models.cache import make_prompt_cache
+
+    cache = make_prompt_cache(model)
+    model(t[:, :4], cache=cache)
+    step = model(t[:, 4:5], cache=cache)
+    rel = 2e-5 if dtype == mx.float32 else 2**-6
+    assert_logits_close(step[:, 0], logits[:, 4], rel=rel, what="cached decode vs full sequence")
+    assert_logits_close(logits, ref(t), rel=rel, what="one-op norms/ropes vs the float reference")
+
+
 def write_tiny_checkpoint(path, **config):
     import importlib.util
     from pathlib import Path

@@ -16,12 +16,13 @@ from . import _ext, convert, cpu, nn, reference  # noqa: E402
 from ._ext import (  # noqa: E402
     absmax_quantize,
     absmean_quantize,
-    absmean_quantize,
     attention,
     bitlinear,
     dense_matmul,
     dequantize,
     int8_matmul,
+    rms_norm,
+    rope,
     ternary_matmul,
     unpack,
 )
@@ -45,6 +46,8 @@ __all__ = [
     "nn",
     "pack",
     "reference",
+    "rms_norm",
+    "rope",
     "ternary_matmul",
     "unpack",
 ]

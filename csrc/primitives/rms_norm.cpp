@@ -1,0 +1,141 @@
+#include "primitives/rms_norm.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "arg_checks.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/fast.h"
+#include "mlx/ops.h"
+#include "mlx/transforms.h"
+#include "ops.h"
+#include "primitives/common.h"
+#include "primitives/cpu_buffers.h"
+#include "primitives/strided_rows.h"
+#include "thread_pool.h"
+
+namespace bitnet_ext {
+
+namespace {
+
+// Rows of about 32 KiB of work per task: a decode row (M = 1) runs inline.
+constexpr int64_t kElementsPerTask = 1 << 15;
+
+template <class T>
+void rms_norm_rows(const mx::array& x, const mx::array& w, mx::array& out, float eps) {
+  const StridedRows xr(x);
+  const int64_t D = xr.cols;
+  const T* xp = x.data<T>();
+  const T* wp = w.data<T>(); // contiguous (rms_norm() makes it so)
+  T* yp = out.data<T>();
+  const float inv_d = 1.0f / static_cast<float>(D);
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / D);
+  cpu::parallel_for(0, xr.rows, grain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* row = xp + xr.offset(r);
+      const int64_t cs = xr.col_stride;
+      // Eight running sums: independent chains the compiler can vectorize.
+      float part[8] = {};
+      int64_t j = 0;
+      for (; j + 8 <= D; j += 8) {
+        for (int l = 0; l < 8; ++l) {
+          const float v = to_float(row[(j + l) * cs]);
+          part[l] += v * v;
+        }
+      }
+      float ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+      for (; j < D; ++j) {
+        const float v = to_float(row[j * cs]);
+        ss += v * v;
+      }
+      const float inv_rms = 1.0f / std::sqrt(ss * inv_d + eps);
+      T* y = yp + r * D;
+      for (j = 0; j < D; ++j) {
+        // MLX's two roundings: x * inv_rms to T, then the product with weight in T.
+        const T normalized = static_cast<T>(to_float(row[j * cs]) * inv_rms);
+        y[j] = static_cast<T>(to_float(normalized) * to_float(wp[j]));
+      }
+    }
+  });
+}
+
+} // namespace
+
+void RmsNorm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  check_eval_shape("rms_norm", output_shapes(inputs)[0], out);
+  allocate(out);
+  auto& encoder = mx::cpu::get_command_encoder(stream());
+  encoder.dispatch([x = mx::array::unsafe_weak_copy(inputs[0]),
+                    w = mx::array::unsafe_weak_copy(inputs[1]),
+                    out = mx::array::unsafe_weak_copy(out),
+                    eps = eps_]() mutable {
+    if (out.size() == 0) {
+      return;
+    }
+    switch (out.dtype()) {
+      case mx::float32:
+        return rms_norm_rows<float>(x, w, out, eps);
+      case mx::float16:
+        return rms_norm_rows<mx::float16_t>(x, w, out, eps);
+      case mx::bfloat16:
+        return rms_norm_rows<mx::bfloat16_t>(x, w, out, eps);
+      default:
+        throw std::logic_error("bitnet_ext: RmsNorm got a non-float output"); // rms_norm() checks dtypes
+    }
+  });
+}
+
+void RmsNorm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  throw std::logic_error("bitnet_ext: RmsNorm has no GPU kernel; rms_norm() uses mx.fast.rms_norm on GPUs");
+}
+
+namespace {
+
+// The derivatives are MLX's own, of the same function: mx.fast.rms_norm on
+// this node's stream (which MLX differentiates through its decomposition).
+std::function<std::vector<mx::array>(const std::vector<mx::array>&)> mlx_rms_norm(float eps, mx::Stream s) {
+  return [eps, s](const std::vector<mx::array>& in) {
+    return std::vector<mx::array>{mx::fast::rms_norm(in[0], in[1], eps, s)};
+  };
+}
+
+} // namespace
+
+std::vector<mx::array> RmsNorm::jvp(
+    const std::vector<mx::array>& primals,
+    const std::vector<mx::array>& tangents,
+    const std::vector<int>& argnums) {
+  std::vector<mx::array> all_tangents = {mx::zeros_like(primals[0], stream()), mx::zeros_like(primals[1], stream())};
+  for (size_t i = 0; i < argnums.size(); ++i) {
+    all_tangents[argnums[i]] = tangents[i];
+  }
+  return mx::jvp(mlx_rms_norm(eps_, stream()), primals, all_tangents).second;
+}
+
+std::vector<mx::array> RmsNorm::vjp(
+    const std::vector<mx::array>& primals,
+    const std::vector<mx::array>& cotangents,
+    const std::vector<int>& argnums,
+    const std::vector<mx::array>&) {
+  auto grads = mx::vjp(mlx_rms_norm(eps_, stream()), primals, cotangents).second;
+  std::vector<mx::array> selected;
+  for (int arg : argnums) {
+    selected.push_back(grads[arg]);
+  }
+  return selected;
+}
+
+std::pair<std::vector<mx::array>, std::vector<int>> RmsNorm::vmap(
+    const std::vector<mx::array>& inputs,
+    const std::vector<int>& axes) {
+  // The norm is per row of the last axis: a vmapped x only needs its mapped
+  // axis out of the last place (moved to the front).
+  auto x = x_with_vmap_axis_first("rms_norm", inputs, axes);
+  return {{rms_norm(x, inputs[1], eps_, stream())}, {0}};
+}
+
+std::vector<mx::Shape> RmsNorm::output_shapes(const std::vector<mx::array>& inputs) {
+  return {rms_norm_shape(inputs[0], inputs[1], eps_)};
+}
+
+} // namespace bitnet_ext

@@ -1,0 +1,49 @@
+// Row access for the row-wise CPU primitives (rms_norm, rope): an evaluated
+// MLX array of any strides seen as rows along its last axis, without a copy
+// (attention outputs and transposed heads arrive as strided views).
+#pragma once
+
+#include <cstdint>
+
+#include "mlx/array.h"
+#include "mlx/types/half_types.h"
+
+namespace bitnet_ext {
+
+namespace mx = mlx::core;
+
+struct StridedRows {
+  int64_t rows = 0;
+  int64_t cols = 0;
+  int64_t col_stride = 1;
+  const mx::array* a = nullptr;
+
+  explicit StridedRows(const mx::array& arr) : a(&arr) {
+    cols = arr.ndim() ? arr.shape(-1) : 1;
+    rows = cols ? static_cast<int64_t>(arr.size()) / cols : 0;
+    col_stride = arr.ndim() ? arr.strides().back() : 1;
+  }
+
+  // Element offset of row r's first element (rows in row-major order of the
+  // leading axes).
+  int64_t offset(int64_t r) const {
+    if (a->flags().row_contiguous) {
+      return r * cols;
+    }
+    int64_t off = 0;
+    for (int axis = static_cast<int>(a->ndim()) - 2; axis >= 0; --axis) {
+      const int64_t n = a->shape(axis);
+      off += (r % n) * a->strides()[axis];
+      r /= n;
+    }
+    return off;
+  }
+};
+
+// One element as float, for the three float dtypes.
+template <class T>
+inline float to_float(T v) {
+  return static_cast<float>(v);
+}
+
+} // namespace bitnet_ext
