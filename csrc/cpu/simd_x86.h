@@ -143,6 +143,9 @@ struct OpsAvx512T {
   // dot(acc, u, s) takes u as unsigned bytes 0..255 without saturation
   // (vpdpbusd; the vpmaddubsw fallback saturates to int16).
   static constexpr bool kWideCodes = Vnni;
+  // Float GEMV through three int8 planes of x (Simd::f_gemv_split) up to this
+  // M, with vpdpbusd only (0: never).
+  static constexpr int kSplitMaxM = Vnni ? 2 : 0;
 
   using vi = __m512i;
   using vf = __m512;
