@@ -8,9 +8,10 @@ About 1.2 GB on disk; bench/bench_model.py writes it into a temporary
 directory. Weights are random, so the text it generates is noise;
 speed is all it is for.
 
-    python bench/bitnet_2b4t_shaped.py OUT_DIR [--untied]
+    python bench/bitnet_2b4t_shaped.py OUT_DIR [--untied] [--seed N]
 """
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def write_bitnet_2b4t_shaped(out: Path, *, tied: bool = True, seed: int = 0) -> 
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--untied"]
-    if len(args) != 1:
-        sys.exit(__doc__)
-    print(f"wrote {write_bitnet_2b4t_shaped(Path(args[0]), tied='--untied' not in sys.argv)}")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out_dir", type=Path, help="directory to write the checkpoint into")
+    ap.add_argument("--untied", action="store_true", help="a separate float lm_head instead of the tied embedding")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    print(f"wrote {write_bitnet_2b4t_shaped(args.out_dir, tied=not args.untied, seed=args.seed)}")
