@@ -281,11 +281,28 @@ def run_model(args) -> dict:
     from bench_model import run_generation
     from bitnet_2b4t_shaped import CONFIG_2B4T, write_bitnet_2b4t_shaped
     from bitnet_ext import mlx_lm as bx_mlx_lm
-    from bitnet_ext.fused import fuse_projections
 
     mx.set_default_device(mx.gpu)
     prompt = np.random.default_rng(0).integers(3, CONFIG_2B4T["vocab_size"], args.prompt).tolist()
     runs = []
+
+    def breakdown(model, steps=32):
+        """Per decode step: ms to build the lazy graph in Python, ms of mx.eval (encoding + GPU, synchronous)."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        cache = make_prompt_cache(model)
+        logits = model(mx.array(prompt)[None], cache=cache)
+        tok = mx.argmax(logits[:, -1], axis=-1)
+        mx.eval(tok)
+        build = run = 0.0
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            tok = mx.argmax(model(tok[:, None], cache=cache)[:, -1], axis=-1)
+            t1 = time.perf_counter()
+            mx.eval(tok)
+            t2 = time.perf_counter()
+            build, run = build + t1 - t0, run + t2 - t1
+        return {"build_ms": 1e3 * build / steps, "eval_ms": 1e3 * run / steps}
 
     def measure(key, model):
         wbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
@@ -297,24 +314,25 @@ def run_model(args) -> dict:
         cold = run_generation(model, prompt, 3)
         r = run_generation(model, prompt, args.decode)
         r.update(model=MODEL_NAMES[key], run=key, weight_bytes=wbytes, cold_prefill_tok_s=cold["prefill_tok_s"])
+        r["step"] = breakdown(model)
         runs.append(r)
         _log(f"  {r['model']:45s} prefill {r['prefill_tok_s']:9.0f} tok/s (cold {cold['prefill_tok_s']:7.0f})  "
-             f"decode {r['decode_tok_s']:7.1f} tok/s")
+             f"decode {r['decode_tok_s']:7.1f} tok/s  (step unpipelined: build {r['step']['build_ms']:.2f} ms, "
+             f"eval {r['step']['eval_ms']:.2f} ms)")
 
-    wanted = [k for k in MODEL_RUNS if k in args.model_runs]  # unfused before fused: fusing is one way
+    wanted = [k for k in MODEL_RUNS if k in args.model_runs]
     ours = [k for k in wanted if k in ("float", "int8", "float-fused", "int8-fused")]
     if ours:
         with tempfile.TemporaryDirectory(prefix="bitnet-2b4t-") as d:
             t = time.perf_counter()
             write_bitnet_2b4t_shaped(d)
             _log(f"wrote the 2B-4T-shaped checkpoint in {time.perf_counter() - t:.0f} s")
-            model, _ = bx_mlx_lm.load(d, fuse=False)
-            for key in ours:
-                if key.endswith("fused"):
-                    fuse_projections(model)
-                bx_mlx_lm.patch_model(model, activation_bits=8 if key.startswith("int8") else None, fuse=False)
+            for key in ours:  # a model of its own each: runs do not inherit each other's state
+                model, _ = bx_mlx_lm.load(d, fuse=key.endswith("fused"),
+                                          activation_bits=8 if key.startswith("int8") else None)
                 measure(key, model)
-            del model
+                del model
+                mx.clear_cache()
     for key in [k for k in wanted if k in ("bf16", "q4")]:
         model = _llama_like(CONFIG_2B4T, None if key == "bf16" else 4)
         measure(key, model)
@@ -379,12 +397,18 @@ def markdown(report: dict) -> str:
         lines += ["", f"## Whole model: 2B-4T shapes, prompt {model['prompt_tokens']}, "
                       f"{model['decode_tokens']} decoded tokens (mlx-lm generate_step)", "",
                   "After a warm-up generation at the same prompt length (its prefill: \"cold\").", "",
-                  "| model | weights GB | prefill tok/s | cold prefill tok/s | decode tok/s |",
-                  "|---|---:|---:|---:|---:|"]
+                  "Decode step unpipelined (32 steps after the prompt, one mx.eval each): ms to build the lazy "
+                  "graph in Python, ms of the synchronous mx.eval (MLX encoding the graph + the GPU running it); "
+                  "generate_step overlaps the next step's build with the current eval.", "",
+                  "| model | weights GB | prefill tok/s | cold prefill tok/s | decode tok/s | step build ms "
+                  "| step eval ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in model["runs"]:
             cold = r.get("cold_prefill_tok_s")
+            step = r.get("step", {})
             lines.append(f"| {r['model']} | {r['weight_bytes'] / 1e9:.2f} | {r['prefill_tok_s']:.0f} "
-                         f"| {f'{cold:.0f}' if cold else '-'} | {r['decode_tok_s']:.1f} |")
+                         f"| {f'{cold:.0f}' if cold else '-'} | {r['decode_tok_s']:.1f} "
+                         f"| {step.get('build_ms', float('nan')):.2f} | {step.get('eval_ms', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 

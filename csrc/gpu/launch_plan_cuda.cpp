@@ -97,6 +97,50 @@ int bitlinear_gemv_rows(int64_t M) {
   return M > kDecodeMaxM ? 2 : 1;
 }
 
+// Decode (M <= 8: one block row of x, so a block does the same work as at
+// M = 1): tiles and warps from bench/cuda_gemv_sweep.py at the 2B-4T shapes
+// (M = 1, bf16; bench/results/nvidia-h200-gemv-sweep.md). A small N gives few
+// blocks (640 rows: 40 of 16 rows), which leave most SMs idle and little
+// memory in flight; more warps splitting K in each block (8 or 16 instead of
+// 4) fix that: k/v 640x2560 ternary 4.52 -> 3.33 us, int8 GEMV 3.6 -> 2.7 us;
+// down 2560x6912 ternary 9.13 -> 7.32 us. Warps: the fewest of 4, 8, 16 that
+// give the grid at least kDecodeWarps warps (ternary 1280; int8, whose warps
+// finish a step sooner, 2560), else 16. Tiles: 1 per block while N is small
+// (the more blocks the better), 2 from kDecodeTwoTilesMinN rows.
+constexpr int64_t kDecodeMaxRows = 8;
+constexpr int64_t kTernaryDecodeWarps = 1280;
+constexpr int64_t kBitlinearDecodeWarps = 2560;
+constexpr int64_t kTernaryDecodeTwoTilesMinN = 8192;   // 13824x2560: r2 8.1 vs r1 12.5 us
+constexpr int64_t kBitlinearDecodeTwoTilesMinN = 16384; // 17408x5120: r2 14.6 vs r1 15.4 us
+
+struct GemvShape {
+  int rows;
+  int warps;
+};
+
+GemvShape decode_gemv(int64_t N, int64_t two_tiles_min_n, int64_t min_warps) {
+  const int rows = N >= two_tiles_min_n ? 2 : 1;
+  const int64_t blocks = ceil_div(N, 16 * rows);
+  int warps = 4;
+  while (warps < 16 && blocks * warps < min_warps) {
+    warps *= 2;
+  }
+  return {rows, warps};
+}
+
+GemvShape ternary_gemv_shape(int64_t M, int64_t N) {
+  if (M <= kDecodeMaxRows) {
+    return decode_gemv(N, kTernaryDecodeTwoTilesMinN, kTernaryDecodeWarps);
+  }
+  return {ternary_gemv_rows(M, N), 4};
+}
+GemvShape bitlinear_gemv_shape(int64_t M, int64_t N) {
+  if (M <= kDecodeMaxRows) {
+    return decode_gemv(N, kBitlinearDecodeTwoTilesMinN, kBitlinearDecodeWarps);
+  }
+  return {bitlinear_gemv_rows(M), 4};
+}
+
 std::string suffix(const char* what, int v) {
   return std::string("_") + what + std::to_string(v);
 }
@@ -236,7 +280,8 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return gpu::plan_ternary_matmul(a);
   }
   if (a.M <= kGemvMaxM) {
-    return variants::ternary_gemv(a, ternary_gemv_rows(a.M, a.N));
+    const GemvShape g = ternary_gemv_shape(a.M, a.N);
+    return variants::ternary_gemv(a, g.rows, g.warps);
   }
   return variants::ternary_gemm(a, gemm_bm(a.M, a.N), a.M >= kGemmTernaryFourWarpsMinM ? 4 : 8);
 }
@@ -247,7 +292,8 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   }
   if (a.M <= kGemvMaxM) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
-    return variants::bitlinear_gemv(a, bitlinear_gemv_rows(a.M), fused);
+    const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
+    return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
   }
   return variants::bitlinear_gemm(a, gemm_bm(a.M, a.N), 8);
 }

@@ -16,6 +16,8 @@ cd "$(dirname "$0")/../.."
 DEST=${OUT:-/tmp/bitnet_decode_bench}
 mkdir -p "$DEST"
 jobs=$(nproc)
+# Only a few files come back from the GPU machine: the logs travel as one archive.
+trap 'tar czf "$DEST/logs.tar.gz" -C "$DEST" $(cd "$DEST" && ls *.log *.txt 2>/dev/null) && (cd "$DEST" && rm -f *.log *.txt)' EXIT
 eval "$(bash .cuda-bundle/install.sh)"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$DEST/gpu.txt"
 start=$(date +%s)
@@ -58,7 +60,7 @@ if [ "${MODEL:-1}" != "0" ]; then
   if [ "${AB:-0}" != "0" ]; then
     BITNET_EXT_CUDA_MLX_MALLOC=1 timeout 150 python3 bench/bench_cuda.py --no-shapes --json "$DEST/model_mlx_malloc.json" \
       --md "$DEST/model_mlx_malloc.md" --model-runs float,int8-fused > "$DEST/model_mlx_malloc.log" 2>&1
-    grep -E "prefill" "$DEST/model_mlx_malloc.log"
+    grep -E "prefill" "$DEST/model_mlx_malloc.log"; rm -f "$DEST"/model_mlx_malloc.json
     elapsed "A/B done"
   fi
 fi
