@@ -129,9 +129,8 @@ def test_patch_model_options():
     bx_mlx_lm.patch_model(model, activation_bits=8)  # reaches the fused layers
     assert attn.qkv_proj.activation_bits == 8 and model.model.layers[1].mlp.gate_up_proj.activation_bits == 8
     plain, _ = make_models(seed=2)
-    bx_mlx_lm.patch_model(plain)  # the default for this device
-    fused_by_default = mx.default_device() == mx.gpu
-    assert isinstance(plain.model.layers[0].mlp.up_proj, FusedOutput) == fused_by_default
+    bx_mlx_lm.patch_model(plain)  # opt-in: not fused by default
+    assert isinstance(plain.model.layers[0].mlp.up_proj, BitLinear)
 
 
 @pytest.mark.parametrize(

@@ -105,11 +105,11 @@ int bitlinear_gemv_rows(int64_t M) {
 // 4) fix that: k/v 640x2560 ternary 4.52 -> 3.33 us, int8 GEMV 3.6 -> 2.7 us;
 // down 2560x6912 ternary 9.13 -> 7.32 us. Warps: the fewest of 4, 8, 16 that
 // give the grid at least kDecodeWarps warps (ternary 1280; int8, whose warps
-// finish a step sooner, 2560), else 16. Tiles: 1 per block while N is small
+// finish a step sooner, 2048), else 16. Tiles: 1 per block while N is small
 // (the more blocks the better), 2 from kDecodeTwoTilesMinN rows.
 constexpr int64_t kDecodeMaxRows = 8;
 constexpr int64_t kTernaryDecodeWarps = 1280;
-constexpr int64_t kBitlinearDecodeWarps = 2560;
+constexpr int64_t kBitlinearDecodeWarps = 2048;
 constexpr int64_t kTernaryDecodeTwoTilesMinN = 8192;   // 13824x2560: r2 8.1 vs r1 12.5 us
 constexpr int64_t kBitlinearDecodeTwoTilesMinN = 16384; // 17408x5120: r2 14.6 vs r1 15.4 us
 
