@@ -159,10 +159,10 @@ def fuse_projections(
     parents: List[nn.Module] = [m for _, m in model.named_modules()]
     for parent in parents:
         for names, fused_name in groups:
-            members = [parent.get(n) for n in names]
-            if any(m is None for m in members) or fused_name in parent or not _fusable(members):
+            found = [parent.get(n) for n in names]
+            if any(m is None for m in found) or fused_name in parent or not _fusable(found):
                 continue
-            layer, bounds = _fuse(members)
+            layer, bounds = _fuse([m for m in found if isinstance(m, BitLinear)])  # all are (_fusable)
             group = _Group(layer, bounds)
             setattr(parent, fused_name, layer)
             for i, n in enumerate(names):
