@@ -29,7 +29,10 @@ Model (--model, default on): a random BitNet b1.58 2B-4T-shaped checkpoint
 (bench/bitnet_2b4t_shaped.py) through bitnet_ext.mlx_lm (float and int8
 activations), beside a llama of the same shapes in MLX bfloat16 and 4-bit
 (random weights), each through mlx-lm's generate_step on the GPU:
-prefill tok/s of a 512-token prompt, decode tok/s of 128 tokens.
+prefill tok/s of a 512-token prompt, decode tok/s of 128 tokens, after a
+warm-up generation with the same prompt length (--model-runs picks the runs:
+float / int8 activations, each also with q/k/v and gate/up fused by
+bitnet_ext.fused, and the bf16 / 4-bit llama).
 
 Without an NVIDIA GPU (no CUDA backend in MLX, or bitnet_ext built without
 CUDA kernels) it prints why and exits with status 0 (1 with --require-gpu).
@@ -259,6 +262,17 @@ def _llama_like(config: dict, bits: int | None):
     return model
 
 
+MODEL_RUNS = ["float", "int8", "float-fused", "int8-fused", "bf16", "q4"]
+MODEL_NAMES = {
+    "float": "bitnet_ext, float acts",
+    "int8": "bitnet_ext, int8 acts",
+    "float-fused": "bitnet_ext, float acts, fused q/k/v, gate/up",
+    "int8-fused": "bitnet_ext, int8 acts, fused q/k/v, gate/up",
+    "bf16": "llama, MLX bf16",
+    "q4": "llama, MLX 4-bit",
+}
+
+
 def run_model(args) -> dict:
     import mlx.core as mx
     import numpy as np
@@ -272,28 +286,59 @@ def run_model(args) -> dict:
     prompt = np.random.default_rng(0).integers(3, CONFIG_2B4T["vocab_size"], args.prompt).tolist()
     runs = []
 
-    def measure(name, model):
-        wbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
-        run_generation(model, prompt[:16], 4)  # warm up: allocations, graph caches
-        r = run_generation(model, prompt, args.decode)
-        r.update(model=name, weight_bytes=wbytes)
-        runs.append(r)
-        _log(f"  {name:28s} prefill {r['prefill_tok_s']:9.0f} tok/s  decode {r['decode_tok_s']:7.1f} tok/s")
+    def breakdown(model, steps=32):
+        """Per decode step: ms to build the lazy graph in Python, ms of mx.eval (encoding + GPU, synchronous)."""
+        from mlx_lm.models.cache import make_prompt_cache
 
-    with tempfile.TemporaryDirectory(prefix="bitnet-2b4t-") as d:
-        t = time.perf_counter()
-        write_bitnet_2b4t_shaped(d)
-        _log(f"wrote the 2B-4T-shaped checkpoint in {time.perf_counter() - t:.0f} s")
-        model, _ = bx_mlx_lm.load(d)
-        measure("bitnet_ext, float acts", model)
-        bx_mlx_lm.patch_model(model, activation_bits=8)
-        measure("bitnet_ext, int8 acts", model)
+        cache = make_prompt_cache(model)
+        logits = model(mx.array(prompt)[None], cache=cache)
+        tok = mx.argmax(logits[:, -1], axis=-1)
+        mx.eval(tok)
+        build = run = 0.0
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            tok = mx.argmax(model(tok[:, None], cache=cache)[:, -1], axis=-1)
+            t1 = time.perf_counter()
+            mx.eval(tok)
+            t2 = time.perf_counter()
+            build, run = build + t1 - t0, run + t2 - t1
+        return {"build_ms": 1e3 * build / steps, "eval_ms": 1e3 * run / steps}
+
+    def measure(key, model):
+        wbytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+        # Warm-up at the measured prompt length: the first prefill at a new
+        # length pays first-use costs (kernel loading, MLX's JIT of new
+        # shapes, CUDA graph instantiation); a short warm-up left them in the
+        # measured prefill (10x slower for float activations). Its numbers are
+        # kept as "cold_*".
+        cold = run_generation(model, prompt, 3)
+        r = run_generation(model, prompt, args.decode)
+        r.update(model=MODEL_NAMES[key], run=key, weight_bytes=wbytes, cold_prefill_tok_s=cold["prefill_tok_s"])
+        r["step"] = breakdown(model)
+        runs.append(r)
+        _log(f"  {r['model']:45s} prefill {r['prefill_tok_s']:9.0f} tok/s (cold {cold['prefill_tok_s']:7.0f})  "
+             f"decode {r['decode_tok_s']:7.1f} tok/s  (step unpipelined: build {r['step']['build_ms']:.2f} ms, "
+             f"eval {r['step']['eval_ms']:.2f} ms)")
+
+    wanted = [k for k in MODEL_RUNS if k in args.model_runs]
+    ours = [k for k in wanted if k in ("float", "int8", "float-fused", "int8-fused")]
+    if ours:
+        with tempfile.TemporaryDirectory(prefix="bitnet-2b4t-") as d:
+            t = time.perf_counter()
+            write_bitnet_2b4t_shaped(d)
+            _log(f"wrote the 2B-4T-shaped checkpoint in {time.perf_counter() - t:.0f} s")
+            for key in ours:  # a model of its own each: runs do not inherit each other's state
+                model, _ = bx_mlx_lm.load(d, fuse=key.endswith("fused"),
+                                          activation_bits=8 if key.startswith("int8") else None)
+                measure(key, model)
+                del model
+                mx.clear_cache()
+    for key in [k for k in wanted if k in ("bf16", "q4")]:
+        model = _llama_like(CONFIG_2B4T, None if key == "bf16" else 4)
+        measure(key, model)
         del model
-    for bits in (None, 4):
-        model = _llama_like(CONFIG_2B4T, bits)
-        measure("llama, MLX bf16" if bits is None else f"llama, MLX {bits}-bit", model)
-        del model
-    return {"prompt_tokens": args.prompt, "decode_tokens": args.decode, "runs": runs}
+    return {"prompt_tokens": args.prompt, "decode_tokens": args.decode, "runs": runs,
+            "env": {k: v for k, v in os.environ.items() if k.startswith("BITNET_EXT_")}}
 
 
 # ---------------------------------------------------------------------------
@@ -351,10 +396,19 @@ def markdown(report: dict) -> str:
     if model:
         lines += ["", f"## Whole model: 2B-4T shapes, prompt {model['prompt_tokens']}, "
                       f"{model['decode_tokens']} decoded tokens (mlx-lm generate_step)", "",
-                  "| model | weights GB | prefill tok/s | decode tok/s |", "|---|---:|---:|---:|"]
+                  "After a warm-up generation at the same prompt length (its prefill: \"cold\").", "",
+                  "Decode step unpipelined (32 steps after the prompt, one mx.eval each): ms to build the lazy "
+                  "graph in Python, ms of the synchronous mx.eval (MLX encoding the graph + the GPU running it); "
+                  "generate_step overlaps the next step's build with the current eval.", "",
+                  "| model | weights GB | prefill tok/s | cold prefill tok/s | decode tok/s | step build ms "
+                  "| step eval ms |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for r in model["runs"]:
+            cold = r.get("cold_prefill_tok_s")
+            step = r.get("step", {})
             lines.append(f"| {r['model']} | {r['weight_bytes'] / 1e9:.2f} | {r['prefill_tok_s']:.0f} "
-                         f"| {r['decode_tok_s']:.1f} |")
+                         f"| {f'{cold:.0f}' if cold else '-'} | {r['decode_tok_s']:.1f} "
+                         f"| {step.get('build_ms', float('nan')):.2f} | {step.get('eval_ms', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -368,6 +422,8 @@ def parse_args(argv=None):
     ap.add_argument("--budget-s", type=float, default=0.5, help="aim for this much timed work per case")
     ap.add_argument("--quick", action="store_true", help="2560x2560, M in {1, 512}, no model")
     ap.add_argument("--no-model", dest="model", action="store_false", help="skip the whole-model run")
+    ap.add_argument("--no-shapes", dest="run_shapes", action="store_false", help="skip the layer-shape table")
+    ap.add_argument("--model-runs", default=",".join(MODEL_RUNS), help="comma list of " + ", ".join(MODEL_RUNS))
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--decode", type=int, default=128)
     ap.add_argument("--json", default=None, help="default bench/results/cuda-<host>.json")
@@ -381,6 +437,11 @@ def parse_args(argv=None):
     if unknown:
         ap.error(f"unknown shapes {unknown}; choose from {list(SHAPES)}")
     args.Ms = [int(m) for m in args.M.split(",")]
+    args.model_runs = args.model_runs.split(",")
+    if set(args.model_runs) - set(MODEL_RUNS):
+        ap.error(f"unknown model runs {sorted(set(args.model_runs) - set(MODEL_RUNS))}; choose from {MODEL_RUNS}")
+    if not args.run_shapes:
+        args.shapes = []
     args.methods = args.methods.split(",")
     if set(args.methods) - set(METHODS):
         ap.error(f"unknown methods {sorted(set(args.methods) - set(METHODS))}; choose from {METHODS}")

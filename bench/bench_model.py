@@ -2,7 +2,7 @@
 """Whole-model CPU benchmark: a BitNet b1.58 2B-4T-shaped model through bitnet_ext.mlx_lm.
 
     python bench/bench_model.py [--model-dir DIR] [--threads 1,2] [--acts float,int8]
-                                [--prompt 512] [--decode 128] [--out bench/results/model-NAME]
+                                [--prompt 512] [--decode 128] [--out bench/results/model-NAME] [--fuse]
 
 Builds the random 2B-4T-shaped checkpoint (bench/bitnet_2b4t_shaped.py, ~1.2 GB,
 no download) in a temporary directory unless --model-dir names one, loads it
@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=128, help="generated tokens")
     ap.add_argument("--out", default=None, help="output path without extension (default bench/results/model-<host>)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fuse", action="store_true", help="q/k/v and gate/up fused (bitnet_ext.fused)")
     args = ap.parse_args()
 
     import mlx.core as mx
@@ -149,7 +150,7 @@ def main() -> None:
         write_bitnet_2b4t_shaped(tmp.name)
         model_dir = tmp.name
         _log(f"wrote the 2B-4T-shaped checkpoint to {model_dir} in {time.perf_counter() - t:.0f} s")
-    model, _, config = bx_mlx_lm.load(model_dir, return_config=True)
+    model, _, config = bx_mlx_lm.load(model_dir, return_config=True, fuse=args.fuse)
     wbytes = weight_bytes(model)
     prompt = np.random.default_rng(args.seed).integers(3, config["vocab_size"], args.prompt).tolist()
     import mlx_lm
@@ -165,6 +166,7 @@ def main() -> None:
             "mlx_lm": mlx_lm.__version__,
         },
         "isa": bx.cpu.active_isa(),
+        "fused": args.fuse,
         "prompt_tokens": args.prompt,
         "decode_tokens": args.decode,
         "weight_bytes": wbytes,
@@ -180,7 +182,8 @@ def main() -> None:
         _log(f"{threads} thread(s): read {bw['read_GBps']:.1f} GB/s ({bw['read_GBps_4k']:.1f} on 4 KiB pages)")
         for acts in args.acts.split(","):
             bx_mlx_lm.patch_model(
-                model, activation_bits=8 if acts == "int8" else None, head_bits=8 if head == "int8" else None
+                model, activation_bits=8 if acts == "int8" else None, head_bits=8 if head == "int8" else None,
+                fuse=args.fuse,
             )
             run_bytes = weight_bytes(model) - head_weight_bytes_saved(model)
             run_generation(model, prompt[:16], 4)  # warm up (allocations, first-call costs)

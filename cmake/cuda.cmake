@@ -79,7 +79,8 @@ function(bitnet_ext_add_cuda_backend primitives module)
 
   target_sources(
     ${primitives}
-    PRIVATE ${root}/csrc/gpu/cuda/eval_gpu_cuda.cpp
+    PRIVATE ${root}/csrc/gpu/cuda/device_memory.cpp
+            ${root}/csrc/gpu/cuda/eval_gpu_cuda.cpp
             ${root}/csrc/gpu/cuda/run_plan.cpp
             ${root}/csrc/gpu/launch_plan_cuda.cpp
             ${root}/csrc/harness/cuda/launch_args.cpp

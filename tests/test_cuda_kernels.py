@@ -103,7 +103,11 @@ GEMV_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("variant", ["gemv_r1", "gemv_r2", "gemv_r4"])
+# 4, 8 or 16 warps splitting K (gemv, gemvw8, gemvw16) times 1, 2 or 4 tiles of W per block.
+GEMV_VARIANTS = [f"{family}_r{r}" for family in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)]
+
+
+@pytest.mark.parametrize("variant", GEMV_VARIANTS)
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("M,N,K", GEMV_SHAPES, ids=str)
 def test_ternary_gemv(M, N, K, dtype_name, variant):
@@ -182,7 +186,7 @@ BITLINEAR_GEMV_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("variant", ["gemv_r1", "gemv_r2", "gemv_r4", "fused_r1", "fused_r2", "fused_r4"])
+@pytest.mark.parametrize("variant", GEMV_VARIANTS + ["fused_r1", "fused_r2", "fused_r4"])
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("M,N,K", BITLINEAR_GEMV_SHAPES, ids=str)
 def test_bitlinear_gemv(M, N, K, dtype_name, variant):
@@ -238,16 +242,18 @@ def test_bitlinear_is_exact_at_the_bound(variant, M, K, sign):
     check_bitlinear(M, N, K, "float32", False, False, variant=variant, x=x, wq=wq, scale=mx.array([0.5]))
 
 
+@pytest.mark.parametrize("variant", ["fused_r1", "gemvw16_r1"])
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-@pytest.mark.parametrize("K", [16, 64, 80, 272, 2560])
-def test_bitlinear_fused_adversarial_max_positions(K, dtype_name):
-    """The fused kernel's absmax reduction (128 threads) with the spike at every boundary."""
+@pytest.mark.parametrize("K", [16, 64, 80, 272, 2560, 4112 + 4096])
+def test_bitlinear_quantizer_adversarial_max_positions(K, dtype_name, variant):
+    """The absmax and sum reductions (fused: 128 threads; the decode quantizer: K / 4 threads up to 1024, so
+    several units per thread at the largest K) with the spike at every boundary."""
     N = 9
     wq = ref.pack(S.rand_codes((N, K), K))
     scale = S.make_scale(True, N, K)
     rows = S.spike_rows(K, DTYPES[dtype_name], 3 * K)
     for i in range(rows.shape[0]):
-        check_bitlinear(1, N, K, dtype_name, True, False, variant="fused_r1", x=rows[i : i + 1], wq=wq, scale=scale)
+        check_bitlinear(1, N, K, dtype_name, True, False, variant=variant, x=rows[i : i + 1], wq=wq, scale=scale)
 
 
 # ---------------------------------------------------------------------------
@@ -255,15 +261,21 @@ def test_bitlinear_fused_adversarial_max_positions(K, dtype_name):
 
 
 PLAN_CASES = [
-    ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
-    ("ternary_matmul", dict(M=4, N=2560, K=2560, dtype="float16"), "cuda_ternary_gemv_float16_r2"),
+    ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
+    ("ternary_matmul", dict(M=1, N=640, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1_w16"),
+    ("ternary_matmul", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1"),
+    ("ternary_matmul", dict(M=9, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
+    ("ternary_matmul", dict(M=4, N=2560, K=2560, dtype="float16"), "cuda_ternary_gemv_float16_r1_w8"),
     ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w4"),
     ("ternary_matmul", dict(M=512, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm128_w4"),
     ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_gemm_float16_bm64_w8"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
-    ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
-    ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
+    ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
+    ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
+    ("bitlinear", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
+    ("bitlinear", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
+    ("bitlinear", dict(M=16, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
     ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w8"),

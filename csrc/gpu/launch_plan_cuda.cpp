@@ -17,7 +17,7 @@ namespace {
 using namespace plan_builders;
 
 // ---- tunables (H200 measurements: docs/cuda_backend.md, "Kernels") ---------
-// Threads of the decode GEMVs (4 warps; csrc/gpu/cuda/kernels/gemv_w_loads.cuh).
+// Threads of the fused decode kernel (4 warps; csrc/gpu/cuda/kernels/gemv_w_loads.cuh).
 constexpr uint32_t kGemvThreads = 128;
 // Rows of x per GEMV block (one MMA's 8 columns).
 constexpr int64_t kGemvRowsOfX = 8;
@@ -26,7 +26,7 @@ constexpr int64_t kGemvRowsOfX = 8;
 // (ternary 10.6 vs 48.9 us at 2560x2560, 84 vs 131 us at 17408x5120; bitlinear
 // 12.2 vs 32.9 and 57.6 vs 77.6 us).
 constexpr int64_t kGemvMaxM = 64;
-// Up to this M the quantizer gives each row 1024 threads, and the GEMVs use
+// Up to this M the quantizer gives each row up to 1024 threads, and the GEMVs use
 // the decode row counts below.
 constexpr int64_t kDecodeMaxM = 16;
 // Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
@@ -37,7 +37,7 @@ constexpr int64_t kGemvMinBlocks = 264;
 // quantizes the whole row again), so the plans do not choose it.
 constexpr int64_t kFusedMaxK = 32768;
 constexpr bool kUseFused = false;
-// Threads per row of the quantizer: a decode row alone on the GPU gets 1024.
+// Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
 // GEMM: 128 columns of W per block, BM rows of x (64 or 128), 8 or 4 warps.
@@ -97,26 +97,86 @@ int bitlinear_gemv_rows(int64_t M) {
   return M > kDecodeMaxM ? 2 : 1;
 }
 
+// Decode (M <= 8: one block row of x, so a block does the same work as at
+// M = 1): tiles and warps from bench/cuda_gemv_sweep.py at the 2B-4T shapes
+// (M = 1, bf16; bench/results/nvidia-h200-gemv-sweep.md). A small N gives few
+// blocks (640 rows: 40 of 16 rows), which leave most SMs idle and little
+// memory in flight; more warps splitting K in each block (8 or 16 instead of
+// 4) fix that: k/v 640x2560 ternary 4.52 -> 3.33 us, int8 GEMV 3.6 -> 2.7 us;
+// down 2560x6912 ternary 9.13 -> 7.32 us. Warps: the fewest of 4, 8, 16 that
+// give the grid at least kDecodeWarps warps (ternary 1280; int8, whose warps
+// finish a step sooner, 2048), else 16. Tiles: 1 per block while N is small
+// (the more blocks the better), 2 from kDecodeTwoTilesMinN rows.
+constexpr int64_t kDecodeMaxRows = 8;
+constexpr int64_t kTernaryDecodeWarps = 1280;
+constexpr int64_t kBitlinearDecodeWarps = 2048;
+constexpr int64_t kTernaryDecodeTwoTilesMinN = 8192;   // 13824x2560: r2 8.1 vs r1 12.5 us
+constexpr int64_t kBitlinearDecodeTwoTilesMinN = 16384; // 17408x5120: r2 14.6 vs r1 15.4 us
+
+struct GemvShape {
+  int rows;
+  int warps;
+};
+
+GemvShape decode_gemv(int64_t N, int64_t two_tiles_min_n, int64_t min_warps) {
+  const int rows = N >= two_tiles_min_n ? 2 : 1;
+  const int64_t blocks = ceil_div(N, 16 * rows);
+  int warps = 4;
+  while (warps < 16 && blocks * warps < min_warps) {
+    warps *= 2;
+  }
+  return {rows, warps};
+}
+
+GemvShape ternary_gemv_shape(int64_t M, int64_t N) {
+  if (M <= kDecodeMaxRows) {
+    return decode_gemv(N, kTernaryDecodeTwoTilesMinN, kTernaryDecodeWarps);
+  }
+  return {ternary_gemv_rows(M, N), 4};
+}
+GemvShape bitlinear_gemv_shape(int64_t M, int64_t N) {
+  if (M <= kDecodeMaxRows) {
+    return decode_gemv(N, kBitlinearDecodeTwoTilesMinN, kBitlinearDecodeWarps);
+  }
+  return {bitlinear_gemv_rows(M), 4};
+}
+
 std::string suffix(const char* what, int v) {
   return std::string("_") + what + std::to_string(v);
+}
+
+// The 4-warp GEMVs keep their original names; 8 and 16 warps add _w<warps>.
+std::string warps_suffix(int warps) {
+  return warps == 4 ? std::string() : suffix("w", warps);
+}
+
+// Quantizer threads per row: few rows (decode) get one thread per 4 codes
+// (bitlinear_gemv.cu's units), a multiple of 32 up to 1024; many rows 256.
+uint32_t quant_threads(int64_t M, int64_t K) {
+  if (M > kDecodeMaxM) {
+    return kQuantThreads;
+  }
+  const int64_t t = (K / 4 + 31) / 32 * 32;
+  return uint32_t(t < 32 ? 32 : t > kQuantThreadsFewRows ? kQuantThreadsFewRows : t);
 }
 
 } // namespace
 
 namespace variants {
 
-LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows) {
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps) {
   check_k(a.K);
   check_variant(a.transpose && is_16bit(a.dtype) && (rows == 1 || rows == 2 || rows == 4),
                 "ternary_gemv: transpose=True, float16/bfloat16, rows 1/2/4");
+  check_variant(warps == 4 || warps == 8 || warps == 16, "ternary_gemv: warps 4/8/16");
   LaunchPlan p;
   if (a.M <= 0 || a.N <= 0) {
     return p;
   }
   KernelLaunch k;
-  k.name = std::string("cuda_ternary_gemv_") + dtype_name(a.dtype) + suffix("r", rows);
+  k.name = std::string("cuda_ternary_gemv_") + dtype_name(a.dtype) + suffix("r", rows) + warps_suffix(warps);
   k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
-  k.group = {kGemvThreads, 1, 1};
+  k.group = {uint32_t(32 * warps), 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
   push(p, k);
@@ -141,9 +201,11 @@ LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps) {
   return p;
 }
 
-LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warps) {
   check_k(a.K);
   check_variant(rows == 1 || rows == 2 || rows == 4, "bitlinear_gemv: rows 1/2/4");
+  check_variant(warps == 4 || warps == 8 || warps == 16, "bitlinear_gemv: warps 4/8/16");
+  check_variant(!fused || warps == 4, "bitlinear fused: 4 warps");
   check_variant(!fused || (a.M <= 1 && a.K <= kFusedMaxK), "bitlinear fused: M = 1, K <= 32768");
   LaunchPlan p;
   if (a.M <= 0 || a.N <= 0) {
@@ -172,15 +234,15 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused) {
   KernelLaunch q;
   q.name = "cuda_absmax_quantize_quad_" + dt;
   q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {a.M <= kDecodeMaxM ? kQuantThreadsFewRows : kQuantThreads, 1, 1};
+  q.group = {quant_threads(a.M, a.K), 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
   push(p, q);
 
   KernelLaunch k;
-  k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows);
+  k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps);
   k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
-  k.group = {kGemvThreads, 1, 1};
+  k.group = {uint32_t(32 * warps), 1, 1};
   k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias, 4), out(0, 5), tmp(2, 11)};
   k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
                  ci("has_bias", 10, a.has_bias)};
@@ -218,7 +280,8 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return gpu::plan_ternary_matmul(a);
   }
   if (a.M <= kGemvMaxM) {
-    return variants::ternary_gemv(a, ternary_gemv_rows(a.M, a.N));
+    const GemvShape g = ternary_gemv_shape(a.M, a.N);
+    return variants::ternary_gemv(a, g.rows, g.warps);
   }
   return variants::ternary_gemm(a, gemm_bm(a.M, a.N), a.M >= kGemmTernaryFourWarpsMinM ? 4 : 8);
 }
@@ -229,7 +292,8 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
   }
   if (a.M <= kGemvMaxM) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
-    return variants::bitlinear_gemv(a, bitlinear_gemv_rows(a.M), fused);
+    const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
+    return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
   }
   return variants::bitlinear_gemm(a, gemm_bm(a.M, a.N), 8);
 }

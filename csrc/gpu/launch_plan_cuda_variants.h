@@ -9,17 +9,18 @@
 
 namespace bitnet_ext::gpu::cuda_plans::variants {
 
-// cuda_ternary_gemv_<T>_r<rows>: transpose = true, T float16 or bfloat16,
-// rows (16-row tiles of W per block) 1, 2 or 4; any M (8 rows of x per grid.y).
-LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows);
+// cuda_ternary_gemv_<T>_r<rows>[_w<warps>]: transpose = true, T float16 or bfloat16,
+// rows (16-row tiles of W per block) 1, 2 or 4, warps (splitting K) 4, 8 or 16;
+// any M (8 rows of x per grid.y).
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps = 4);
 
 // cuda_ternary_gemm_<T>_bm<bm>_w<warps>: transpose = true, T float16 or bfloat16,
 // bm 64 or 128, warps 8 (warp tiles bm/2 x 32) or 4 (bm/2 x 64).
 LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps = 8);
 
-// fused (M = 1 only): cuda_bitlinear_fused_<T>_r<rows> alone;
-// else cuda_absmax_quantize_quad_<T> then cuda_bitlinear_gemv_<T>_r<rows>.
-LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused);
+// fused (M = 1 only, 4 warps): cuda_bitlinear_fused_<T>_r<rows> alone;
+// else cuda_absmax_quantize_quad_<T> then cuda_bitlinear_gemv_<T>_r<rows>[_w<warps>].
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warps = 4);
 
 // The shared absmax_quantize_<T>, then cuda_bitlinear_gemm_<T>_bm<bm>_w<warps>.
 LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps = 8);

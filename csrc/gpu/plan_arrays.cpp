@@ -76,9 +76,14 @@ bool prepare_outputs(
     const LaunchPlan& plan,
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs,
-    const mx::Stream& s) {
+    const mx::Stream& s,
+    const SetData& set_data) {
   for (auto& o : outputs) {
-    o.set_data(mx::allocator::malloc(o.nbytes()));
+    if (set_data) {
+      set_data(o, o.nbytes());
+    } else {
+      o.set_data(mx::allocator::malloc(o.nbytes()));
+    }
   }
   if (print_plans()) {
     std::cerr << "[bitnet_ext] " << op << " on " << s << ":\n" << describe(plan) << std::flush;
@@ -96,7 +101,7 @@ bool prepare_outputs(
   return true;
 }
 
-mx::array allocate_temporary(const char* op, const Temporary& t) {
+mx::array allocate_temporary(const char* op, const Temporary& t, const SetData& set_data) {
   const size_t bytes = std::max<size_t>((t.bytes + 15) / 16 * 16, 16);
   if (bytes > size_t(std::numeric_limits<int32_t>::max())) {
     throw std::runtime_error(
@@ -104,7 +109,11 @@ mx::array allocate_temporary(const char* op, const Temporary& t) {
         " bytes is too large");
   }
   mx::array a({static_cast<int32_t>(bytes)}, mx::uint8, nullptr, {});
-  a.set_data(mx::allocator::malloc(bytes));
+  if (set_data) {
+    set_data(a, bytes);
+  } else {
+    a.set_data(mx::allocator::malloc(bytes));
+  }
   return a;
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -34,8 +35,12 @@ bool per_row(const mx::array& scale);
 // keeps it alive until the GPU work completes (its encoder's add_temporary).
 std::optional<mx::array> row_contiguous_copy(const mx::array& a, const mx::Stream& s);
 
+// Gives an array (not yet allocated) memory of at least `bytes` bytes: an
+// executor's own device allocation; empty means mx::allocator::malloc.
+using SetData = std::function<void(mx::array&, size_t bytes)>;
+
 // What every executor does before encoding a plan: allocates each output
-// (mx::allocator::malloc, MLX's allocator for every backend), prints the plan
+// (through `set_data`, default mx::allocator::malloc), prints the plan
 // to stderr when BITNET_EXT_PRINT_PLANS is set, and checks that every input is
 // row-contiguous (std::logic_error otherwise: an internal error). Returns
 // false when the plan has no kernels (e.g. M == 0: the outputs are empty).
@@ -44,12 +49,13 @@ bool prepare_outputs(
     const LaunchPlan& plan,
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs,
-    const mx::Stream& s);
+    const mx::Stream& s,
+    const SetData& set_data = {});
 
-// A plan temporary: a uint8 array from mx::allocator::malloc of t.bytes
+// A plan temporary: a uint8 array (memory from `set_data`, default mx::allocator::malloc) of t.bytes
 // rounded up to 16 (at least 16), not initialized (zero_init is the
 // executor's job). Throws std::runtime_error naming `op` when it exceeds what
 // an MLX array axis can hold.
-mx::array allocate_temporary(const char* op, const Temporary& t);
+mx::array allocate_temporary(const char* op, const Temporary& t, const SetData& set_data = {});
 
 } // namespace bitnet_ext::gpu

@@ -68,6 +68,7 @@ from mlx.utils import tree_map_with_path
 from . import _ext
 from ._cpu_attention import install_for_mlx_lm_bitnet
 from .convert import QUANT_METHOD, _read_header, _short, from_hf_bitnet
+from .fused import fuse_projections
 from .nn import BitLinear, _check_activation_bits, _check_module, _check_packed_weight
 from .reference import int8_quantize_rows
 
@@ -234,6 +235,8 @@ class TransformersRoundingBitLinear(BitLinear):
     transformers' int8 model; CPU only. Float activations are unchanged.
     """
 
+    _fusable = True  # its forward is per output row: bitnet_ext.fused may concatenate layers of this class
+
     def __call__(self, x: mx.array) -> mx.array:
         if self.activation_bits != 8:
             return super().__call__(x)
@@ -242,6 +245,11 @@ class TransformersRoundingBitLinear(BitLinear):
 
 
 _ROUNDING_CLASS = {"divide": BitLinear, "transformers": TransformersRoundingBitLinear}
+
+
+def _check_fuse(where: str, fuse: object) -> None:
+    if fuse is not None and not isinstance(fuse, bool):
+        raise TypeError(f"{where}: fuse must be None (the default), True or False, got {type(fuse).__name__} {fuse!r}")
 
 
 def _check_rounding(where: str, activation_rounding: object) -> None:
@@ -270,6 +278,7 @@ def patch_model(
     activation_bits: Optional[int] = None,
     activation_rounding: str = "divide",
     head_bits: Optional[int] = None,
+    fuse: Optional[bool] = None,
 ) -> nn.Module:
     """Replace every mlx-lm ``BitLinear`` of ``model`` by bitnet_ext's, in place.
 
@@ -292,8 +301,15 @@ def patch_model(
     :class:`Int8HeadEmbedding`, quantized here, once (CPU only; its logits
     differ from the float head's by the int8 rounding). An int8 head stays
     int8 when patched again.
+    ``fuse=True`` then gives q/k/v and gate/up one layer each
+    (:func:`bitnet_ext.fused.fuse_projections`: one kernel per group, int8
+    outputs bit-identical, the parameter keys become ``qkv_proj`` /
+    ``gate_up_proj``). Opt-in (``None`` and ``False`` leave the layers apart; an already
+    fused model stays fused): on the H200 it sped up decode with int8 activations but
+    not with float ones (docs/cuda_backend.md).
     """
     _check_module("patch_model", "model", model)
+    _check_fuse("patch_model", fuse)
     _check_activation_bits("patch_model", activation_bits)
     _check_rounding("patch_model", activation_rounding)
     _check_head_bits("patch_model", head_bits)
@@ -324,6 +340,8 @@ def patch_model(
     leaves = tree_map_with_path(_swap, model.leaf_modules(), is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
     _swap_ropes(model)
+    if fuse:
+        fuse_projections(model)
     return model
 
 
@@ -442,6 +460,7 @@ def load_model(
     activation_bits: Optional[int] = None,
     activation_rounding: str = "divide",
     head_bits: Optional[int] = None,
+    fuse: Optional[bool] = None,
 ) -> Tuple[nn.Module, Dict[str, Any]]:
     """Load a BitNet model with bitnet_ext layers; returns ``(model, config)``.
 
@@ -454,12 +473,13 @@ def load_model(
     weights read from files are checked: code 3 (never written by
     :func:`bitnet_ext.pack`) raises ValueError naming the tensor; with
     ``lazy=True`` the check of a converted directory is skipped, as nothing is
-    read yet. ``activation_bits``, ``activation_rounding``, ``head_bits``: see :func:`patch_model`.
+    read yet. ``activation_bits``, ``activation_rounding``, ``head_bits``, ``fuse``: see :func:`patch_model`.
     """
     _check_args(path_or_hf_repo, model_config=model_config)
     _check_activation_bits("load_model", activation_bits)
     _check_rounding("load_model", activation_rounding)
     _check_head_bits("load_model", head_bits)
+    _check_fuse("load_model", fuse)
     utils, _ = _mlx_lm()
     model_path = _resolve(path_or_hf_repo, revision)
     config = utils.load_config(model_path)
@@ -490,11 +510,17 @@ def load_model(
             f"bitnet_ext.mlx_lm.load: {model_path} is not a BitNet model (quantization_config.quant_method is "
             f"{method!r}; expected 'bitnet' or '{QUANT_METHOD}'). Use mlx_lm.load for other models."
         )
-    patch_model(model, activation_bits=activation_bits, activation_rounding=activation_rounding, head_bits=head_bits)
+    # Fused only after the packed weights were checked (the check names the checkpoint's layers).
+    patch_model(model, activation_bits=activation_bits, activation_rounding=activation_rounding, head_bits=head_bits,
+                fuse=False)
     if not lazy:
         mx.eval(model.parameters())
         if method == QUANT_METHOD:  # (the "bitnet" layout was checked while patch_model converted it)
             _check_packed_weights(model, model_path)
+    if fuse:
+        fuse_projections(model)
+        if not lazy:
+            mx.eval(model.parameters())
     return model, config
 
 
@@ -509,6 +535,7 @@ def load(
     activation_bits: Optional[int] = None,
     activation_rounding: str = "divide",
     head_bits: Optional[int] = None,
+    fuse: Optional[bool] = None,
 ) -> Union[Tuple[nn.Module, Any], Tuple[nn.Module, Any, Dict[str, Any]]]:
     """Like ``mlx_lm.load`` for BitNet models: ``(model, tokenizer[, config])`` with bitnet_ext layers.
 
@@ -516,7 +543,8 @@ def load(
     prompt caches and batching, on any device MLX supports. ``activation_bits=8``
     runs every ternary layer with BitNet b1.58 int8 activations, and
     ``activation_rounding="transformers"`` rounds them as transformers does, and ``head_bits=8``
-    runs the output head on per-row int8 weights (see :func:`patch_model`).
+    runs the output head on per-row int8 weights, and ``fuse`` gives q/k/v and gate/up one
+    layer each (see :func:`patch_model`).
     """
     _check_args(path_or_hf_repo, tokenizer_config=tokenizer_config, model_config=model_config)
     utils, _ = _mlx_lm()
@@ -528,6 +556,7 @@ def load(
         activation_bits=activation_bits,
         activation_rounding=activation_rounding,
         head_bits=head_bits,
+        fuse=fuse,
     )
     tokenizer = utils.load_tokenizer(model_path, tokenizer_config, eos_token_ids=config.get("eos_token_id", None))
     return (model, tokenizer, config) if return_config else (model, tokenizer)

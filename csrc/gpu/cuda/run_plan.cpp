@@ -6,12 +6,14 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "gpu/cuda/device_memory.h"
 #include "gpu/cuda/zero_fill.h"
 #include "gpu/plan_arrays.h"
 #include "launch_args.h"
@@ -125,20 +127,29 @@ void run_plan(
     const std::vector<mx::array>& inputs,
     std::vector<mx::array>& outputs,
     const mx::Stream& s) {
-  if (!gpu::prepare_outputs(op, plan, inputs, outputs, s)) {
-    return; // e.g. M == 0: outputs are empty
-  }
-
   auto& enc = mx::cu::get_command_encoder(s);
   const int device = enc.device().cuda_device();
   // Our CUDA runtime's current device: the primary context MLX runs in.
   check(cudaSetDevice(device), op, "cudaSetDevice");
+  // Device memory, not mx::allocator::malloc's unified memory (device_memory.h says why);
+  // BITNET_EXT_CUDA_MLX_MALLOC=1 takes MLX's (for measuring the difference).
+  static const bool mlx_malloc = [] {
+    const char* v = std::getenv("BITNET_EXT_CUDA_MLX_MALLOC");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  gpu::SetData device_data;
+  if (!mlx_malloc) {
+    device_data = [&enc](mx::array& a, size_t bytes) { set_device_data(a, bytes, enc); };
+  }
+  if (!gpu::prepare_outputs(op, plan, inputs, outputs, s, device_data)) {
+    return; // e.g. M == 0: outputs are empty
+  }
   const DeviceInfo& dev = device_info(device, op);
 
   std::vector<mx::array> temps;
   temps.reserve(plan.temporaries.size());
   for (const auto& t : plan.temporaries) {
-    temps.push_back(gpu::allocate_temporary(op, t)); // zero_init ones: cleared by a kernel node below
+    temps.push_back(gpu::allocate_temporary(op, t, device_data)); // zero_init ones: cleared by a kernel node below
   }
 
   auto array_of = [&](gpu::ArgKind kind, int index) -> const mx::array* {

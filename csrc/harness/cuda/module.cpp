@@ -39,7 +39,7 @@ const bnh::PlanSet kCudaPlans{
     &gpu::cuda_plans::plan_absmean_quantize, &gpu::cuda_plans::plan_pack, &gpu::cuda_plans::plan_unpack,
     &gpu::cuda_plans::plan_dequantize};
 
-// "<family>_<letters><number>", e.g. gemv_r2, fused_r1, gemm_bm128, gemmw4_bm64.
+// "<family>_<letters><number>", e.g. gemv_r2, gemvw16_r1, fused_r1, gemm_bm128, gemmw4_bm64.
 std::pair<std::string, int> parse_variant(const std::string& v) {
   const auto us = v.find('_');
   const auto tail = v.find_last_not_of("0123456789");
@@ -63,14 +63,16 @@ gpu::LaunchPlan make_plan(const std::string& plans, const std::string& kind, con
   }
   namespace v = gpu::cuda_plans::variants;
   const auto [family, n] = parse_variant(nb::cast<std::string>(p["variant"]));
-  if (kind == "ternary_matmul" && family == "gemv") {
-    return v::ternary_gemv(bnh::ternary_matmul_args(p), n);
+  // gemv (4 warps), gemvw8, gemvw16
+  const int gemv_warps = family == "gemv" ? 4 : family == "gemvw8" ? 8 : family == "gemvw16" ? 16 : 0;
+  if (kind == "ternary_matmul" && gemv_warps) {
+    return v::ternary_gemv(bnh::ternary_matmul_args(p), n, gemv_warps);
   }
   if (kind == "ternary_matmul" && (family == "gemm" || family == "gemmw4")) {
     return v::ternary_gemm(bnh::ternary_matmul_args(p), n, family == "gemm" ? 8 : 4);
   }
-  if (kind == "bitlinear" && (family == "gemv" || family == "fused")) {
-    return v::bitlinear_gemv(bnh::bitlinear_args(p), n, family == "fused");
+  if (kind == "bitlinear" && (gemv_warps || family == "fused")) {
+    return v::bitlinear_gemv(bnh::bitlinear_args(p), n, family == "fused", gemv_warps ? gemv_warps : 4);
   }
   if (kind == "bitlinear" && (family == "gemm" || family == "gemmw4")) {
     return v::bitlinear_gemm(bnh::bitlinear_args(p), n, family == "gemm" ? 8 : 4);

@@ -10,8 +10,8 @@
 // holds k = 4 q + s), the order in which the codes come out of the LOP3s, so
 // one 16-byte load gives a lane the B registers of two MMAs.
 //
-// Layout of the GEMV as ternary_gemv.cu: kGemvWarps warps split K, 16 R rows of W
-// and 8 rows of x per block, 16 words of each row per step.
+// Layout of the GEMV as ternary_gemv.cu: W warps (4, 8 or 16) split K, 16 R rows
+// of W and 8 rows of x per block, 16 words of each row per step.
 //
 // Kernels:
 //   cuda_absmax_quantize_quad_<T>   one block per row of x: xq (quad order), xscale, qsum
@@ -30,56 +30,66 @@ __device__ __forceinline__ float load_float(const T* p) {
   return to_float<T>(p[0]);
 }
 
-// Quantizes one row of x (K elements) with `threads` threads (the whole
-// block, a multiple of 32): writes the K int8 codes in quad order to xq
-// (global or shared), and returns xscale and qsum to every thread.
-// IEEE divisions and NaN rules as kernels/bitlinear.h's absmax_quantize_impl.
+// max of v over the block (a multiple of 32 threads, at most 1024): one
+// shared-memory round (scratch[32]), then every thread reads the warps' values
+// in one load and one warp reduction (not a serial loop over 32 warps).
+__device__ __forceinline__ uint32_t block_max(uint32_t v, uint32_t* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = __reduce_max_sync(0xFFFFFFFFu, v);
+  if (lane == 0) {
+    scratch[warp] = v;
+  }
+  __syncthreads();
+  return __reduce_max_sync(0xFFFFFFFFu, lane < warps ? scratch[lane] : 0u);
+}
+
+// The same for a sum (int32; called after block_max: one barrier orders the
+// reads of scratch there before the writes here).
+__device__ __forceinline__ int block_sum(int v, uint32_t* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = __reduce_add_sync(0xFFFFFFFFu, v);
+  __syncthreads();
+  if (lane == 0) {
+    scratch[warp] = static_cast<uint32_t>(v);
+  }
+  __syncthreads();
+  return __reduce_add_sync(0xFFFFFFFFu, lane < warps ? static_cast<int>(scratch[lane]) : 0);
+}
+
+// Quantizes one row of x (K elements) with the whole block (a multiple of 32
+// threads): writes the K int8 codes in quad order to xq (global or shared),
+// and returns xscale and qsum to every thread. IEEE divisions and NaN rules as
+// kernels/bitlinear.h's absmax_quantize_impl. A thread handles whole 4-code
+// units: unit u = 4 grp + s4 is register s4 of group grp, the codes of
+// k = 16 grp + s4 + 4 q (q = 0..3) in its bytes q, so one 4-byte store each and
+// K / 4 threads busy (a decode row of 2560 gets 640 threads, 4 divisions each).
 template <class T>
 __device__ __forceinline__ void quantize_row_quad(
     const T* x, int K, float eps, uint8_t* xq, float& xscale, int& qsum, uint32_t* scratch /* [32] */) {
-  const int tid = threadIdx.x, threads = blockDim.x, warps = threads / 32;
-  const int lane = tid % 32, warp = tid / 32;
+  const int tid = threadIdx.x, threads = blockDim.x;
+  const int units = K / 4;
   uint32_t amax = 0;
   for (int k = tid; k < K; k += threads) {
     amax = max(amax, abs_bits(load_float(x + k)));
   }
-  amax = __reduce_max_sync(0xFFFFFFFFu, amax);
-  if (lane == 0) {
-    scratch[warp] = amax;
-  }
-  __syncthreads();
-  uint32_t total = scratch[0];
-  for (int w = 1; w < warps; ++w) {
-    total = max(total, scratch[w]);
-  }
-  const float m = __uint_as_float(total);
+  const float m = __uint_as_float(block_max(amax, scratch));
   const float s = __fdiv_rn(is_nan_bits(m) ? m : fmaxf(m, eps), 127.0f);
 
   int sum = 0;
-  for (int grp = tid; grp < K / 16; grp += threads) {
-    uint32_t packed[4] = {0, 0, 0, 0};
+  for (int u = tid; u < units; u += threads) {
+    const int k0 = 16 * (u / 4) + u % 4;
+    uint32_t packed = 0;
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const float q = __fdiv_rn(load_float(x + 16 * grp + j), s);
-      const int c = is_nan_bits(q) ? 0 : static_cast<int>(fminf(fmaxf(rintf(q), -128.0f), 127.0f));
+    for (int q = 0; q < 4; ++q) {
+      const float v = __fdiv_rn(load_float(x + k0 + 4 * q), s);
+      const int c = is_nan_bits(v) ? 0 : static_cast<int>(fminf(fmaxf(rintf(v), -128.0f), 127.0f));
       sum += c;
-      // k = 4 q4 + s4 goes to byte q4 of register s4 (position 4 s4 + q4).
-      packed[j & 3] |= (uint32_t(c) & 0xFFu) << (8 * (j >> 2));
+      packed |= (uint32_t(c) & 0xFFu) << (8 * q);
     }
-    *reinterpret_cast<uint4*>(xq + 16 * grp) = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-  }
-  sum = __reduce_add_sync(0xFFFFFFFFu, sum);
-  __syncthreads(); // every thread has read scratch (amax)
-  if (lane == 0) {
-    scratch[warp] = static_cast<uint32_t>(sum);
-  }
-  __syncthreads();
-  int q = 0;
-  for (int w = 0; w < warps; ++w) {
-    q += static_cast<int>(scratch[w]);
+    reinterpret_cast<uint32_t*>(xq)[u] = packed;
   }
   xscale = s;
-  qsum = q;
+  qsum = block_sum(sum, scratch);
 }
 
 // Slots: 0 x (T, M x K), 1 xq (int8 M x K, quad order), 2 xscale (f32 M), 3 qsum (int32 M); 4 K, 5 eps.
@@ -102,7 +112,7 @@ __global__ void __launch_bounds__(kQuantMaxThreads) absmax_quantize_quad(bnc::Ke
 // The int8 GEMV of one block: rows n0 .. n0 + 16 R - 1 of W against rows
 // m0 .. m0 + 7 of xq (global or shared memory, quad order, 16-byte aligned
 // rows). Every thread ends with its lane's exact int32 sums over the block.
-template <int R, bool Vec>
+template <int R, int W, bool Vec>
 __device__ __forceinline__ void bitlinear_gemv_block(
     const uint8_t* xq, const uint32_t* wq, int M, int N, int K, int n0, int m0, int (&acc)[R][4],
     int (*red)[R][4][32]) {
@@ -113,7 +123,7 @@ __device__ __forceinline__ void bitlinear_gemv_block(
   for (int r = 0; r < R; ++r) {
     acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = 0;
   }
-  gemv_k_loop<R, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
+  gemv_k_loop<R, W, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const uint4 q = wbase + i < words ? *reinterpret_cast<const uint4*>(xrow + 16 * (wbase + i))
@@ -130,7 +140,7 @@ __device__ __forceinline__ void bitlinear_gemv_block(
       }
     }
   });
-  gemv_block_sum(acc, red);
+  gemv_block_sum<int, R, W>(acc, red);
 }
 
 // Warp 0 stores y for its lanes' (m, n).
@@ -158,9 +168,9 @@ __device__ __forceinline__ bool w_vec_ok(const uint32_t* wq, int K) {
 
 // Slots as the shared plan's bitlinear_gemv (plus qsum): 0 xq, 1 xscale, 2 wq, 3 scale, 4 bias, 5 y;
 // 6 M, 7 N, 8 K, 9 per_row, 10 has_bias; 11 qsum (int32 M).
-template <class T, int R>
-__global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_gemv(bnc::KernelArgs a) {
-  __shared__ int red[kGemvWarps][R][4][32];
+template <class T, int R, int W>
+__global__ void __launch_bounds__(32 * W) bitlinear_gemv(bnc::KernelArgs a) {
+  __shared__ int red[W][R][4][32];
   const auto* xq = bnc::buffer<const uint8_t>(a, 0);
   const auto* xscale = bnc::buffer<const float>(a, 1);
   const auto* wq = bnc::buffer<const uint32_t>(a, 2);
@@ -168,9 +178,9 @@ __global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_gemv(bnc::KernelArg
   const int n0 = blockIdx.x * 16 * R, m0 = blockIdx.y * 8;
   int total[R][4];
   if (w_vec_ok(wq, K)) {
-    bitlinear_gemv_block<R, true>(xq, wq, M, N, K, n0, m0, total, red);
+    bitlinear_gemv_block<R, W, true>(xq, wq, M, N, K, n0, m0, total, red);
   } else {
-    bitlinear_gemv_block<R, false>(xq, wq, M, N, K, n0, m0, total, red);
+    bitlinear_gemv_block<R, W, false>(xq, wq, M, N, K, n0, m0, total, red);
   }
   if (threadIdx.x < 32) {
     bitlinear_store<T, R>(total, xscale, bnc::buffer<const int>(a, 11), bnc::buffer<const float>(a, 3),
@@ -196,9 +206,9 @@ __global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_fused(bnc::KernelAr
   const int n0 = blockIdx.x * 16 * R;
   int total[R][4];
   if (w_vec_ok(wq, K)) {
-    bitlinear_gemv_block<R, true>(xq, wq, 1, N, K, n0, 0, total, red);
+    bitlinear_gemv_block<R, kGemvWarps, true>(xq, wq, 1, N, K, n0, 0, total, red);
   } else {
-    bitlinear_gemv_block<R, false>(xq, wq, 1, N, K, n0, 0, total, red);
+    bitlinear_gemv_block<R, kGemvWarps, false>(xq, wq, 1, N, K, n0, 0, total, red);
   }
   if (threadIdx.x < 32) {
     bitlinear_store<T, R>(total, &xscale, &qsum, bnc::buffer<const float>(a, 2), bnc::buffer<const float>(a, 3),
@@ -206,11 +216,16 @@ __global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_fused(bnc::KernelAr
   }
 }
 
+// Host names: cuda_bitlinear_gemv_<T>_r<R> (4 warps), cuda_bitlinear_gemv_<T>_r<R>_w<W> (8, 16).
+#define BITNET_CUDA_BITLINEAR_RW(tname, T, R)                                                  \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r" #R, (bitlinear_gemv<T, R, 4>))       \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r" #R "_w8", (bitlinear_gemv<T, R, 8>)) \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r" #R "_w16", (bitlinear_gemv<T, R, 16>))
 #define BITNET_CUDA_BITLINEAR(tname, T)                                                   \
   BITNET_CUDA_REGISTER("cuda_absmax_quantize_quad_" #tname, absmax_quantize_quad<T>)     \
-  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r1", (bitlinear_gemv<T, 1>))      \
-  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r2", (bitlinear_gemv<T, 2>))      \
-  BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r4", (bitlinear_gemv<T, 4>))      \
+  BITNET_CUDA_BITLINEAR_RW(tname, T, 1)                                                  \
+  BITNET_CUDA_BITLINEAR_RW(tname, T, 2)                                                  \
+  BITNET_CUDA_BITLINEAR_RW(tname, T, 4)                                                  \
   BITNET_CUDA_REGISTER("cuda_bitlinear_fused_" #tname "_r1", (bitlinear_fused<T, 1>))    \
   BITNET_CUDA_REGISTER("cuda_bitlinear_fused_" #tname "_r2", (bitlinear_fused<T, 2>))    \
   BITNET_CUDA_REGISTER("cuda_bitlinear_fused_" #tname "_r4", (bitlinear_fused<T, 4>))

@@ -1,6 +1,6 @@
 // The block skeleton shared by the decode GEMVs (ternary_gemv.cu,
-// bitlinear_gemv.cu): a block of kGemvWarps warps owns 16 R rows of W and 8
-// rows of x; its warps split K, warp w taking steps w, w + kGemvWarps, ...,
+// bitlinear_gemv.cu): a block of W warps (4, 8 or 16) owns 16 R rows of W and 8
+// rows of x; its warps split K, warp w taking steps w, w + W, ...,
 // a step being 16 words (256 k) of each row. In each step lane (g, t) of a
 // warp reads words 4t..4t+3 (16 bytes) of rows g and g + 8 of each 16-row
 // tile, so a warp reads 8 rows x 64 contiguous bytes per tile (whole
@@ -12,7 +12,8 @@
 
 namespace bitnet_cuda {
 
-constexpr int kGemvWarps = 4; // warps per block, splitting K
+// Warps per block (splitting K) of the fused decode kernel, and the GEMVs' default.
+constexpr int kGemvWarps = 4;
 
 // One step's words of this lane: a[r][i] from row 16 r + g, b[r][i] from row 16 r + g + 8.
 template <int R>
@@ -56,8 +57,8 @@ __device__ __forceinline__ void load_w(
 // Runs this warp's steps over K for the block whose first row of W is n0:
 // W of the next step is loaded before consume(words, wbase) handles the
 // current one (words: WStep, wbase: the lane's first word index in K).
-// Rows past N re-read row N - 1 (the caller does not store them).
-template <int R, bool Vec, class Consume>
+// Rows past N re-read row N - 1 (the caller does not store them). W: warps per block.
+template <int R, int W, bool Vec, class Consume>
 __device__ __forceinline__ void gemv_k_loop(const uint32_t* wq, int N, int K, int n0, Consume&& consume) {
   const int words = K / 16;
   const int steps = (words + 15) / 16;
@@ -75,19 +76,20 @@ __device__ __forceinline__ void gemv_k_loop(const uint32_t* wq, int N, int K, in
   if (s < steps) {
     load_w<R, Vec>(cur, ra, rb, 16 * s + 4 * t, words);
   }
-  for (; s < steps; s += kGemvWarps) {
+  for (; s < steps; s += W) {
     const int wbase = 16 * s + 4 * t;
-    if (s + kGemvWarps < steps) {
-      load_w<R, Vec>(nxt, ra, rb, wbase + 16 * kGemvWarps, words);
+    if (s + W < steps) {
+      load_w<R, Vec>(nxt, ra, rb, wbase + 16 * W, words);
     }
     consume(cur, wbase);
     cur = nxt;
   }
 }
 
-// acc (MMA accumulators of R tiles) summed over the block's warps in warp
-// order (deterministic): every thread gets its lane's totals back in acc.
-template <class A, int R>
+// acc (MMA accumulators of R tiles) summed over the block's W warps in warp
+// order (deterministic): the threads of warp 0 get their lanes' totals back in
+// acc (the other warps' acc is left partial: only warp 0 stores).
+template <class A, int R, int W>
 __device__ __forceinline__ void gemv_block_sum(A (&acc)[R][4], A (*red)[R][4][32]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 #pragma unroll
@@ -98,12 +100,16 @@ __device__ __forceinline__ void gemv_block_sum(A (&acc)[R][4], A (*red)[R][4][32
     }
   }
   __syncthreads();
+  if (warp != 0) {
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       A v = red[0][r][c][lane];
-      for (int w = 1; w < kGemvWarps; ++w) {
+#pragma unroll
+      for (int w = 1; w < W; ++w) {
         v += red[w][r][c][lane];
       }
       acc[r][c] = v;

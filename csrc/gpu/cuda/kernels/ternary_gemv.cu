@@ -7,8 +7,8 @@
 // of x (one per MMA column; with fewer rows the other columns are wasted,
 // which costs nothing here: the kernel is bound by reading W).
 //
-// A block of kGemvWarps warps owns 16 R rows of W and 8 rows of x (grid.y splits
-// larger M); its warps split K: warp w takes steps w, w + kGemvWarps, ..., a step
+// A block of W warps (4, 8 or 16) owns 16 R rows of W and 8 rows of x (grid.y splits
+// larger M); its warps split K: warp w takes steps w, w + W, ..., a step
 // being 16 words (256 k) of each row. In a step lane (g, t) loads words
 // 4t..4t+3 of rows g and g + 8 of each tile (one 16-byte load each: a warp
 // reads 8 rows x 64 contiguous bytes, whole sectors) and x[m = g] at the same
@@ -45,7 +45,7 @@ __device__ __forceinline__ void load_x16(const uint16_t* xrow, int k0, bool ok, 
   }
 }
 
-template <class T, int R, bool Vec>
+template <class T, int R, int W, bool Vec>
 __device__ __forceinline__ void gemv_body(
     const uint16_t* x, const uint32_t* wq, const float* scale, T* y, int M, int N, int K, int per_row,
     float (*red)[R][4][32]) {
@@ -55,7 +55,7 @@ __device__ __forceinline__ void gemv_body(
   const int m0 = blockIdx.y * 8;
   const uint16_t* xrow = x + size_t(m0 + min(g, min(8, M - m0) - 1)) * K;
   float acc[R][4] = {};
-  gemv_k_loop<R, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
+  gemv_k_loop<R, W, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       uint4 lo, hi;
@@ -75,7 +75,7 @@ __device__ __forceinline__ void gemv_body(
       }
     }
   });
-  gemv_block_sum(acc, red);
+  gemv_block_sum<float, R, W>(acc, red);
   if (threadIdx.x >= 32) {
     return;
   }
@@ -93,9 +93,9 @@ __device__ __forceinline__ void gemv_body(
 }
 
 // Slots as the shared plan's ternary_gemv_t: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row.
-template <class T, int R>
-__global__ void __launch_bounds__(32 * kGemvWarps) ternary_gemv(bnc::KernelArgs a) {
-  __shared__ float red[kGemvWarps][R][4][32];
+template <class T, int R, int W>
+__global__ void __launch_bounds__(32 * W) ternary_gemv(bnc::KernelArgs a) {
+  __shared__ float red[W][R][4][32];
   const auto* x = bnc::buffer<const uint16_t>(a, 0);
   const auto* wq = bnc::buffer<const uint32_t>(a, 1);
   const auto* scale = bnc::buffer<const float>(a, 2);
@@ -105,20 +105,22 @@ __global__ void __launch_bounds__(32 * kGemvWarps) ternary_gemv(bnc::KernelArgs 
   const bool vec = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && (reinterpret_cast<uintptr_t>(wq) % 16 == 0) &&
                    (K / 16) % 4 == 0;
   if (vec) {
-    gemv_body<T, R, true>(x, wq, scale, y, M, N, K, per_row, red);
+    gemv_body<T, R, W, true>(x, wq, scale, y, M, N, K, per_row, red);
   } else {
-    gemv_body<T, R, false>(x, wq, scale, y, M, N, K, per_row, red);
+    gemv_body<T, R, W, false>(x, wq, scale, y, M, N, K, per_row, red);
   }
 }
 
-#define BITNET_CUDA_GEMV(tname, T, R) BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R, (ternary_gemv<T, R>))
+// Host names: cuda_ternary_gemv_<T>_r<R> (4 warps), cuda_ternary_gemv_<T>_r<R>_w<W> (8, 16).
+#define BITNET_CUDA_GEMV_RW(tname, T, R)                                                         \
+  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R, (ternary_gemv<T, R, 4>))             \
+  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R "_w8", (ternary_gemv<T, R, 8>))       \
+  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R "_w16", (ternary_gemv<T, R, 16>))
+#define BITNET_CUDA_GEMV(tname, T) \
+  BITNET_CUDA_GEMV_RW(tname, T, 1) BITNET_CUDA_GEMV_RW(tname, T, 2) BITNET_CUDA_GEMV_RW(tname, T, 4)
 
-BITNET_CUDA_GEMV(float16, __half, 1)
-BITNET_CUDA_GEMV(float16, __half, 2)
-BITNET_CUDA_GEMV(float16, __half, 4)
-BITNET_CUDA_GEMV(bfloat16, __nv_bfloat16, 1)
-BITNET_CUDA_GEMV(bfloat16, __nv_bfloat16, 2)
-BITNET_CUDA_GEMV(bfloat16, __nv_bfloat16, 4)
+BITNET_CUDA_GEMV(float16, __half)
+BITNET_CUDA_GEMV(bfloat16, __nv_bfloat16)
 
 } // namespace
 } // namespace bitnet_cuda
