@@ -72,16 +72,7 @@ void RmsNorm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     if (out.size() == 0) {
       return;
     }
-    switch (out.dtype()) {
-      case mx::float32:
-        return rms_norm_rows<float>(x, w, out, eps);
-      case mx::float16:
-        return rms_norm_rows<mx::float16_t>(x, w, out, eps);
-      case mx::bfloat16:
-        return rms_norm_rows<mx::bfloat16_t>(x, w, out, eps);
-      default:
-        throw std::logic_error("bitnet_ext: RmsNorm got a non-float output"); // rms_norm() checks dtypes
-    }
+    with_float_type(out.dtype(), "RmsNorm", [&](auto t) { rms_norm_rows<decltype(t)>(x, w, out, eps); });
   });
 }
 

@@ -8,7 +8,6 @@
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "ops.h"
-#include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
 #include "primitives/strided_rows.h"
 #include "thread_pool.h"
@@ -98,10 +97,21 @@ void rope_rows(const mx::array& x, const mx::array& offset, mx::array& out, cons
 } // namespace
 
 mx::array Rope::node(const mx::array& x, const mx::array& offset, RopeParams p, mx::Stream s) {
-  auto shape = rope_shape(x, p.dims, offset);
+  // Arguments checked by the callers (rope(), or a node of the same shapes);
+  // output_shapes checks them again at evaluation.
   mx::array off = mx::astype(offset, mx::int32, s);
-  return mx::array(std::move(shape), x.dtype(), std::make_shared<Rope>(s, p), {x, off});
+  return mx::array(x.shape(), x.dtype(), std::make_shared<Rope>(s, p), {x, off});
 }
+
+namespace {
+
+void require_x_only(const std::vector<int>& argnums) {
+  if (argnums.size() != 1 || argnums[0] != 0) {
+    throw ArgumentError("rope: no derivative with respect to offset (integer positions); only x has one.");
+  }
+}
+
+} // namespace
 
 void Rope::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   check_eval_shape("rope", output_shapes(inputs)[0], out);
@@ -114,16 +124,7 @@ void Rope::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     if (out.size() == 0) {
       return;
     }
-    switch (out.dtype()) {
-      case mx::float32:
-        return rope_rows<float>(x, offset, out, p);
-      case mx::float16:
-        return rope_rows<mx::float16_t>(x, offset, out, p);
-      case mx::bfloat16:
-        return rope_rows<mx::bfloat16_t>(x, offset, out, p);
-      default:
-        throw std::logic_error("bitnet_ext: Rope got a non-float input"); // rope() checks dtypes
-    }
+    with_float_type(out.dtype(), "Rope", [&](auto t) { rope_rows<decltype(t)>(x, offset, out, p); });
   });
 }
 
@@ -135,9 +136,7 @@ std::vector<mx::array> Rope::jvp(
     const std::vector<mx::array>& primals,
     const std::vector<mx::array>& tangents,
     const std::vector<int>& argnums) {
-  if (argnums.size() != 1 || argnums[0] != 0) {
-    throw ArgumentError("rope: no derivative with respect to offset (integer positions); only x has one.");
-  }
+  require_x_only(argnums);
   // Linear in x: the same rotation of the tangent.
   return {node(tangents[0], primals[1], p_, stream())};
 }
@@ -147,9 +146,7 @@ std::vector<mx::array> Rope::vjp(
     const std::vector<mx::array>& cotangents,
     const std::vector<int>& argnums,
     const std::vector<mx::array>&) {
-  if (argnums.size() != 1 || argnums[0] != 0) {
-    throw ArgumentError("rope: no derivative with respect to offset (integer positions); only x has one.");
-  }
+  require_x_only(argnums);
   // A rotation's transpose is the rotation by the negative angle.
   RopeParams back = p_;
   back.forward = !p_.forward;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "mlx/array.h"
 #include "mlx/types/half_types.h"
@@ -39,6 +41,23 @@ struct StridedRows {
     return off;
   }
 };
+
+// Calls fn(T{}) with T the element type of a float dtype (float32, float16,
+// bfloat16); the ops check dtypes before building a node, so anything else
+// here is a bug.
+template <class Fn>
+void with_float_type(mx::Dtype dtype, const char* op, Fn&& fn) {
+  switch (dtype) {
+    case mx::float32:
+      return fn(float{});
+    case mx::float16:
+      return fn(mx::float16_t{});
+    case mx::bfloat16:
+      return fn(mx::bfloat16_t{});
+    default:
+      throw std::logic_error(std::string("bitnet_ext: ") + op + " got a non-float array");
+  }
+}
 
 // One element as float, for the three float dtypes.
 template <class T>

@@ -139,7 +139,12 @@ def _one_op_norm(m: nn.Module) -> Optional[nn.Module]:
     """A plain ``nn.RMSNorm`` as its one-op twin (same parameters); anything else: None."""
     if type(m) is not nn.RMSNorm:
         return None
-    new = OneOpRMSNorm(m.weight.shape[0], eps=m.eps)
+    return _with_state_of(m, OneOpRMSNorm(m.weight.shape[0], eps=m.eps))
+
+
+def _with_state_of(m: nn.Module, new: nn.Module) -> nn.Module:
+    """``new`` (a twin class of ``m``) with ``m``'s parameters and training mode."""
+    # The constructors' random parameters are lazy and replaced before use.
     new.update(m.parameters())
     if m.training != new.training:
         new.train(m.training)
@@ -173,11 +178,7 @@ def _dense_head(m: nn.Module) -> Optional[nn.Module]:
         new = DenseEmbedding(*m.weight.shape)
     else:
         return None
-    # The constructors' random parameters are lazy and replaced before use.
-    new.update(m.parameters())
-    if m.training != new.training:
-        new.train(m.training)
-    return new
+    return _with_state_of(m, new)
 
 
 class Int8HeadLinear(nn.Module):
