@@ -285,6 +285,21 @@ mx::Shape rms_norm_shape(const mx::array& x, const mx::array& weight, float eps)
   return x.shape();
 }
 
+mx::Shape relu2_mul_shape(const mx::array& gate, const mx::array& up) {
+  const char* op = "relu2_mul";
+  require_float(op, "gate", gate.dtype());
+  require_float(op, "up", up.dtype());
+  if (gate.dtype() != up.dtype()) {
+    throw DTypeError(std::string(op) + ": gate and up must have one dtype, got " + describe(gate.dtype()) +
+                     " and " + describe(up.dtype()) + ".");
+  }
+  if (gate.shape() != up.shape()) {
+    fail(op, "gate and up must have one shape, got " + describe(gate.shape()) + " and " + describe(up.shape()) +
+                 ".");
+  }
+  return gate.shape();
+}
+
 mx::Shape rope_shape(const mx::array& x, int dims, const mx::array& offset) {
   const char* op = "rope";
   require_float(op, "x", x.dtype());

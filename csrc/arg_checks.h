@@ -64,6 +64,8 @@ mx::Shape attention_shape(const mx::array& q, const mx::array& k, const mx::arra
 // rms_norm: x float (..., D) with D >= 1, weight float (D,) -> x's shape
 // (the dtype is mx::result_type(x, weight)).
 mx::Shape rms_norm_shape(const mx::array& x, const mx::array& weight, float eps);
+// relu2_mul: gate and up float, one dtype, one shape -> that shape
+mx::Shape relu2_mul_shape(const mx::array& gate, const mx::array& up);
 
 // rope: x float with >= 3 axes (B, ..., T, D), 0 < dims <= D, dims even;
 // offset integer, one value or one per B -> x's shape.

@@ -26,6 +26,7 @@ constexpr bitnet_ext::cpu::Isa all_isas[] = {
     bitnet_ext::cpu::Isa::Avx2,
     bitnet_ext::cpu::Isa::Avx512,
     bitnet_ext::cpu::Isa::Avx512Vnni,
+    bitnet_ext::cpu::Isa::Avx512Amx,
     bitnet_ext::cpu::Isa::Neon,
     bitnet_ext::cpu::Isa::NeonDot,
 };
@@ -334,6 +335,18 @@ NB_MODULE(_ext, m) {
       "weight in it (MLX's roundings). Differentiable (MLX's derivative of the same function).\n"
       "CPU streams run bitnet_ext's kernel (MLX decomposes it into ~12 ops there); GPU streams\n"
       "use mx.fast.rms_norm.");
+  m.def(
+      "relu2_mul",
+      [](nb::handle gate, nb::handle up, nb::handle s) {
+        const char* op = "relu2_mul";
+        return bitnet_ext::relu2_mul(array_arg(gate, op, "gate"), array_arg(up, op, "up"), stream_arg(s));
+      },
+      "gate"_a, "up"_a, nb::kw_only(), "stream"_a = nb::none(),
+      nb::sig("def relu2_mul(gate: mlx.core.array, up: mlx.core.array, *, " STREAM_SIG ") -> mlx.core.array"),
+      "relu(gate)^2 * up, BitNet's gated MLP activation (mlx.nn.relu2(gate) * up), in one CPU op.\n\n"
+      "gate and up: one float dtype and one shape. Bit-identical to MLX's three ops in that dtype\n"
+      "(relu(gate)^2 rounded to it, then the product with up). Differentiable (MLX's derivative of\n"
+      "the same ops). GPU streams run MLX's ops.");
   m.def(
       "rope",
       [](nb::handle x, int dims, bool traditional, float base, float scale, nb::handle offset, nb::handle s) {

@@ -13,6 +13,7 @@
 #include "primitives/int8_matmul.h"
 #include "primitives/packing.h"
 #include "primitives/quantize.h"
+#include "primitives/relu2_mul.h"
 #include "primitives/rms_norm.h"
 #include "primitives/rope.h"
 #include "primitives/ternary_matmul.h"
@@ -187,6 +188,17 @@ mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::S
   return mx::array(
       std::move(shape), t, std::make_shared<RmsNorm>(s, eps),
       {mx::astype(x, t, s), row_major(mx::astype(weight, t, s), s)});
+}
+
+mx::array relu2_mul(const mx::array& gate, const mx::array& up, mx::StreamOrDevice sd) {
+  auto shape = relu2_mul_shape(gate, up);
+  mx::Device requested = requested_device(sd);
+  if (requested.type == mx::Device::gpu && mx::is_available(requested)) {
+    return relu2_mul_mlx(gate, up, mx::to_stream(sd));
+  }
+  auto s = resolve_stream(sd, "relu2_mul");
+  return mx::array(
+      std::move(shape), gate.dtype(), std::make_shared<Relu2Mul>(s), {row_major(gate, s), row_major(up, s)});
 }
 
 mx::array rope(

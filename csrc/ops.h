@@ -106,6 +106,11 @@ mx::array attention(
 // result_type(x, weight). GPU streams run mx.fast.rms_norm itself.
 mx::array rms_norm(const mx::array& x, const mx::array& weight, float eps, mx::StreamOrDevice s = {});
 
+// relu(gate)^2 * up (BitNet's gated MLP activation) in one CPU op, bit-identical
+// to MLX's maximum / square / multiply in the inputs' dtype. gate and up: one
+// float dtype, one shape. GPU streams run MLX's three ops.
+mx::array relu2_mul(const mx::array& gate, const mx::array& up, mx::StreamOrDevice s = {});
+
 // Rotary position embedding, mx.fast.rope(x, dims, traditional=, base=,
 // scale=, offset=) in one CPU node: x float (B, ..., T, D), offset integer,
 // one position or one per B. GPU streams run mx.fast.rope itself.

@@ -368,6 +368,9 @@ def test_norms_and_ropes_are_one_op_each(cpu_device, dtype):
     logits = model(t)
     ops = graph_ops(logits)
     assert "RmsNorm" in ops and "Rope" in ops and "Rsqrt" not in ops and "Sin" not in ops
+    # relu2(gate) * up: one Relu2Mul op per MLP, MLX's Square and Maximum gone.
+    assert 'label ="Relu2Mul"' in ops and 'label ="Square"' not in ops
+    assert all(type(layer.mlp).__name__ == "OneOpActivationMLP" for layer in model.model.layers)
     # Decoding with a KV cache (integer offsets) gives the logits of the whole sequence.
     from mlx_lm.models.cache import make_prompt_cache
 

@@ -14,6 +14,7 @@ AttentionFn active_attention() {
       return attention_avx2();
     case Isa::Avx512:
     case Isa::Avx512Vnni:
+    case Isa::Avx512Amx:
       return attention_avx512();
 #endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)

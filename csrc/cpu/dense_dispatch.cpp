@@ -14,6 +14,7 @@ DenseFn active_dense() {
       return dense_avx2();
     case Isa::Avx512:
     case Isa::Avx512Vnni:
+    case Isa::Avx512Amx:
       return dense_avx512();
 #endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)

@@ -14,6 +14,10 @@ bool isa_compiled(Isa isa) {
     case Isa::Avx512Vnni:
       return true;
 #endif
+#if defined(BITNET_EXT_HAVE_AMX_KERNELS)
+    case Isa::Avx512Amx:
+      return true;
+#endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)
     case Isa::Neon:
     case Isa::NeonDot:
@@ -35,6 +39,10 @@ const KernelTable* kernel_table(Isa isa) {
       return &table_avx512();
     case Isa::Avx512Vnni:
       return &table_avx512_vnni();
+#endif
+#if defined(BITNET_EXT_HAVE_AMX_KERNELS)
+    case Isa::Avx512Amx:
+      return &table_avx512_amx();
 #endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)
     case Isa::Neon:

@@ -15,6 +15,7 @@ Int8HeadFn active_int8_head() {
     case Isa::Avx512:
       return int8_head_avx512();
     case Isa::Avx512Vnni:
+    case Isa::Avx512Amx:
       return int8_head_avx512_vnni();
 #endif
     default:

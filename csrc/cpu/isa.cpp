@@ -12,6 +12,10 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #define BITNET_EXT_X86 1
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #elif defined(__aarch64__) || defined(_M_ARM64)
 #define BITNET_EXT_ARM64 1
 #if defined(__linux__)
@@ -38,8 +42,20 @@ uint64_t xgetbv0() {
 }
 
 struct X86Features {
-  bool avx2 = false, avx512 = false, vnni = false;
+  bool avx2 = false, avx512 = false, vnni = false, amx = false;
 };
+
+// AMX tile data is a dynamically enabled state on Linux: a process asks the
+// kernel once (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA) before its first
+// tile instruction, which otherwise faults. Other systems: not offered.
+bool amx_permitted() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 
 X86Features detect_x86() {
   X86Features f;
@@ -62,9 +78,12 @@ X86Features detect_x86() {
   const bool avx512bw = b & (1u << 30);
   const bool avx512vl = b & (1u << 31);
   const bool avx512vnni = c & (1u << 11);
+  const bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24), amx_int8 = d & (1u << 25);
   f.avx2 = avx2 && fma && f16c;
   f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
   f.vnni = f.avx512 && avx512vnni;
+  const bool os_tiles = (xcr0 & 0x60000) == 0x60000; // XTILECFG + XTILEDATA
+  f.amx = f.vnni && amx_tile && amx_int8 && amx_bf16 && os_tiles && amx_permitted();
   return f;
 }
 #endif
@@ -108,6 +127,10 @@ bool cpu_supports(Isa isa) {
       static const X86Features f = detect_x86();
       return f.vnni;
     }
+    case Isa::Avx512Amx: {
+      static const X86Features f = detect_x86();
+      return f.amx;
+    }
 #endif
 #if defined(BITNET_EXT_ARM64)
     case Isa::Neon: {
@@ -124,8 +147,8 @@ bool cpu_supports(Isa isa) {
   }
 }
 
-constexpr const char* kNames[] = {"scalar", "avx2", "avx512", "avx512_vnni", "neon", "neon_dot"};
-constexpr int kNumIsa = 6;
+constexpr const char* kNames[] = {"scalar", "avx2", "avx512", "avx512_vnni", "neon", "neon_dot", "avx512_amx"};
+constexpr int kNumIsa = 7;
 
 std::string supported_list() {
   std::string s;
@@ -156,7 +179,7 @@ Isa isa_from_env() {
   }
   throw std::invalid_argument(
       std::string("BITNET_EXT_ISA='") + env +
-      "' is not a known ISA level (known: scalar, avx2, avx512, avx512_vnni, neon, neon_dot; "
+      "' is not a known ISA level (known: scalar, avx2, avx512, avx512_vnni, avx512_amx, neon, neon_dot; "
       "supported here: " +
       supported_list() + ")");
 }
@@ -179,7 +202,7 @@ bool isa_supported(Isa isa) {
 
 Isa best_isa() {
   static const Isa best = [] {
-    for (int i : {3, 2, 1, 5, 4}) {
+    for (int i : {6, 3, 2, 1, 5, 4}) {
       if (isa_supported(static_cast<Isa>(i))) return static_cast<Isa>(i);
     }
     return Isa::Scalar;

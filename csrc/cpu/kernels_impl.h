@@ -53,6 +53,7 @@ const KernelTable& table_scalar();
 const KernelTable& table_avx2();
 const KernelTable& table_avx512();
 const KernelTable& table_avx512_vnni();
+const KernelTable& table_avx512_amx();
 const KernelTable& table_neon();
 const KernelTable& table_neon_dot();
 

@@ -3,6 +3,7 @@
 #include <stdexcept>
 
 #include "mlx/ops.h"
+#include "mlx/transforms.h"
 #include "ops.h"
 
 namespace bitnet_ext {
@@ -13,6 +14,35 @@ void not_differentiable(const std::string& op, const std::string& what) {
       ". Packed ternary weights are not differentiable; to train, keep latent "
       "float weights and use bitnet_ext.fake_quantize (straight-through "
       "estimator), e.g. through bitnet_ext.nn.BitLinearQAT.");
+}
+
+std::vector<mx::array> jvp_through(
+    const MlxFunction& fn,
+    const std::vector<mx::array>& primals,
+    const std::vector<mx::array>& tangents,
+    const std::vector<int>& argnums,
+    mx::Stream s) {
+  std::vector<mx::array> all_tangents;
+  for (const auto& p : primals) {
+    all_tangents.push_back(mx::zeros_like(p, s));
+  }
+  for (size_t i = 0; i < argnums.size(); ++i) {
+    all_tangents[argnums[i]] = tangents[i];
+  }
+  return mx::jvp(fn, primals, all_tangents).second;
+}
+
+std::vector<mx::array> vjp_through(
+    const MlxFunction& fn,
+    const std::vector<mx::array>& primals,
+    const std::vector<mx::array>& cotangents,
+    const std::vector<int>& argnums) {
+  auto grads = mx::vjp(fn, primals, cotangents).second;
+  std::vector<mx::array> selected;
+  for (int arg : argnums) {
+    selected.push_back(grads[arg]);
+  }
+  return selected;
 }
 
 mx::array x_with_vmap_axis_first(

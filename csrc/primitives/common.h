@@ -1,6 +1,7 @@
 // Small pieces shared by the primitives' autodiff and vmap rules.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,22 @@ mx::array x_with_vmap_axis_first(
     const std::string& op,
     const std::vector<mx::array>& inputs,
     const std::vector<int>& axes);
+
+// The derivatives of a node that computes what `fn` (MLX ops, on the node's
+// stream) computes: MLX's own jvp / vjp of `fn` at the node's primals, for
+// the inputs in `argnums` (tangents of the others are zero).
+using MlxFunction = std::function<std::vector<mx::array>(const std::vector<mx::array>&)>;
+std::vector<mx::array> jvp_through(
+    const MlxFunction& fn,
+    const std::vector<mx::array>& primals,
+    const std::vector<mx::array>& tangents,
+    const std::vector<int>& argnums,
+    mx::Stream s);
+std::vector<mx::array> vjp_through(
+    const MlxFunction& fn,
+    const std::vector<mx::array>& primals,
+    const std::vector<mx::array>& cotangents,
+    const std::vector<int>& argnums);
 
 // Sum `a` down to `shape` for a scale of () / (1,) (all of it) or (N,) (all
 // axes but the last), as float32.

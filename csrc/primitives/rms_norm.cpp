@@ -7,7 +7,6 @@
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/fast.h"
 #include "mlx/ops.h"
-#include "mlx/transforms.h"
 #include "ops.h"
 #include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
@@ -84,7 +83,7 @@ namespace {
 
 // The derivatives are MLX's own, of the same function: mx.fast.rms_norm on
 // this node's stream (which MLX differentiates through its decomposition).
-std::function<std::vector<mx::array>(const std::vector<mx::array>&)> mlx_rms_norm(float eps, mx::Stream s) {
+MlxFunction mlx_rms_norm(float eps, mx::Stream s) {
   return [eps, s](const std::vector<mx::array>& in) {
     return std::vector<mx::array>{mx::fast::rms_norm(in[0], in[1], eps, s)};
   };
@@ -96,11 +95,7 @@ std::vector<mx::array> RmsNorm::jvp(
     const std::vector<mx::array>& primals,
     const std::vector<mx::array>& tangents,
     const std::vector<int>& argnums) {
-  std::vector<mx::array> all_tangents = {mx::zeros_like(primals[0], stream()), mx::zeros_like(primals[1], stream())};
-  for (size_t i = 0; i < argnums.size(); ++i) {
-    all_tangents[argnums[i]] = tangents[i];
-  }
-  return mx::jvp(mlx_rms_norm(eps_, stream()), primals, all_tangents).second;
+  return jvp_through(mlx_rms_norm(eps_, stream()), primals, tangents, argnums, stream());
 }
 
 std::vector<mx::array> RmsNorm::vjp(
@@ -108,12 +103,7 @@ std::vector<mx::array> RmsNorm::vjp(
     const std::vector<mx::array>& cotangents,
     const std::vector<int>& argnums,
     const std::vector<mx::array>&) {
-  auto grads = mx::vjp(mlx_rms_norm(eps_, stream()), primals, cotangents).second;
-  std::vector<mx::array> selected;
-  for (int arg : argnums) {
-    selected.push_back(grads[arg]);
-  }
-  return selected;
+  return vjp_through(mlx_rms_norm(eps_, stream()), primals, cotangents, argnums);
 }
 
 std::pair<std::vector<mx::array>, std::vector<int>> RmsNorm::vmap(

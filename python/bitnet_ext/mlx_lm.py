@@ -44,7 +44,8 @@ reference BLAS, ~30x slower for a 512-token prompt), and every plain
 ``nn.RMSNorm`` / ``nn.RoPE`` becomes :class:`OneOpRMSNorm` / :class:`OneOpRoPE`:
 one :func:`bitnet_ext.rms_norm` / :func:`bitnet_ext.rope` op where MLX's CPU
 runs about 12 / 30 small ops (a decoded token of a 30-layer model: ~3,000
-fewer op dispatches).
+fewer op dispatches), and the ``bitnet`` model's MLP computes
+``relu2(gate) * up`` as one :func:`bitnet_ext.relu2_mul` op (bit-identical).
 
 Prefill does not compute the logits mlx-lm discards: ``generate_step`` only
 evaluates the KV cache after each prompt chunk, so the (lazy) head of those
@@ -160,6 +161,34 @@ def _swap_ropes(model: nn.Module) -> None:
         for name, child in list(parent.items()):
             if type(child) is nn.RoPE:
                 parent[name] = OneOpRoPE(child.dims, traditional=child.traditional, base=child.base, scale=child.scale)
+
+
+def _one_op_activations(model: nn.Module) -> None:
+    """Every MLP of mlx-lm's ``bitnet`` model computes ``relu2(gate) * up`` as one :func:`bitnet_ext.relu2_mul` op.
+
+    The module keeps its parameters and children; only its class changes (to a subclass whose
+    forward is the same but for the one op, bit-identical to MLX's three).
+    """
+    try:
+        from mlx_lm.models import bitnet
+    except ImportError:  # an mlx-lm without the bitnet model: nothing to swap
+        return
+    for _, m in model.named_modules():
+        if type(m) is bitnet.MLP:
+            m.__class__ = _one_op_mlp_class(bitnet.MLP)
+
+
+@functools.lru_cache(maxsize=None)
+def _one_op_mlp_class(base: type) -> type:
+    def __call__(self: Any, x: mx.array) -> mx.array:
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if gate.dtype == up.dtype and gate.shape == up.shape and mx.issubdtype(gate.dtype, mx.floating):
+            h = _ext.relu2_mul(gate, up)
+        else:  # mixed dtypes or broadcasting: MLX's ops and their promotion rules
+            h = nn.relu2(gate) * up
+        return self.down_proj(self.ffn_sub_norm(h))
+
+    return type("OneOpActivationMLP", (base,), {"__call__": __call__, "__doc__": base.__doc__})
 
 
 def _dense(x: mx.array, w: mx.array) -> mx.array:
@@ -341,6 +370,7 @@ def patch_model(
     leaves = tree_map_with_path(_swap, model.leaf_modules(), is_leaf=nn.Module.is_module)
     model.update_modules(leaves)
     _swap_ropes(model)
+    _one_op_activations(model)
     if fuse:
         fuse_projections(model)
     return model

@@ -125,7 +125,7 @@ struct Level {
 
 std::vector<Level> levels() {
   std::vector<Level> out;
-  for (int i = 0; i <= 5; ++i) {
+  for (int i = 0; i <= 6; ++i) {
     Isa isa = static_cast<Isa>(i);
     if (!isa_supported(isa)) continue;
     for (int t : {1, 2}) out.push_back({isa, t});
@@ -183,13 +183,23 @@ void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, b
   }
 }
 
+// v with its significand cut to `bits` significant bits (round toward zero).
+float keep_significant_bits(float v, int bits) {
+  uint32_t b;
+  std::memcpy(&b, &v, 4);
+  b &= ~((uint32_t{1} << (24 - bits)) - 1u);
+  std::memcpy(&v, &b, 4);
+  return v;
+}
+
 // Rows the AVX2 float GEMV (M <= 2) splits into three int8 planes, whose
 // error bound is relative to the row's largest |x|: each weight's share is
 // off by at most max|x| * 2^-23.9 (half a float32 ulp of max|x|; the test
 // allows 2^-23). kind 0: a wide dynamic range (values spread over 12
 // decades, one outlier); 1: a row of zeros; 2: a NaN in row 0 and an inf in
 // the last row; 3: rows too small to split (max |x| = 1e-33), which take the
-// float decode; 4: subnormals next to normal values.
+// float decode; 4: subnormals next to normal values; 5: values exact in
+// bf16 and 6: in float16 (the AMX GEMM takes one and two bf16 planes).
 void test_matmul_t_split_rows(int64_t M, int64_t N, int64_t K, int kind) {
   auto [w, wq] = make_weights(N, K, false);
   std::vector<float> x(static_cast<size_t>(M * K));
@@ -200,6 +210,8 @@ void test_matmul_t_split_rows(int64_t M, int64_t N, int64_t K, int kind) {
       case 1: x[i] = 0.0f; break;
       case 3: x[i] = static_cast<float>(u(rng) * 1e-33); break;
       case 4: x[i] = static_cast<float>(u(rng) * ((i % 3) ? 1e-40 : 1.0)); break;
+      case 5: x[i] = keep_significant_bits(static_cast<float>(u(rng)), 8); break;
+      case 6: x[i] = keep_significant_bits(static_cast<float>(u(rng)), 11); break;
       default: x[i] = static_cast<float>(u(rng));
     }
   }
@@ -536,7 +548,7 @@ void test_isa_api() {
   g_ctx = "isa api";
   CHECK(isa_supported(Isa::Scalar), "scalar unsupported");
   CHECK(isa_supported(best_isa()), "best unsupported");
-  for (int i = 0; i <= 5; ++i) {
+  for (int i = 0; i <= 6; ++i) {
     Isa isa = static_cast<Isa>(i);
     if (isa_supported(isa)) {
       set_isa(isa);
@@ -572,6 +584,7 @@ void test_isa_api() {
     unsetenv("BITNET_EXT_ISA");
   reset_isa();
   CHECK(std::string(isa_name(Isa::Avx512Vnni)) == "avx512_vnni", "isa_name");
+  CHECK(std::string(isa_name(Isa::Avx512Amx)) == "avx512_amx", "isa_name");
 }
 
 // Concurrent calls from two threads and re-entrant calls from inside the pool.
@@ -693,8 +706,9 @@ int main(int argc, char** argv) {
   test_i8(1, 37, 6912 + 16 * 3, true, true, true);
   test_matmul_t(1, 37, 6912 + 16 * 3, true, 0, true);
   // Rows the split float GEMV (M <= 2 on AVX2) must handle or hand back.
-  for (int64_t M : {1, 2, 3}) {
-    for (int kind = 0; kind < 5; ++kind) test_matmul_t_split_rows(M, 37, kind == 0 ? 2560 : 272, kind);
+  // The same rows through the GEMMs (M > 16: on avx512_amx, bf16 planes).
+  for (int64_t M : {1, 2, 3, 20, 40}) {
+    for (int kind = 0; kind < 7; ++kind) test_matmul_t_split_rows(M, 37, kind == 0 ? 2560 : 272, kind);
   }
   // Exact int32 accumulation at the worst case.
   test_i8_worst_case(16384);
