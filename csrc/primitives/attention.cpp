@@ -98,7 +98,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
       qp = qc.data();
     }
     KvView kv[2] = {kv_view(k), kv_view(v)};
-    std::vector<float> scratch;
+    FloatBuffer scratch;
     float* y = float_output(out, scratch);
     cpu::AttentionArgs a{};
     a.q = qp;

@@ -40,7 +40,7 @@ void BitLinear::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     int64_t K = wq.shape(1) * 16;
     std::vector<int8_t> xq(static_cast<size_t>(xr.rows * K));
     std::vector<float> xscale(static_cast<size_t>(xr.rows));
-    std::vector<float> scratch;
+    FloatBuffer scratch;
     float* y = float_output(out, scratch);
     if (xr.rows > 0) {
       cpu::absmax_quantize(xr.data, xr.ld, eps, xq.data(), xscale.data(), xr.rows, K, rounding);

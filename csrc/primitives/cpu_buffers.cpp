@@ -1,9 +1,14 @@
 #include "primitives/cpu_buffers.h"
 
+#include <algorithm>
+#include <bit>
 #include <stdexcept>
+#include <type_traits>
 
 #include "mlx/allocator.h"
 #include "mlx/types/half_types.h"
+#include "primitives/bf16_bits.h"
+#include "thread_pool.h"
 
 namespace bitnet_ext {
 
@@ -39,24 +44,37 @@ bool rows_uniformly_strided(const mx::array& a, int64_t& ld) {
   return true;
 }
 
+// Elements per task of the conversions: a decode row runs inline.
+constexpr int64_t kConvertGrain = 1 << 15;
+
+template <typename T>
+float element_to_float(T v) {
+  if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
+    return bf16_to_float(std::bit_cast<uint16_t>(v));
+  } else {
+    return static_cast<float>(v);
+  }
+}
+
 template <typename T>
 void convert_rows(const mx::array& a, FloatRows& r) {
   r.storage.resize(static_cast<size_t>(r.rows * r.cols));
   const T* src = a.data<T>();
-  int64_t col_stride = a.ndim() ? a.strides().back() : 1;
-  for (int64_t row = 0; row < r.rows; ++row) {
-    const T* s = src + row_offset(a, row);
-    float* d = r.storage.data() + row * r.cols;
-    if (col_stride == 1) {
-      for (int64_t c = 0; c < r.cols; ++c) {
-        d[c] = static_cast<float>(s[c]);
-      }
-    } else {
-      for (int64_t c = 0; c < r.cols; ++c) {
-        d[c] = static_cast<float>(s[c * col_stride]);
-      }
-    }
-  }
+  const int64_t col_stride = a.ndim() ? a.strides().back() : 1;
+  const int64_t cols = r.cols;
+  float* dst = r.storage.data();
+  cpu::parallel_for(0, r.rows, std::max<int64_t>(1, kConvertGrain / std::max<int64_t>(1, cols)),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t row = r0; row < r1; ++row) {
+                        const T* s = src + row_offset(a, row);
+                        float* d = dst + row * cols;
+                        if (col_stride == 1) {
+                          for (int64_t c = 0; c < cols; ++c) d[c] = element_to_float(s[c]);
+                        } else {
+                          for (int64_t c = 0; c < cols; ++c) d[c] = element_to_float(s[c * col_stride]);
+                        }
+                      }
+                    });
   r.data = r.storage.data();
   r.ld = r.cols;
 }
@@ -106,7 +124,7 @@ void allocate(mx::array& out) {
   out.set_data(mx::allocator::malloc(out.nbytes()));
 }
 
-float* float_output(mx::array& out, std::vector<float>& scratch) {
+float* float_output(mx::array& out, FloatBuffer& scratch) {
   if (out.dtype() == mx::float32) {
     return out.data<float>();
   }
@@ -114,23 +132,24 @@ float* float_output(mx::array& out, std::vector<float>& scratch) {
   return scratch.data();
 }
 
-void finish_float_output(mx::array& out, const std::vector<float>& scratch) {
-  size_t n = out.size();
+void finish_float_output(mx::array& out, const FloatBuffer& scratch) {
+  const int64_t n = static_cast<int64_t>(out.size());
+  const float* src = scratch.data();
   switch (out.dtype()) {
     case mx::float32:
       return;
     case mx::float16: {
       auto* d = out.data<mx::float16_t>();
-      for (size_t i = 0; i < n; ++i) {
-        d[i] = static_cast<mx::float16_t>(scratch[i]);
-      }
+      cpu::parallel_for(0, n, kConvertGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) d[i] = static_cast<mx::float16_t>(src[i]);
+      });
       return;
     }
     case mx::bfloat16: {
-      auto* d = out.data<mx::bfloat16_t>();
-      for (size_t i = 0; i < n; ++i) {
-        d[i] = static_cast<mx::bfloat16_t>(scratch[i]);
-      }
+      auto* d = reinterpret_cast<uint16_t*>(out.data<mx::bfloat16_t>());
+      cpu::parallel_for(0, n, kConvertGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) d[i] = float_to_bf16(src[i]);
+      });
       return;
     }
     default:

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "mlx/array.h"
@@ -10,6 +12,25 @@
 namespace bitnet_ext {
 
 namespace mx = mlx::core;
+
+// A float32 buffer that resize() does not zero (every use overwrites it):
+// zeroing a prefill product's 14 MB output buffer took as long as filling it.
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using FloatBuffer = std::vector<float, DefaultInitAllocator<float>>;
 
 // An array seen as a (rows x cols) float32 matrix, cols = last axis.
 // Borrows the array's memory when it already is float32 with unit stride
@@ -20,7 +41,7 @@ struct FloatRows {
   int64_t ld = 0; // elements between consecutive rows
   int64_t rows = 0;
   int64_t cols = 0;
-  std::vector<float> storage;
+  FloatBuffer storage;
 };
 FloatRows read_float_rows(const mx::array& a);
 
@@ -31,8 +52,8 @@ std::vector<float> read_floats(const mx::array& a);
 // Allocates `out` (row-contiguous) and returns a float32 destination for the
 // kernel: out's own memory when out is float32, else `scratch`, which the
 // caller converts with finish_float_output().
-float* float_output(mx::array& out, std::vector<float>& scratch);
-void finish_float_output(mx::array& out, const std::vector<float>& scratch);
+float* float_output(mx::array& out, FloatBuffer& scratch);
+void finish_float_output(mx::array& out, const FloatBuffer& scratch);
 
 // Allocate a row-contiguous output buffer for `out`.
 void allocate(mx::array& out);

@@ -41,7 +41,7 @@ void DenseMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out)
     FloatRows xr = read_float_rows(x);
     int64_t N = w.shape(0);
     int64_t K = w.shape(1);
-    std::vector<float> scratch;
+    FloatBuffer scratch;
     float* y = float_output(out, scratch);
     if (K == 0) {
       // read_float_rows sees no rows in an (M, 0) x; the empty sums are 0.

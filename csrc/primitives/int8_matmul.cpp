@@ -37,7 +37,7 @@ void Int8Matmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) 
     int64_t K = wq.shape(1);
     std::vector<int8_t> xq(static_cast<size_t>(xr.rows * K));
     std::vector<float> xscale(static_cast<size_t>(xr.rows));
-    std::vector<float> scratch;
+    FloatBuffer scratch;
     float* y = float_output(out, scratch);
     if (xr.rows > 0) {
       // eps 1e-5: the same activation quantizer as bitlinear's.

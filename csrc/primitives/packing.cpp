@@ -48,7 +48,7 @@ void TernaryDequantize::eval_cpu(const std::vector<mx::array>& inputs, mx::array
                     out = mx::array::unsafe_weak_copy(out)]() mutable {
     std::vector<float> s = read_floats(scale);
     int64_t N = wq.shape(0);
-    std::vector<float> scratch;
+    FloatBuffer scratch;
     float* dst = float_output(out, scratch);
     cpu::dequantize_ternary(wq.data<uint32_t>(), s.data(), s.size() > 1, dst, N, wq.shape(1) * 16);
     finish_float_output(out, scratch);

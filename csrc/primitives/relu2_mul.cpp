@@ -1,5 +1,6 @@
 #include "primitives/relu2_mul.h"
 
+#include <cstdint>
 #include <stdexcept>
 
 #include "arg_checks.h"
@@ -7,6 +8,7 @@
 #include "mlx/ops.h"
 #include "ops.h"
 #include "primitives/common.h"
+#include "primitives/bf16_bits.h"
 #include "primitives/cpu_buffers.h"
 #include "primitives/strided_rows.h"
 #include "thread_pool.h"
@@ -18,15 +20,34 @@ namespace {
 // Elements per task: a decode row (6912) runs inline.
 constexpr int64_t kElementsPerTask = 1 << 15;
 
+// relu(g)^2 in float. MLX's maximum keeps a NaN, and so does this form (a
+// NaN is not < 0); with -fno-trapping-math (CMakeLists.txt) it is a vector
+// compare and select.
+inline float relu_squared(float g) {
+  const float r = g < 0.0f ? 0.0f : g;
+  return r * r;
+}
+
 template <class T>
 void relu2_mul_elements(const T* gate, const T* up, T* out, int64_t n) {
   cpu::parallel_for(0, n, kElementsPerTask, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      const float g = to_float(gate[i]);
-      // MLX's maximum keeps a NaN (a plain max would turn it into 0).
-      const float r = (g != g || g > 0.0f) ? g : 0.0f;
-      const T squared = static_cast<T>(r * r);
+      const T squared = static_cast<T>(relu_squared(to_float(gate[i])));
       out[i] = static_cast<T>(to_float(squared) * to_float(up[i]));
+    }
+  });
+}
+
+template <>
+void relu2_mul_elements<mx::bfloat16_t>(const mx::bfloat16_t* gate, const mx::bfloat16_t* up, mx::bfloat16_t* out,
+                                        int64_t n) {
+  const auto* g = reinterpret_cast<const uint16_t*>(gate);
+  const auto* u = reinterpret_cast<const uint16_t*>(up);
+  auto* y = reinterpret_cast<uint16_t*>(out);
+  cpu::parallel_for(0, n, kElementsPerTask, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float squared = bf16_to_float(float_to_bf16(relu_squared(bf16_to_float(g[i]))));
+      y[i] = float_to_bf16(squared * bf16_to_float(u[i]));
     }
   });
 }

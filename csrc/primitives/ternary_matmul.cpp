@@ -24,7 +24,7 @@ void TernaryMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& ou
     int64_t N = wq.shape(0);
     int64_t K = wq.shape(1) * 16;
     bool per_row = s.size() > 1;
-    std::vector<float> scratch;
+    FloatBuffer scratch;
     float* y = float_output(out, scratch);
     if (xr.rows > 0) {
       if (transpose) {
