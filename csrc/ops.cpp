@@ -198,7 +198,7 @@ mx::array relu2_mul(const mx::array& gate, const mx::array& up, mx::StreamOrDevi
   }
   auto s = resolve_stream(sd, "relu2_mul");
   return mx::array(
-      std::move(shape), gate.dtype(), std::make_shared<Relu2Mul>(s), {row_major(gate, s), row_major(up, s)});
+      std::move(shape), gate.dtype(), std::make_shared<Relu2Mul>(s), {gate, up});
 }
 
 mx::array rope(

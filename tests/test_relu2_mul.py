@@ -55,6 +55,27 @@ def test_relu2_mul_property(shape, dtype, seed, strided):
     assert_bit_identical(bx.relu2_mul(gate, up, stream=mx.cpu), mlx_ops(gate, up))
 
 
+def test_relu2_mul_views_without_copies():
+    """Transposed, sliced and broadcast views are read in place: no Contiguous node, same bits."""
+    import io
+
+    base = 3 * randn((6, 8, 10), mx.float32, seed=9)
+    views = [
+        (base.transpose(2, 0, 1), (base + 1).transpose(2, 0, 1)),
+        (base.transpose(2, 0, 1), base.reshape(10, 6, 8)),
+        (base[:, ::2, 1:9], base[:, 1::2, :8]),
+        (mx.broadcast_to(base[:1, :1, :], (6, 8, 10)), base),
+    ]
+    for dtype in (mx.float32, mx.bfloat16):
+        for gate, up in views:
+            gate, up = gate.astype(dtype), up.astype(dtype)
+            y = bx.relu2_mul(gate, up, stream=mx.cpu)
+            f = io.StringIO()
+            mx.export_to_dot(f, y)
+            assert 'label ="Contiguous"' not in f.getvalue()
+            assert_bit_identical(y, mlx_ops(gate, up))
+
+
 def test_relu2_mul_grads_jvp_vmap_compile():
     gate = randn((3, 17), mx.float32, seed=1)
     up = randn((3, 17), mx.float32, seed=2)

@@ -1,14 +1,16 @@
 #include "primitives/relu2_mul.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 
 #include "arg_checks.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "ops.h"
-#include "primitives/common.h"
 #include "primitives/bf16_bits.h"
+#include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
 #include "primitives/strided_rows.h"
 #include "thread_pool.h"
@@ -28,28 +30,54 @@ inline float relu_squared(float g) {
   return r * r;
 }
 
+// One element: relu(g)^2 rounded to T, then times u rounded to T. bfloat16
+// is handled as its bits (uint16_t, bf16_bits.h), which vectorizes; float16
+// converts through MLX's half type.
 template <class T>
-void relu2_mul_elements(const T* gate, const T* up, T* out, int64_t n) {
-  cpu::parallel_for(0, n, kElementsPerTask, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const T squared = static_cast<T>(relu_squared(to_float(gate[i])));
-      out[i] = static_cast<T>(to_float(squared) * to_float(up[i]));
-    }
-  });
-}
-
+struct Elements {
+  using Bits = T;
+  static T one(T g, T u) {
+    const T squared = static_cast<T>(relu_squared(to_float(g)));
+    return static_cast<T>(to_float(squared) * to_float(u));
+  }
+};
 template <>
-void relu2_mul_elements<mx::bfloat16_t>(const mx::bfloat16_t* gate, const mx::bfloat16_t* up, mx::bfloat16_t* out,
-                                        int64_t n) {
-  const auto* g = reinterpret_cast<const uint16_t*>(gate);
-  const auto* u = reinterpret_cast<const uint16_t*>(up);
-  auto* y = reinterpret_cast<uint16_t*>(out);
-  cpu::parallel_for(0, n, kElementsPerTask, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float squared = bf16_to_float(float_to_bf16(relu_squared(bf16_to_float(g[i]))));
-      y[i] = float_to_bf16(squared * bf16_to_float(u[i]));
-    }
-  });
+struct Elements<mx::bfloat16_t> {
+  using Bits = uint16_t;
+  static uint16_t one(uint16_t g, uint16_t u) {
+    const float squared = bf16_to_float(float_to_bf16(relu_squared(bf16_to_float(g))));
+    return float_to_bf16(squared * bf16_to_float(u));
+  }
+};
+
+// out (row-contiguous) = relu2_mul(gate, up) for inputs of any strides: a
+// flat loop when both are row-contiguous (the usual case), else row by row
+// (relu2_mul() passes lazy views as they are rather than adding a copy node).
+template <class T>
+void relu2_mul_arrays(const mx::array& gate, const mx::array& up, mx::array& out) {
+  using E = Elements<T>;
+  using B = typename E::Bits;
+  const auto* g = reinterpret_cast<const B*>(gate.data<T>());
+  const auto* u = reinterpret_cast<const B*>(up.data<T>());
+  auto* y = reinterpret_cast<B*>(out.data<T>());
+  if (gate.flags().row_contiguous && up.flags().row_contiguous) {
+    cpu::parallel_for(0, static_cast<int64_t>(out.size()), kElementsPerTask, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) y[i] = E::one(g[i], u[i]);
+    });
+    return;
+  }
+  const StridedRows gr(gate), ur(up);
+  const int64_t D = gr.cols;
+  cpu::parallel_for(0, gr.rows, std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, D)),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t r = r0; r < r1; ++r) {
+                        const B* gp = g + gr.offset(r);
+                        const B* up_row = u + ur.offset(r);
+                        for (int64_t j = 0; j < D; ++j) {
+                          y[r * D + j] = E::one(gp[j * gr.col_stride], up_row[j * ur.col_stride]);
+                        }
+                      }
+                    });
 }
 
 } // namespace
@@ -65,11 +93,7 @@ void Relu2Mul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   encoder.dispatch([gate = mx::array::unsafe_weak_copy(inputs[0]),
                     up = mx::array::unsafe_weak_copy(inputs[1]),
                     out = mx::array::unsafe_weak_copy(out)]() mutable {
-    // relu2_mul() passes row-contiguous inputs, so flat indexing is exact.
-    with_float_type(out.dtype(), "Relu2Mul", [&](auto t) {
-      using T = decltype(t);
-      relu2_mul_elements<T>(gate.data<T>(), up.data<T>(), out.data<T>(), static_cast<int64_t>(out.size()));
-    });
+    with_float_type(out.dtype(), "Relu2Mul", [&](auto t) { relu2_mul_arrays<decltype(t)>(gate, up, out); });
   });
 }
 
