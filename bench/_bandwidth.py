@@ -11,7 +11,10 @@ Reductions tried (the reported bandwidth is the best median over them):
     not compute-bound. This is normally the winner.
   - int64 `np.sum`: also SIMD, ~47 GB/s from L2.
   - float64 `a @ a` (OpenBLAS ddot; one pass, since both operands are the same
-    buffer), single call, threaded by OpenBLAS itself.
+    buffer), single call, threaded by OpenBLAS itself: only where OpenBLAS
+    runs `nthreads` threads (its environment variables, else every CPU), since
+    a 1-thread probe that let OpenBLAS use both cores of a 2-core VM read
+    34 GB/s where one thread reads 16-18.
 Each is run with the buffer on transparent huge pages (NumPy madvises them
 for large arrays) and on 4 KiB pages: on the dev machine (THP 'madvise') huge
 pages read ~20% faster at 1 thread (~31 vs ~25 GB/s), and MLX-allocated
@@ -21,6 +24,7 @@ Avoided: float64/float32 `np.sum` (pairwise summation is compute-bound at
 """
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +40,15 @@ def _time(fn, reps: int) -> list[float]:
         fn()
         ts.append(time.perf_counter() - t0)
     return ts
+
+
+def _openblas_threads() -> int:
+    """Threads NumPy's OpenBLAS uses for one call: its environment variables, else every CPU."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "")
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return os.cpu_count() or 1
 
 
 def _set_hugepage(on: bool) -> bool | None:
@@ -91,8 +104,9 @@ def _measure(nthreads: int, llc_bytes: int, *, quick: bool = False) -> dict:
         cands = {
             "numpy_int64_max": threaded(np.max),
             "numpy_int64_sum": threaded(np.sum),
-            "openblas_float64_dot": lambda: f64 @ f64,
         }
+        if _openblas_threads() == nthreads:  # else it would not measure nthreads threads
+            cands["openblas_float64_dot"] = lambda: f64 @ f64
         for name, fn in cands.items():
             ts = _time(fn, reps)
             med = float(np.median(ts))
