@@ -118,6 +118,9 @@ GEMM_SHAPES = S.GEMM_SHAPES + [(130, 260, 1040), (256, 128, 64)]  # the shader s
 
 
 GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 and 4 warps
+# W decoded in registers (mma_gemm.cu), one per tile of launch_plan_cuda.cpp's kMmaTiles.
+MMA_VARIANTS = [f"mma_t{i}" for i in range(6)]
+GEMM_VARIANTS += MMA_VARIANTS
 
 
 @pytest.mark.parametrize("variant", GEMM_VARIANTS)
@@ -130,7 +133,8 @@ def test_ternary_gemm(M, N, K, dtype_name, variant):
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
                                            ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96),
-                                           ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96)], ids=str)
+                                           ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96),
+                                           ("mma_t0", 33, 40, 48), ("mma_t3", 20, 9, 96)], ids=str)
 def test_ternary_nonfinite_activations(variant, M, N, K, kind):
     """inf * 0 = NaN in the tensor cores too: NaN and inf exactly where the reference has them."""
     check_ternary(M, N, K, "float16", per_row=True, variant=variant, seed=M + N, nonfinite=kind)
@@ -138,7 +142,8 @@ def test_ternary_nonfinite_activations(variant, M, N, K, kind):
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 21, 6912), ("gemv_r4", 5, 70, 2064),
-                                           ("gemm_bm64", 33, 40, 528), ("gemm_bm128", 70, 9, 6912)], ids=str)
+                                           ("gemm_bm64", 33, 40, 528), ("gemm_bm128", 70, 9, 6912),
+                                           ("mma_t0", 33, 40, 528), ("mma_t2", 70, 9, 6912)], ids=str)
 def test_ternary_random_words(variant, M, N, K, dtype_name):
     """Arbitrary words: code 3 reads as +2 in the LOP3/FMA decode as in the reference."""
     check_ternary(M, N, K, dtype_name, per_row=False, variant=variant, seed=3 * M + K, raw_words=True)
@@ -214,7 +219,8 @@ def test_bitlinear_gemm(M, N, K, dtype_name, variant):
 
 BITLINEAR_VARIANT_CASES = [("fused_r1", 1, 7, 2560), ("gemv_r1", 1, 5, 16384 + 16), ("gemv_r2", 6, 9, 80),
                            ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064), ("gemmw4_bm64", 40, 37, 96),
-                           ("gemmw4_bm128", 20, 9, 2064)]
+                           ("gemmw4_bm128", 20, 9, 2064), ("mma_t0", 40, 37, 96), ("mma_t3", 130, 9, 2064),
+                           ("mma_t2", 20, 300, 6912)]
 
 
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
@@ -232,7 +238,7 @@ def test_bitlinear_random_words(variant, M, N, K, dtype_name):
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("variant,M,K", [("fused_r1", 1, 16384), ("gemv_r1", 1, 65536), ("gemv_r4", 8, 4096),
                                          ("gemm_bm64", 17, 4096), ("gemm_bm128", 40, 65536),
-                                         ("gemmw4_bm128", 40, 65536)], ids=str)
+                                         ("gemmw4_bm128", 40, 65536), ("mma_t0", 40, 65536)], ids=str)
 def test_bitlinear_is_exact_at_the_bound(variant, M, K, sign):
     """Every code 3 (+2) and every activation at +-127 after quantization: the largest |acc|, 254 K."""
     N = 5

@@ -160,9 +160,99 @@ uint32_t quant_threads(int64_t M, int64_t K) {
   return uint32_t(t < 32 ? 32 : t > kQuantThreadsFewRows ? kQuantThreadsFewRows : t);
 }
 
+// Without a bias, the bias slot gets the scale buffer again (never read).
+int bias_slot(const BitLinearArgs& a) {
+  return a.has_bias ? 3 : 2;
+}
+
+// The temporaries xq (quad order), xscale, qsum and cuda_absmax_quantize_quad_<T> writing them.
+LaunchPlan quad_quantize(const BitLinearArgs& a) {
+  LaunchPlan p;
+  p.temporaries = {
+      {"xq", size_t(a.M) * size_t(a.K), false},
+      {"xscale", size_t(a.M) * sizeof(float), false},
+      {"qsum", size_t(a.M) * sizeof(int32_t), false},
+  };
+  KernelLaunch q;
+  q.name = std::string("cuda_absmax_quantize_quad_") + dtype_name(a.dtype);
+  q.grid = {ceil_div(a.M, 1), 1, 1};
+  q.group = {quant_threads(a.M, a.K), 1, 1};
+  q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
+  q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
+  push(p, q);
+  return p;
+}
+
+// The slots of a kernel reading quad_quantize's temporaries (the int8 GEMV's and GEMM's): 0 xq,
+// 1 xscale, 2 wq, 3 scale, 4 bias, 5 y, 11 qsum; 6 M, 7 N, 8 K, 9 per_row, 10 has_bias.
+KernelLaunch quad_consumer(const BitLinearArgs& a, const std::string& name) {
+  KernelLaunch k;
+  k.name = name;
+  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias_slot(a), 4), out(0, 5), tmp(2, 11)};
+  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
+                 ci("has_bias", 10, a.has_bias)};
+  return k;
+}
+
+// The W-in-registers GEMMs (kernels/mma_gemm.cu): BM x BN tiles of WM x WN
+// warps, a ring of `stages` stages of 128 bytes of x per row and the packed
+// W (32 bytes per row for int8, 16 for 16-bit x) in dynamic shared memory.
+struct MmaTile {
+  int bm, bn, wm, wn, stages;
+};
+// Indexed by the "mma_<i>" variants; mma_gemm.cu instantiates the same list.
+constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4}, {128, 128, 2, 4, 4}, {128, 256, 2, 4, 4},
+                                 {64, 128, 2, 2, 4},  {256, 128, 4, 2, 4}, {128, 128, 2, 2, 6}};
+constexpr int kMmaTileCount = int(sizeof(kMmaTiles) / sizeof(kMmaTiles[0]));
+constexpr size_t kMmaRowBytes = 128;
+
+const MmaTile& mma_tile(int i) {
+  check_variant(i >= 0 && i < kMmaTileCount, "mma: tile index 0.." + std::to_string(kMmaTileCount - 1));
+  return kMmaTiles[i];
+}
+
+// Grid, block and ring size of an mma kernel on tile t (x elements of `x_bytes` bytes).
+void mma_launch(KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, size_t x_bytes) {
+  k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
+  k.grid = {ceil_div(N, t.bn), ceil_div(M, t.bm), 1};
+  k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
+  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
+  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
+}
+
 } // namespace
 
 namespace variants {
+
+LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype), "ternary_mma: transpose=True, float16/bfloat16");
+  const MmaTile& t = mma_tile(tile);
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_mma_") + dtype_name(a.dtype);
+  mma_launch(k, t, a.M, a.N, 2);
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  push(p, k);
+  return p;
+}
+
+LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile) {
+  check_k(a.K);
+  const MmaTile& t = mma_tile(tile);
+  if (a.M <= 0 || a.N <= 0) {
+    return {};
+  }
+  LaunchPlan p = quad_quantize(a);
+  KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_mma_") + dtype_name(a.dtype));
+  mma_launch(k, t, a.M, a.N, 1);
+  push(p, k);
+  return p;
+}
 
 LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps) {
   check_k(a.K);
@@ -212,8 +302,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
     return p;
   }
   const std::string dt = dtype_name(a.dtype);
-  // Without a bias, the bias slot gets the scale buffer again (never read).
-  const int bias = a.has_bias ? 3 : 2;
+  const int bias = bias_slot(a);
   if (fused) {
     KernelLaunch k;
     k.name = "cuda_bitlinear_fused_" + dt + suffix("r", rows);
@@ -226,26 +315,10 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
     push(p, k);
     return p;
   }
-  p.temporaries = {
-      {"xq", size_t(a.M) * size_t(a.K), false},
-      {"xscale", size_t(a.M) * sizeof(float), false},
-      {"qsum", size_t(a.M) * sizeof(int32_t), false},
-  };
-  KernelLaunch q;
-  q.name = "cuda_absmax_quantize_quad_" + dt;
-  q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {quant_threads(a.M, a.K), 1, 1};
-  q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
-  q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
-  push(p, q);
-
-  KernelLaunch k;
-  k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps);
+  p = quad_quantize(a);
+  KernelLaunch k = quad_consumer(a, "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps));
   k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
   k.group = {uint32_t(32 * warps), 1, 1};
-  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias, 4), out(0, 5), tmp(2, 11)};
-  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
-                 ci("has_bias", 10, a.has_bias)};
   push(p, k);
   return p;
 }
