@@ -4,6 +4,7 @@
 // H200 (bench/results/nvidia-h200-cuda-kernels.md, docs/cuda_backend.md "Kernels").
 #include "gpu/launch_plan_cuda.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -40,20 +41,13 @@ constexpr bool kUseFused = false;
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
-// GEMM: 128 columns of W per block, BM rows of x (64 or 128), 8 or 4 warps.
-// Measured (all four variants at M = 128, 512, 2048): BM = 128 pays from
-// M = 256 when N >= 4096 (6912x2560, M = 512: 63 vs 82 us bitlinear); with
-// N = 2560 its 20 column tiles leave SMs idle and BM = 64 is faster at every
-// M. Four warps (64-column warp tiles) are 4-12% faster for ternary_matmul
-// from M = 512, within 3% either way for bitlinear (which keeps 8).
+// Many rows with K <= kQuantVecMaxK: the quantizer that holds a row in registers (128 threads
+// of 4 groups of 16; bitlinear_gemv.cu's absmax_quantize_quad_vec).
+constexpr uint32_t kQuantVecThreads = 128;
+constexpr int64_t kQuantVecMaxK = 8192;
+// The shared-memory-decode GEMMs (tensor_core_gemm.cu, variants ternary_gemm / bitlinear_gemm):
+// 128 columns of W per block. The plans take the mma GEMMs (mma_tile_for) instead.
 constexpr int64_t kGemmBN = 128;
-constexpr int64_t kGemmBigTileMinM = 256;
-constexpr int64_t kGemmBigTileMinN = 4096;
-constexpr int64_t kGemmTernaryFourWarpsMinM = 512;
-
-int gemm_bm(int64_t M, int64_t N) {
-  return M >= kGemmBigTileMinM && N >= kGemmBigTileMinN ? 128 : 64;
-}
 
 // CUDA's limit on grid.y and grid.z (grid.x takes 2^31 - 1).
 constexpr uint32_t kMaxGridYZ = 65535;
@@ -174,9 +168,10 @@ LaunchPlan quad_quantize(const BitLinearArgs& a) {
       {"qsum", size_t(a.M) * sizeof(int32_t), false},
   };
   KernelLaunch q;
-  q.name = std::string("cuda_absmax_quantize_quad_") + dtype_name(a.dtype);
+  const bool vec = a.M > kDecodeMaxM && a.K <= kQuantVecMaxK;
+  q.name = std::string(vec ? "cuda_absmax_quantize_quad_vec_" : "cuda_absmax_quantize_quad_") + dtype_name(a.dtype);
   q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {quant_threads(a.M, a.K), 1, 1};
+  q.group = {vec ? kQuantVecThreads : quant_threads(a.M, a.K), 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
   push(p, q);
@@ -197,12 +192,21 @@ KernelLaunch quad_consumer(const BitLinearArgs& a, const std::string& name) {
 // The W-in-registers GEMMs (kernels/mma_gemm.cu): BM x BN tiles of WM x WN
 // warps, a ring of `stages` stages of 128 bytes of x per row and the packed
 // W (32 bytes per row for int8, 16 for 16-bit x) in dynamic shared memory.
+// blocks: how many fit on one multiprocessor (registers and shared memory, ptxas -v).
 struct MmaTile {
-  int bm, bn, wm, wn, stages;
+  int bm, bn, wm, wn, stages, blocks;
 };
-// Indexed by the "mma_<i>" variants; mma_gemm.cu instantiates the same list.
-constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4}, {128, 128, 2, 4, 4}, {128, 256, 2, 4, 4},
-                                 {64, 128, 2, 2, 4},  {256, 128, 4, 2, 4}, {128, 128, 2, 2, 6}};
+// Indexed by the "mma_t<i>" variants; mma_gemm.cu instantiates the same list.
+// (Measured and dropped, bench/results/cuda-h200-gemm-m512.md: 128 x 128 of 8 warps, 128 x 256 and
+// 256 x 128 of 8 warps of 64 x 64, 128 x 128 with 6 stages: slower at every shape.)
+constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4, 2}, {64, 128, 2, 2, 4, 3}, {128, 128, 2, 2, 5, 2},
+                                 {64, 128, 2, 2, 6, 3}};
+// Split K over the tiles past the last whole wave (the H200's 132 multiprocessors times the
+// tile's blocks each): a tail of R tiles gets min(slots / R, slabs / kMmaMinSplitSlabs,
+// kMmaMaxSplits) blocks per tile, so the last wave is full instead of R blocks long.
+constexpr int64_t kMultiprocessors = 132;
+constexpr int64_t kMmaMinSplitSlabs = 4;
+constexpr int64_t kMmaMaxSplits = 16;
 constexpr int kMmaTileCount = int(sizeof(kMmaTiles) / sizeof(kMmaTiles[0]));
 constexpr size_t kMmaRowBytes = 128;
 
@@ -211,20 +215,53 @@ const MmaTile& mma_tile(int i) {
   return kMmaTiles[i];
 }
 
-// Grid, block and ring size of an mma kernel on tile t (x elements of `x_bytes` bytes).
-void mma_launch(KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, size_t x_bytes) {
+// Grid, block, ring size and split of an mma kernel on tile t (x elements of `x_bytes` bytes):
+// buffers `slot` (partial sums) and slot + 1 (counters), constants slot + 2 (whole tiles), slot + 3
+// (splits); the two temporaries are appended to the plan when the tail is split.
+void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, int64_t K, size_t x_bytes,
+                int slot, bool split) {
   k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
-  k.grid = {ceil_div(N, t.bn), ceil_div(M, t.bm), 1};
   k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
   const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
   k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
+  const int64_t tiles = ceil_div(M, t.bm) * ceil_div(N, t.bn);
+  const int64_t slots = kMultiprocessors * t.blocks;
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  const int64_t tail = tiles % slots;
+  int64_t splits = 1;
+  if (split && tail > 0) {
+    splits = std::min({slots / tail, slabs / kMmaMinSplitSlabs, kMmaMaxSplits});
+  }
+  const int64_t dp = splits > 1 ? tiles - tail : tiles;
+  k.grid = {uint32_t(dp + (tiles - dp) * splits), 1, 1};
+  if (splits > 1) {
+    const int tmp0 = int(p.temporaries.size());
+    p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * t.bm * t.bn * 4, false});
+    p.temporaries.push_back({"counters", size_t(tiles - dp) * 4, true});
+    k.buffers.push_back(tmp(tmp0, slot));
+    k.buffers.push_back(tmp(tmp0 + 1, slot + 1));
+  }
+  k.constants.push_back(ci("tiles", slot + 2, dp));
+  k.constants.push_back(ci("splits", slot + 3, splits));
+}
+
+// The mma tile for M rows of x (bench/results/cuda-h200-gemm-m512.md): 64 x 128 (4 warps of
+// 32 x 64, 3 blocks per multiprocessor) up to kMmaSmallTileMaxM, 128 x 128 (4 warps of 64 x 64,
+// 2 per multiprocessor) above. Both beat the shared-memory-decode GEMMs (cuda_*_gemm_*) at every
+// measured shape from M = 128 (e.g. bitlinear 17408x5120 M = 512: 165 vs 254 us).
+constexpr int64_t kMmaSmallTileMaxM = 256;
+constexpr int kMmaSmallTile = 1;
+constexpr int kMmaBigTile = 0;
+
+int mma_tile_for(int64_t M) {
+  return M <= kMmaSmallTileMaxM ? kMmaSmallTile : kMmaBigTile;
 }
 
 } // namespace
 
 namespace variants {
 
-LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile) {
+LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
   check_k(a.K);
   check_variant(a.transpose && is_16bit(a.dtype), "ternary_mma: transpose=True, float16/bfloat16");
   const MmaTile& t = mma_tile(tile);
@@ -234,14 +271,14 @@ LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile) {
   }
   KernelLaunch k;
   k.name = std::string("cuda_ternary_mma_") + dtype_name(a.dtype);
-  mma_launch(k, t, a.M, a.N, 2);
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  mma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split);
   push(p, k);
   return p;
 }
 
-LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile) {
+LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split) {
   check_k(a.K);
   const MmaTile& t = mma_tile(tile);
   if (a.M <= 0 || a.N <= 0) {
@@ -249,7 +286,7 @@ LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile) {
   }
   LaunchPlan p = quad_quantize(a);
   KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_mma_") + dtype_name(a.dtype));
-  mma_launch(k, t, a.M, a.N, 1);
+  mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
   push(p, k);
   return p;
 }
@@ -356,7 +393,7 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
     return variants::ternary_gemv(a, g.rows, g.warps);
   }
-  return variants::ternary_gemm(a, gemm_bm(a.M, a.N), a.M >= kGemmTernaryFourWarpsMinM ? 4 : 8);
+  return variants::ternary_mma(a, mma_tile_for(a.M));
 }
 
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
@@ -368,7 +405,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
     return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
   }
-  return variants::bitlinear_gemm(a, gemm_bm(a.M, a.N), 8);
+  return variants::bitlinear_mma(a, mma_tile_for(a.M));
 }
 
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {

@@ -77,9 +77,10 @@ gpu::LaunchPlan make_plan(const std::string& plans, const std::string& kind, con
   if (kind == "bitlinear" && (family == "gemm" || family == "gemmw4")) {
     return v::bitlinear_gemm(bnh::bitlinear_args(p), n, family == "gemm" ? 8 : 4);
   }
-  if (family == "mma") {
-    return kind == "bitlinear" ? v::bitlinear_mma(bnh::bitlinear_args(p), n)
-                               : v::ternary_mma(bnh::ternary_matmul_args(p), n);
+  if (family == "mma" || family == "mmas") { // mma: no split of K; mmas: split as the plans do
+    const bool split = family == "mmas";
+    return kind == "bitlinear" ? v::bitlinear_mma(bnh::bitlinear_args(p), n, split)
+                               : v::ternary_mma(bnh::ternary_matmul_args(p), n, split);
   }
   throw nb::value_error(("no CUDA variant " + family + " for " + kind).c_str());
 }

@@ -80,9 +80,39 @@ __device__ __forceinline__ void store2(T* p, T a, T b) {
 // A: M x K elements of E (row stride K); wq: packed W (N x K/16 words).
 // AsyncA / AsyncW: cp.async (16-byte aligned rows of x; W rows 16-byte aligned
 // and K % 64 == 0); otherwise plain loads into the same ring.
-template <class E, class T, class Tl, bool AsyncA, bool AsyncW>
+// What one block computes. Blocks 0 .. dp - 1 each own a whole tile (tile =
+// block); the rest split each remaining tile's K range `splits` ways: they add
+// their partial sums into `partial` (per split tile, per split, in fragment
+// order), and the last of a tile's blocks to finish (counter[tile - dp], which
+// it resets) sums the splits in order (deterministic) and stores y. Tiles go
+// row tile fastest, so the blocks running at once share W's columns.
+template <class Acc>
+struct Work {
+  int m0, n0, slab0, slab1; // output tile origin, this block's slabs of K
+  int split, splits, st;    // st: index among the split tiles
+  Acc* partial;
+  int* counter;
+};
+
+template <class Acc, class Tl>
+__device__ __forceinline__ Work<Acc> block_work(int M, int slabs, int dp, int splits, Acc* partial, int* counter) {
+  const int b = blockIdx.x;
+  int tile = b, split = 0, n = 1;
+  if (b >= dp) {
+    tile = dp + (b - dp) / splits;
+    split = (b - dp) % splits;
+    n = splits;
+  }
+  const int tiles_m = (M + Tl::BM - 1) / Tl::BM;
+  const int per = (slabs + n - 1) / n;
+  return {(tile % tiles_m) * Tl::BM, (tile / tiles_m) * Tl::BN, min(slabs, split * per), min(slabs, (split + 1) * per),
+          split, n, tile - dp, partial, counter};
+}
+
+template <class E, class T, class Tl, bool AsyncA, bool AsyncW, class Acc>
 __device__ __forceinline__ void mma_gemm_body(
-    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const MmaEpilogue& ep, uint8_t* smem) {
+    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const MmaEpilogue& ep, uint8_t* smem,
+    const Work<Acc>& work) {
   constexpr int BM = Tl::BM, BN = Tl::BN, WN = Tl::WN, S = Tl::S;
   constexpr int TM = Tl::TM, TN = Tl::TN, MT = Tl::MT, NT = Tl::NT, kThreads = Tl::kThreads;
   constexpr int WB = kWBytes<E>;
@@ -93,12 +123,13 @@ __device__ __forceinline__ void mma_gemm_body(
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / WN, wn = warp % WN;
   const int g = lane / 4, t = lane % 4;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  const int m0 = work.m0, n0 = work.n0;
   const int words = K / 16;
   const int kbytes = K * int(sizeof(E));
-  const int slabs = (kbytes + kRowBytes - 1) / kRowBytes;
+  const int slab0 = work.slab0, slabs = work.slab1 - work.slab0;
 
-  auto load = [&](int slab, int stage) {
+  auto load = [&](int rel, int stage) {
+    const int slab = slab0 + rel;
     uint8_t* sa = smem + stage * kStage;
 #pragma unroll
     for (int i = 0; i < (kAChunks + kThreads - 1) / kThreads; ++i) {
@@ -148,7 +179,7 @@ __device__ __forceinline__ void mma_gemm_body(
     }
   };
 
-  using Acc = std::conditional_t<kInt8<E>, int, float>;
+  static_assert(std::is_same_v<Acc, std::conditional_t<kInt8<E>, int, float>>, "int32 or float32 sums");
   Acc acc[MT][NT][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
@@ -225,6 +256,41 @@ __device__ __forceinline__ void mma_gemm_body(
     }
   }
 
+  if (work.splits > 1) {
+    // This split's sums, 16 bytes per thread and fragment, coalesced across the block.
+    constexpr int kFrags = MT * NT;
+    using Vec = std::conditional_t<kInt8<E>, int4, float4>;
+    Vec* part = reinterpret_cast<Vec*>(work.partial) + size_t(work.st) * work.splits * kFrags * kThreads;
+#pragma unroll
+    for (int i = 0; i < kFrags; ++i) {
+      const Acc* a = acc[i / NT][i % NT];
+      part[(size_t(work.split) * kFrags + i) * kThreads + tid] = Vec{a[0], a[1], a[2], a[3]};
+    }
+    __threadfence();
+    __syncthreads();
+    __shared__ int last;
+    if (tid == 0) {
+      last = atomicAdd(work.counter + work.st, 1) == work.splits - 1;
+    }
+    __syncthreads();
+    if (!last) {
+      return;
+    }
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < kFrags; ++i) {
+      Acc* a = acc[i / NT][i % NT];
+      a[0] = a[1] = a[2] = a[3] = 0;
+      for (int sp = 0; sp < work.splits; ++sp) {
+        const Vec v = __ldcg(part + (size_t(sp) * kFrags + i) * kThreads + tid);
+        a[0] += v.x, a[1] += v.y, a[2] += v.z, a[3] += v.w;
+      }
+    }
+    if (tid == 0) {
+      work.counter[work.st] = 0; // for the next launch
+    }
+  }
+
   const bool pairs = N % 2 == 0; // (n, n + 1) 4- or 8-byte aligned
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -288,10 +354,13 @@ __device__ __forceinline__ bool w_rows_async(const uint32_t* wq, int K) {
   return reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0;
 }
 
+// Blocks per multiprocessor the register budget is cut for (launch_plan_cuda.cpp's MmaTile::blocks):
+// 4 warps of 32 x 64: 3, of 64 x 64: 2; 8 warps: 1.
 template <class Tl>
-constexpr int kMinBlocks = Tl::kThreads <= 128 ? 2 : 1;
+constexpr int kMinBlocks = Tl::kThreads > 128 ? 1 : Tl::TM <= 32 ? 3 : 2;
 
-// Slots as cuda_ternary_gemm: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; threadgroup memory 0.
+// Slots as cuda_ternary_gemm: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; split K (block_work):
+// 8 partial sums, 9 counters (zeroed), 10 whole tiles, 11 splits; threadgroup memory 0.
 template <class T, class Tl>
 __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) ternary_mma(bnc::KernelArgs a) {
   uint8_t* smem = mma_smem<T, Tl>(a);
@@ -300,20 +369,24 @@ __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) ternary_mma(bnc:
   const int M = bnc::constant_i32(a, 4), N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
   const auto* wq = bnc::buffer<const uint32_t>(a, 1);
   auto* y = bnc::buffer<T>(a, 3);
+  const Work<float> work = block_work<float, Tl>(M, (K * 2 + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 10),
+                                                 bnc::constant_i32(a, 11), bnc::buffer<float>(a, 8),
+                                                 bnc::buffer<int>(a, 9));
   const bool w_ok = w_rows_async<T>(wq, K);
   if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     if (w_ok) {
-      mma_gemm_body<T, T, Tl, true, true>(x, wq, y, M, N, K, ep, smem);
+      mma_gemm_body<T, T, Tl, true, true>(x, wq, y, M, N, K, ep, smem, work);
     } else {
-      mma_gemm_body<T, T, Tl, true, false>(x, wq, y, M, N, K, ep, smem);
+      mma_gemm_body<T, T, Tl, true, false>(x, wq, y, M, N, K, ep, smem, work);
     }
   } else {
-    mma_gemm_body<T, T, Tl, false, false>(x, wq, y, M, N, K, ep, smem);
+    mma_gemm_body<T, T, Tl, false, false>(x, wq, y, M, N, K, ep, smem, work);
   }
 }
 
 // Slots as cuda_bitlinear_gemv: 0 xq (quad order), 1 xscale, 2 wq, 3 scale, 4 bias, 5 y; 6 M, 7 N, 8 K,
-// 9 per_row, 10 has_bias; 11 qsum; threadgroup memory 0.
+// 9 per_row, 10 has_bias; 11 qsum; split K (block_work): 12 partial sums, 13 counters (zeroed), 14 whole
+// tiles, 15 splits; threadgroup memory 0.
 template <class T, class Tl>
 __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) bitlinear_mma(bnc::KernelArgs a) {
   uint8_t* smem = mma_smem<int8_t, Tl>(a);
@@ -323,10 +396,13 @@ __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) bitlinear_mma(bn
   const auto* wq = bnc::buffer<const uint32_t>(a, 2);
   auto* y = bnc::buffer<T>(a, 5);
   const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
+  const Work<int> work = block_work<int, Tl>(M, (K + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 14),
+                                             bnc::constant_i32(a, 15), bnc::buffer<int>(a, 12),
+                                             bnc::buffer<int>(a, 13));
   if (w_rows_async<int8_t>(wq, K)) {
-    mma_gemm_body<int8_t, T, Tl, true, true>(xq, wq, y, M, N, K, ep, smem);
+    mma_gemm_body<int8_t, T, Tl, true, true>(xq, wq, y, M, N, K, ep, smem, work);
   } else {
-    mma_gemm_body<int8_t, T, Tl, true, false>(xq, wq, y, M, N, K, ep, smem);
+    mma_gemm_body<int8_t, T, Tl, true, false>(xq, wq, y, M, N, K, ep, smem, work);
   }
 }
 
@@ -346,11 +422,9 @@ __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) bitlinear_mma(bn
 
 // The tiles of launch_plan_cuda.cpp's kMmaTiles (keep the two lists equal).
 BITNET_CUDA_MMA_TILE(128, 128, 2, 2, 4, 4)
-BITNET_CUDA_MMA_TILE(128, 128, 2, 4, 4, 8)
-BITNET_CUDA_MMA_TILE(128, 256, 2, 4, 4, 8)
 BITNET_CUDA_MMA_TILE(64, 128, 2, 2, 4, 4)
-BITNET_CUDA_MMA_TILE(256, 128, 4, 2, 4, 8)
-BITNET_CUDA_MMA_TILE(128, 128, 2, 2, 6, 4)
+BITNET_CUDA_MMA_TILE(128, 128, 2, 2, 5, 4)
+BITNET_CUDA_MMA_TILE(64, 128, 2, 2, 6, 4)
 
 } // namespace
 } // namespace bitnet_cuda
