@@ -61,7 +61,7 @@ def main():
     ap.add_argument("md")
     ap.add_argument("--shapes", default=SHAPES)
     ap.add_argument("--M", default="128,512,2048")
-    ap.add_argument("--variants", default="plan,mma_t0,mmas_t0,mma_t1,mmas_t1,mma_t2,mma_t3")
+    ap.add_argument("--variants", default="plan,mma_t0,mmas_t0,mma_t1,mmas_t1")
     ap.add_argument("--ops", default="bitlinear,ternary_matmul")
     args = ap.parse_args()
     sys.path.insert(0, os.environ.get("BITNET_METAL_CUDA_DIR", str(ROOT / "build" / "cuda")))

@@ -120,7 +120,7 @@ GEMM_SHAPES = S.GEMM_SHAPES + [(130, 260, 1040), (256, 128, 64)]  # the shader s
 GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 and 4 warps
 # W decoded in registers (mma_gemm.cu), one per tile of launch_plan_cuda.cpp's kMmaTiles.
 # mmas_t<i>: the same with the tail tiles splitting K as the plans do.
-MMA_VARIANTS = [f"mma_t{i}" for i in range(4)] + ["mmas_t0", "mmas_t1"]
+MMA_VARIANTS = ["mma_t0", "mma_t1", "mmas_t0", "mmas_t1"]
 GEMM_VARIANTS += MMA_VARIANTS
 
 
@@ -135,7 +135,7 @@ def test_ternary_gemm(M, N, K, dtype_name, variant):
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
                                            ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96),
                                            ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96),
-                                           ("mma_t0", 33, 40, 48), ("mma_t3", 20, 9, 96)], ids=str)
+                                           ("mma_t0", 33, 40, 48), ("mmas_t1", 20, 9, 96)], ids=str)
 def test_ternary_nonfinite_activations(variant, M, N, K, kind):
     """inf * 0 = NaN in the tensor cores too: NaN and inf exactly where the reference has them."""
     check_ternary(M, N, K, "float16", per_row=True, variant=variant, seed=M + N, nonfinite=kind)
@@ -220,7 +220,7 @@ def test_bitlinear_gemm(M, N, K, dtype_name, variant):
 
 BITLINEAR_VARIANT_CASES = [("fused_r1", 1, 7, 2560), ("gemv_r1", 1, 5, 16384 + 16), ("gemv_r2", 6, 9, 80),
                            ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064), ("gemmw4_bm64", 40, 37, 96),
-                           ("gemmw4_bm128", 20, 9, 2064), ("mma_t0", 40, 37, 96), ("mma_t3", 130, 9, 2064),
+                           ("gemmw4_bm128", 20, 9, 2064), ("mma_t0", 40, 37, 96), ("mmas_t0", 130, 9, 2064),
                            ("mmas_t1", 20, 300, 6912)]
 
 
@@ -274,7 +274,8 @@ PLAN_CASES = [
     ("ternary_matmul", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1"),
     ("ternary_matmul", dict(M=9, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=4, N=2560, K=2560, dtype="float16"), "cuda_ternary_gemv_float16_r1_w8"),
-    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_mma_bfloat16_bm128_bn128_w4_s4"),
+    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"),
+     "cuda_ternary_mma_bfloat16_bm128_bn128_w4_s4_split"),  # 80 tiles: K split 3 ways
     ("ternary_matmul", dict(M=512, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_mma_bfloat16_bm128_bn128_w4_s4"),
     ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_mma_float16_bm64_bn128_w4_s4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
@@ -286,7 +287,8 @@ PLAN_CASES = [
     ("bitlinear", dict(M=16, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
-    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_mma_bfloat16_bm64_bn128_w4_s4"),
+    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"),
+     "cuda_ternary_mma_bfloat16_bm64_bn128_w4_s4_split"),
     ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_mma_float16_bm128_bn128_w4_s4"),
     ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_mma_float32_bm128_bn128_w4_s4"),
     ("bitlinear", dict(M=512, N=6912, K=2560, dtype="bfloat16"), "cuda_absmax_quantize_quad_vec_bfloat16"),

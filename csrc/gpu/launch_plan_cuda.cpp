@@ -198,12 +198,13 @@ struct MmaTile {
 };
 // Indexed by the "mma_t<i>" variants; mma_gemm.cu instantiates the same list.
 // (Measured and dropped, bench/results/cuda-h200-gemm-m512.md: 128 x 128 of 8 warps, 128 x 256 and
-// 256 x 128 of 8 warps of 64 x 64, 128 x 128 with 6 stages: slower at every shape.)
-constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4, 2}, {64, 128, 2, 2, 4, 3}, {128, 128, 2, 2, 5, 2},
-                                 {64, 128, 2, 2, 6, 3}};
-// Split K over the tiles past the last whole wave (the H200's 132 multiprocessors times the
-// tile's blocks each): a tail of R tiles gets min(slots / R, slabs / kMmaMinSplitSlabs,
-// kMmaMaxSplits) blocks per tile, so the last wave is full instead of R blocks long.
+// 256 x 128 of 8 warps of 64 x 64, 5 and 6 stages: slower, or within 2%.)
+constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4, 2}, {64, 128, 2, 2, 4, 3}};
+// Split K when the tiles fill at most half of one wave (the H200's 132 multiprocessors times
+// the tile's blocks each, "slots"): each tile gets min(slots / tiles, sqrt(slabs),
+// slabs / kMmaMinSplitSlabs, kMmaMaxSplits) blocks (the last one sums the splits: about one
+// memory round trip per split, hence the square root). Splitting only the tail past whole
+// waves measured slower (17408x5120 M = 512: 185 vs 165 us), so full grids are not split.
 constexpr int64_t kMultiprocessors = 132;
 constexpr int64_t kMmaMinSplitSlabs = 4;
 constexpr int64_t kMmaMaxSplits = 16;
@@ -227,14 +228,18 @@ void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int
   const int64_t tiles = ceil_div(M, t.bm) * ceil_div(N, t.bn);
   const int64_t slots = kMultiprocessors * t.blocks;
   const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
-  const int64_t tail = tiles % slots;
   int64_t splits = 1;
-  if (split && tail > 0) {
-    splits = std::min({slots / tail, slabs / kMmaMinSplitSlabs, kMmaMaxSplits});
+  if (split && 2 * tiles <= slots) {
+    int64_t root = 1;
+    while ((root + 1) * (root + 1) <= slabs) {
+      ++root;
+    }
+    splits = std::max<int64_t>(1, std::min({slots / tiles, root, slabs / kMmaMinSplitSlabs, kMmaMaxSplits}));
   }
-  const int64_t dp = splits > 1 ? tiles - tail : tiles;
+  const int64_t dp = splits > 1 ? 0 : tiles;
   k.grid = {uint32_t(dp + (tiles - dp) * splits), 1, 1};
   if (splits > 1) {
+    k.name += "_split";
     const int tmp0 = int(p.temporaries.size());
     p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * t.bm * t.bn * 4, false});
     p.temporaries.push_back({"counters", size_t(tiles - dp) * 4, true});

@@ -18,7 +18,7 @@ from plan_cases import DTYPES, activations, pack  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-MMA = tuple(f"mma_t{i}" for i in range(4)) + ("mmas_t0", "mmas_t1")  # launch_plan_cuda.cpp's kMmaTiles
+MMA = ("mma_t0", "mma_t1", "mmas_t0", "mmas_t1")  # launch_plan_cuda.cpp's kMmaTiles
 
 
 def cases():

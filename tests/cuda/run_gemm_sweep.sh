@@ -4,12 +4,12 @@
 #   1. bench/cuda_mma_sweep.py: every GEMM variant (plan, mma_t<i>) per shape and M, beside cuBLAS,
 #   2. bench/bench_cuda.py --no-model on the prefill M (ours vs MLX bf16 / q4 / q2 inside MLX),
 # then the tests at once: tests/test_cuda_kernels.py (every variant vs the reference), memcheck over
-# tests/cuda/cuda_kernel_cases.py, and test_gpu / test_bitlinear / test_ternary_matmul with the GPU
-# as MLX's default device.
+# tests/cuda/cuda_kernel_cases.py, and test_gpu / test_bitlinear / test_ternary_matmul (and test_mlx_lm /
+# test_fused / test_nn) with the GPU as MLX's default device.
 #
 #   device tool, carry [".cuda-bundle"]:  bash tests/cuda/run_gemm_sweep.sh
 #   SWEEP_ARGS / BENCH_ARGS: extra options; SWEEP=0 / BENCH=0 / TESTS=0 skip a step.
-# $OUT gets sweep.json/.md, bench_cuda.json/.md, pytest_*.log, memcheck.log, logs.tar.gz.
+# $OUT gets sweep.json/.md, bench_cuda.json/.md, pytest_{kernels,gpu,models}.log, memcheck.log, logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DEST=${OUT:-/tmp/bitnet_gemm_sweep}
@@ -64,6 +64,11 @@ if [ "${TESTS:-1}" != "0" ]; then
         tests/test_gpu.py tests/test_bitlinear.py tests/test_ternary_matmul.py -q -rs -p no:cacheprovider \
         > "$DEST/pytest_gpu.log" 2>&1
       echo "pytest_rc=$?" >> "$DEST/pytest_gpu.log" ) &
+    # the models and modules built on them (prefill goes through the GEMMs)
+    ( BITNET_EXT_TEST_DEVICE=gpu timeout 240 python3 .github/scripts/pytest_device.py \
+        tests/test_mlx_lm.py tests/test_fused.py tests/test_nn.py -q -rs -p no:cacheprovider \
+        > "$DEST/pytest_models.log" 2>&1
+      echo "pytest_rc=$?" >> "$DEST/pytest_models.log" ) &
   fi
   wait
   stamp "tests"

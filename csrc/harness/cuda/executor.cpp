@@ -120,7 +120,7 @@ KernelTimes execute_plan(
       limit = size_t(bytes);
     }
     PackedLaunch packed = pack_launch(k, *info, pointer_of, limit, handwritten ? "this GPU's blocks" : "Apple GPUs");
-    if (packed.shared_bytes > 48 * 1024) {
+    if (handwritten && packed.shared_bytes > 0) { // with static shared memory, 48 KiB may be too much already
       check(cudaFuncSetAttribute(info->entry, cudaFuncAttributeMaxDynamicSharedMemorySize, int(packed.shared_bytes)),
             "raising the shared memory limit of " + k.name);
     }

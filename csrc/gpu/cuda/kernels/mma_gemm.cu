@@ -81,8 +81,8 @@ __device__ __forceinline__ void store2(T* p, T a, T b) {
 // AsyncA / AsyncW: cp.async (16-byte aligned rows of x; W rows 16-byte aligned
 // and K % 64 == 0); otherwise plain loads into the same ring.
 // What one block computes. Blocks 0 .. dp - 1 each own a whole tile (tile =
-// block); the rest split each remaining tile's K range `splits` ways: they add
-// their partial sums into `partial` (per split tile, per split, in fragment
+// block); the rest split each remaining tile's K range `splits` ways: they store
+// their partial sums to `partial` (per split tile, per split, in fragment
 // order), and the last of a tile's blocks to finish (counter[tile - dp], which
 // it resets) sums the splits in order (deterministic) and stores y. Tiles go
 // row tile fastest, so the blocks running at once share W's columns.
@@ -94,11 +94,11 @@ struct Work {
   int* counter;
 };
 
-template <class Acc, class Tl>
+template <class Acc, class Tl, bool Split>
 __device__ __forceinline__ Work<Acc> block_work(int M, int slabs, int dp, int splits, Acc* partial, int* counter) {
   const int b = blockIdx.x;
   int tile = b, split = 0, n = 1;
-  if (b >= dp) {
+  if (Split && b >= dp) {
     tile = dp + (b - dp) / splits;
     split = (b - dp) % splits;
     n = splits;
@@ -109,7 +109,7 @@ __device__ __forceinline__ Work<Acc> block_work(int M, int slabs, int dp, int sp
           split, n, tile - dp, partial, counter};
 }
 
-template <class E, class T, class Tl, bool AsyncA, bool AsyncW, class Acc>
+template <class E, class T, class Tl, bool AsyncA, bool AsyncW, bool Split, class Acc>
 __device__ __forceinline__ void mma_gemm_body(
     const E* A, const uint32_t* wq, T* y, int M, int N, int K, const MmaEpilogue& ep, uint8_t* smem,
     const Work<Acc>& work) {
@@ -256,7 +256,7 @@ __device__ __forceinline__ void mma_gemm_body(
     }
   }
 
-  if (work.splits > 1) {
+  if constexpr (Split) {
     // This split's sums, 16 bytes per thread and fragment, coalesced across the block.
     constexpr int kFrags = MT * NT;
     using Vec = std::conditional_t<kInt8<E>, int4, float4>;
@@ -267,23 +267,36 @@ __device__ __forceinline__ void mma_gemm_body(
       part[(size_t(work.split) * kFrags + i) * kThreads + tid] = Vec{a[0], a[1], a[2], a[3]};
     }
     __threadfence();
-    __syncthreads();
-    __shared__ int last;
+    __syncthreads(); // also: the ring is no longer read, its first word holds the flag
+    int* last = reinterpret_cast<int*>(smem);
     if (tid == 0) {
-      last = atomicAdd(work.counter + work.st, 1) == work.splits - 1;
+      *last = atomicAdd(work.counter + work.st, 1) == work.splits - 1;
     }
     __syncthreads();
-    if (!last) {
+    if (!*last) {
       return;
     }
     __threadfence();
+    // The splits in order (the same float sums whichever block is last), a row of
+    // fragments (NT loads) at a time.
 #pragma unroll
     for (int i = 0; i < kFrags; ++i) {
       Acc* a = acc[i / NT][i % NT];
       a[0] = a[1] = a[2] = a[3] = 0;
-      for (int sp = 0; sp < work.splits; ++sp) {
-        const Vec v = __ldcg(part + (size_t(sp) * kFrags + i) * kThreads + tid);
-        a[0] += v.x, a[1] += v.y, a[2] += v.z, a[3] += v.w;
+    }
+    for (int sp = 0; sp < work.splits; ++sp) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        Vec v[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          v[nt] = __ldcg(part + (size_t(sp) * kFrags + mt * NT + nt) * kThreads + tid);
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          Acc* a = acc[mt][nt];
+          a[0] += v[nt].x, a[1] += v[nt].y, a[2] += v[nt].z, a[3] += v[nt].w;
+        }
       }
     }
     if (tid == 0) {
@@ -361,7 +374,7 @@ constexpr int kMinBlocks = Tl::kThreads > 128 ? 1 : Tl::TM <= 32 ? 3 : 2;
 
 // Slots as cuda_ternary_gemm: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; split K (block_work):
 // 8 partial sums, 9 counters (zeroed), 10 whole tiles, 11 splits; threadgroup memory 0.
-template <class T, class Tl>
+template <class T, class Tl, bool Split>
 __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) ternary_mma(bnc::KernelArgs a) {
   uint8_t* smem = mma_smem<T, Tl>(a);
   const auto* x = bnc::buffer<const T>(a, 0);
@@ -369,25 +382,25 @@ __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) ternary_mma(bnc:
   const int M = bnc::constant_i32(a, 4), N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
   const auto* wq = bnc::buffer<const uint32_t>(a, 1);
   auto* y = bnc::buffer<T>(a, 3);
-  const Work<float> work = block_work<float, Tl>(M, (K * 2 + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 10),
+  const Work<float> work = block_work<float, Tl, Split>(M, (K * 2 + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 10),
                                                  bnc::constant_i32(a, 11), bnc::buffer<float>(a, 8),
                                                  bnc::buffer<int>(a, 9));
   const bool w_ok = w_rows_async<T>(wq, K);
   if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
     if (w_ok) {
-      mma_gemm_body<T, T, Tl, true, true>(x, wq, y, M, N, K, ep, smem, work);
+      mma_gemm_body<T, T, Tl, true, true, Split>(x, wq, y, M, N, K, ep, smem, work);
     } else {
-      mma_gemm_body<T, T, Tl, true, false>(x, wq, y, M, N, K, ep, smem, work);
+      mma_gemm_body<T, T, Tl, true, false, Split>(x, wq, y, M, N, K, ep, smem, work);
     }
   } else {
-    mma_gemm_body<T, T, Tl, false, false>(x, wq, y, M, N, K, ep, smem, work);
+    mma_gemm_body<T, T, Tl, false, false, Split>(x, wq, y, M, N, K, ep, smem, work);
   }
 }
 
 // Slots as cuda_bitlinear_gemv: 0 xq (quad order), 1 xscale, 2 wq, 3 scale, 4 bias, 5 y; 6 M, 7 N, 8 K,
 // 9 per_row, 10 has_bias; 11 qsum; split K (block_work): 12 partial sums, 13 counters (zeroed), 14 whole
 // tiles, 15 splits; threadgroup memory 0.
-template <class T, class Tl>
+template <class T, class Tl, bool Split>
 __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) bitlinear_mma(bnc::KernelArgs a) {
   uint8_t* smem = mma_smem<int8_t, Tl>(a);
   const MmaEpilogue ep{bnc::buffer<const float>(a, 3), bnc::buffer<const float>(a, 1), bnc::buffer<const int>(a, 11),
@@ -396,35 +409,37 @@ __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) bitlinear_mma(bn
   const auto* wq = bnc::buffer<const uint32_t>(a, 2);
   auto* y = bnc::buffer<T>(a, 5);
   const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
-  const Work<int> work = block_work<int, Tl>(M, (K + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 14),
+  const Work<int> work = block_work<int, Tl, Split>(M, (K + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 14),
                                              bnc::constant_i32(a, 15), bnc::buffer<int>(a, 12),
                                              bnc::buffer<int>(a, 13));
   if (w_rows_async<int8_t>(wq, K)) {
-    mma_gemm_body<int8_t, T, Tl, true, true>(xq, wq, y, M, N, K, ep, smem, work);
+    mma_gemm_body<int8_t, T, Tl, true, true, Split>(xq, wq, y, M, N, K, ep, smem, work);
   } else {
-    mma_gemm_body<int8_t, T, Tl, true, false>(xq, wq, y, M, N, K, ep, smem, work);
+    mma_gemm_body<int8_t, T, Tl, true, false, Split>(xq, wq, y, M, N, K, ep, smem, work);
   }
 }
 
-// Host names as launch_plan_cuda.cpp's mma_name: <op>_<T>_bm<BM>_bn<BN>_w<warps>_s<stages>.
-#define BITNET_CUDA_MMA_TILE(BM, BN, WM, WN, S, W)                                                            \
-  using Tile_##BM##_##BN##_##W##_##S = Tile<BM, BN, WM, WN, S>;                                                \
-  BITNET_CUDA_REGISTER("cuda_ternary_mma_float16_bm" #BM "_bn" #BN "_w" #W "_s" #S,                          \
-                       (ternary_mma<__half, Tile_##BM##_##BN##_##W##_##S>))                                   \
-  BITNET_CUDA_REGISTER("cuda_ternary_mma_bfloat16_bm" #BM "_bn" #BN "_w" #W "_s" #S,                         \
-                       (ternary_mma<__nv_bfloat16, Tile_##BM##_##BN##_##W##_##S>))                            \
-  BITNET_CUDA_REGISTER("cuda_bitlinear_mma_float32_bm" #BM "_bn" #BN "_w" #W "_s" #S,                        \
-                       (bitlinear_mma<float, Tile_##BM##_##BN##_##W##_##S>))                                  \
-  BITNET_CUDA_REGISTER("cuda_bitlinear_mma_float16_bm" #BM "_bn" #BN "_w" #W "_s" #S,                        \
-                       (bitlinear_mma<__half, Tile_##BM##_##BN##_##W##_##S>))                                 \
-  BITNET_CUDA_REGISTER("cuda_bitlinear_mma_bfloat16_bm" #BM "_bn" #BN "_w" #W "_s" #S,                       \
-                       (bitlinear_mma<__nv_bfloat16, Tile_##BM##_##BN##_##W##_##S>))
+// Host names as launch_plan_cuda.cpp's mma_launch: <op>_<T>_bm<BM>_bn<BN>_w<warps>_s<stages>[_split]
+// (the split-K kernels apart, so that the others carry none of its registers).
+#define BITNET_CUDA_MMA_KERNELS(BM, BN, W, S, tile, split, sfx)                                             \
+  BITNET_CUDA_REGISTER("cuda_ternary_mma_float16_bm" #BM "_bn" #BN "_w" #W "_s" #S sfx,                    \
+                       (ternary_mma<__half, tile, split>))                                                  \
+  BITNET_CUDA_REGISTER("cuda_ternary_mma_bfloat16_bm" #BM "_bn" #BN "_w" #W "_s" #S sfx,                   \
+                       (ternary_mma<__nv_bfloat16, tile, split>))                                           \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_mma_float32_bm" #BM "_bn" #BN "_w" #W "_s" #S sfx,                  \
+                       (bitlinear_mma<float, tile, split>))                                                 \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_mma_float16_bm" #BM "_bn" #BN "_w" #W "_s" #S sfx,                  \
+                       (bitlinear_mma<__half, tile, split>))                                                \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_mma_bfloat16_bm" #BM "_bn" #BN "_w" #W "_s" #S sfx,                 \
+                       (bitlinear_mma<__nv_bfloat16, tile, split>))
+#define BITNET_CUDA_MMA_TILE(BM, BN, WM, WN, S, W)                                                          \
+  using Tile_##BM##_##BN##_##W##_##S = Tile<BM, BN, WM, WN, S>;                                              \
+  BITNET_CUDA_MMA_KERNELS(BM, BN, W, S, Tile_##BM##_##BN##_##W##_##S, false, "")                             \
+  BITNET_CUDA_MMA_KERNELS(BM, BN, W, S, Tile_##BM##_##BN##_##W##_##S, true, "_split")
 
 // The tiles of launch_plan_cuda.cpp's kMmaTiles (keep the two lists equal).
 BITNET_CUDA_MMA_TILE(128, 128, 2, 2, 4, 4)
 BITNET_CUDA_MMA_TILE(64, 128, 2, 2, 4, 4)
-BITNET_CUDA_MMA_TILE(128, 128, 2, 2, 5, 4)
-BITNET_CUDA_MMA_TILE(64, 128, 2, 2, 6, 4)
 
 } // namespace
 } // namespace bitnet_cuda
