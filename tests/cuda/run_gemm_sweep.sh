@@ -8,7 +8,7 @@
 # test_fused / test_nn) with the GPU as MLX's default device.
 #
 #   device tool, carry [".cuda-bundle"]:  bash tests/cuda/run_gemm_sweep.sh
-#   SWEEP_ARGS / BENCH_ARGS: extra options; SWEEP=0 / BENCH=0 / TESTS=0 skip a step.
+#   SWEEP_ARGS / BENCH_ARGS: extra options; SWEEP=0 / BENCH=0 / TESTS=0 skip a step; TEST_TIMEOUT seconds.
 # $OUT gets sweep.json/.md, bench_cuda.json/.md, pytest_{kernels,gpu,models}.log, memcheck.log, logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,20 +52,20 @@ if [ "${BENCH:-1}" != "0" ] && [ $prc -eq 0 ]; then
 fi
 if [ "${TESTS:-1}" != "0" ]; then
   if [ $hrc -eq 0 ]; then
-    ( timeout 240 python3 -m pytest tests/test_cuda_kernels.py --noconftest -p no:cacheprovider -q -rs \
+    ( timeout "${TEST_TIMEOUT:-240}" python3 -m pytest tests/test_cuda_kernels.py --noconftest -p no:cacheprovider -q -rs \
         > "$DEST/pytest_kernels.log" 2>&1
       echo "pytest_rc=$?" >> "$DEST/pytest_kernels.log" ) &
-    ( timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 --leak-check no --print-limit 20 \
+    ( timeout "${TEST_TIMEOUT:-200}" compute-sanitizer --tool memcheck --error-exitcode 3 --leak-check no --print-limit 20 \
         python3 tests/cuda/cuda_kernel_cases.py > "$DEST/memcheck.log" 2>&1
       echo "memcheck_rc=$?" >> "$DEST/memcheck.log" ) &
   fi
   if [ $prc -eq 0 ]; then
-    ( BITNET_EXT_REQUIRE_GPU=1 BITNET_EXT_TEST_DEVICE=gpu timeout 240 python3 .github/scripts/pytest_device.py \
+    ( BITNET_EXT_REQUIRE_GPU=1 BITNET_EXT_TEST_DEVICE=gpu timeout "${TEST_TIMEOUT:-240}" python3 .github/scripts/pytest_device.py \
         tests/test_gpu.py tests/test_bitlinear.py tests/test_ternary_matmul.py -q -rs -p no:cacheprovider \
         > "$DEST/pytest_gpu.log" 2>&1
       echo "pytest_rc=$?" >> "$DEST/pytest_gpu.log" ) &
     # the models and modules built on them (prefill goes through the GEMMs)
-    ( BITNET_EXT_TEST_DEVICE=gpu timeout 240 python3 .github/scripts/pytest_device.py \
+    ( BITNET_EXT_TEST_DEVICE=gpu timeout "${TEST_TIMEOUT:-240}" python3 .github/scripts/pytest_device.py \
         tests/test_mlx_lm.py tests/test_fused.py tests/test_nn.py -q -rs -p no:cacheprovider \
         > "$DEST/pytest_models.log" 2>&1
       echo "pytest_rc=$?" >> "$DEST/pytest_models.log" ) &
