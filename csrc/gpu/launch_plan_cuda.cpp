@@ -203,10 +203,17 @@ constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4, 2}, {64, 128, 2, 2, 4, 3}};
 // Split K when the tiles fill at most half of one wave (the H200's 132 multiprocessors times
 // the tile's blocks each, "slots"): each tile gets min(slots / tiles, sqrt(slabs),
 // slabs / kMmaMinSplitSlabs, kMmaMaxSplits) blocks (the last one sums the splits: about one
-// memory round trip per split, hence the square root). Splitting only the tail past whole
-// waves measured slower (17408x5120 M = 512: 185 vs 165 us), so full grids are not split.
+// memory round trip per split, hence the square root). Measured on the H200 (sequential
+// launches): 2560x6912 M = 512 bitlinear 60 -> 48 us, ternary_matmul 98 -> 69 us (3 splits of
+// 18 / 36 slabs); with fewer than 16 slabs per split no gain (2560x2560 M = 512 bitlinear, 7
+// slabs: 29.0 vs 28.7 us). Splitting only the tail past whole waves measured slower
+// (17408x5120 M = 512: 185 vs 165 us), so full grids are not split. The plans split only the
+// 128 x 128 tile's grids (M > kMmaSmallTileMaxM): at M = 128 every split plan measured slower
+// than the unsplit old GEMM in bench_cuda.py's MLX timing (32 independent calls per eval, which
+// MLX's graph overlaps; e.g. bitlinear 6912x2560 57 vs 33 us), while the splits at M = 512 were
+// faster there too (2560x6912: bitlinear 78 -> 59, ternary_matmul 88 -> 69 us).
 constexpr int64_t kMultiprocessors = 132;
-constexpr int64_t kMmaMinSplitSlabs = 4;
+constexpr int64_t kMmaMinSplitSlabs = 16;
 constexpr int64_t kMmaMaxSplits = 16;
 constexpr int kMmaTileCount = int(sizeof(kMmaTiles) / sizeof(kMmaTiles[0]));
 constexpr size_t kMmaRowBytes = 128;
@@ -398,7 +405,8 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
     return variants::ternary_gemv(a, g.rows, g.warps);
   }
-  return variants::ternary_mma(a, mma_tile_for(a.M));
+  const int tile = mma_tile_for(a.M);
+  return variants::ternary_mma(a, tile, tile == kMmaBigTile);
 }
 
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
@@ -410,7 +418,8 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
     return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
   }
-  return variants::bitlinear_mma(a, mma_tile_for(a.M));
+  const int tile = mma_tile_for(a.M);
+  return variants::bitlinear_mma(a, tile, tile == kMmaBigTile);
 }
 
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {
