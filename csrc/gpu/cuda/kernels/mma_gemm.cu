@@ -181,21 +181,8 @@ __device__ __forceinline__ void mma_gemm_body(
 
   static_assert(std::is_same_v<Acc, std::conditional_t<kInt8<E>, int, float>>, "int32 or float32 sums");
   Acc acc[MT][NT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
-    }
-  }
-
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (s < slabs) {
-      load(s, s);
-    }
-    cp_async_commit();
-  }
+  zero_fragments(acc);
+  cp_async_prologue<S>(slabs, [&](int s) { load(s, s); });
 
   const int a_row = wm * TM + lane % 16;
   const int w_row = wn * TN + g;
@@ -279,11 +266,7 @@ __device__ __forceinline__ void mma_gemm_body(
     __threadfence();
     // The splits in order (the same float sums whichever block is last), a row of
     // fragments (NT loads) at a time.
-#pragma unroll
-    for (int i = 0; i < kFrags; ++i) {
-      Acc* a = acc[i / NT][i % NT];
-      a[0] = a[1] = a[2] = a[3] = 0;
-    }
+    zero_fragments(acc);
     for (int sp = 0; sp < work.splits; ++sp) {
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {

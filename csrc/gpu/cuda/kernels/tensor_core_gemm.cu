@@ -206,22 +206,11 @@ __device__ __forceinline__ void gemm_body(
   };
 
   Acc<E> acc[MT][NT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
-    }
-  }
-
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (s < slabs) {
-      load_a(s, s);
-      load_w(s, s);
-    }
-    cp_async_commit();
-  }
+  zero_fragments(acc);
+  cp_async_prologue<S>(slabs, [&](int s) {
+    load_a(s, s);
+    load_w(s, s);
+  });
   cp_async_wait<S - 2>();
   decode_w(0, 0, 0);
   __syncthreads();
