@@ -5,7 +5,7 @@
 //   cuda_bitlinear_mma_<T>_<tile>  xq int8 in quad order (absmax_quantize_quad_<T>, with qsum),
 //                                  mma.m16n8k32.s8 on W's codes 0..3, exact int32:
 //                                  acc = sum xq code - qsum; BitLinear's epilogue
-//   <tile> = bm<BM>_bn<BN>_w<warps>_s<stages>
+//   <tile> = bm<BM>_bn<BN>_w<warps>_s<stages>[_split] (_split: K split over blocks, block_work)
 //
 // Block tile BM x BN, WM x WN warps (warp tile BM/WM x BN/WN), K in stages of
 // 128 bytes of x per row (128 int8 or 64 16-bit k) and the matching packed W
@@ -139,20 +139,7 @@ __device__ __forceinline__ void mma_gemm_body(
         const int kb = slab * kRowBytes + chunk * 16;
         const bool ok = m0 + row < M && kb < kbytes;
         const uint8_t* src = reinterpret_cast<const uint8_t*>(A) + (ok ? size_t(m0 + row) * kbytes + kb : 0);
-        uint8_t* dst = sa + swizzle128(row, chunk);
-        if constexpr (AsyncA) {
-          cp_async_16(dst, src, ok ? 16 : 0);
-        } else {
-          uint32_t v[4] = {0, 0, 0, 0};
-          if (ok) {
-            const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src); // 2-byte aligned (16-bit x only)
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              v[j] = uint32_t(s16[2 * j]) | (uint32_t(s16[2 * j + 1]) << 16);
-            }
-          }
-          *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
-        }
+        copy_x_chunk<AsyncA>(sa + swizzle128(row, chunk), src, ok);
       }
     }
     uint8_t* sw = sa + BM * kRowBytes;

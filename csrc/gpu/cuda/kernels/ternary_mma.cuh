@@ -212,6 +212,25 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// One 16-byte chunk of x into shared memory: cp.async (zero-filled when !ok), or, for x only
+// 2-byte aligned (16-bit x), eight 2-byte loads and one 16-byte store.
+template <bool Async>
+__device__ __forceinline__ void copy_x_chunk(uint8_t* dst, const uint8_t* src, bool ok) {
+  if constexpr (Async) {
+    cp_async_16(dst, src, ok ? 16 : 0);
+  } else {
+    uint32_t v[4] = {0, 0, 0, 0};
+    if (ok) {
+      const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[j] = uint32_t(s16[2 * j]) | (uint32_t(s16[2 * j + 1]) << 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
+  }
+}
+
 // Zeroes a warp's MMA accumulators (MT x NT fragments of 4).
 template <class Acc, int MT, int NT>
 __device__ __forceinline__ void zero_fragments(Acc (&acc)[MT][NT][4]) {
