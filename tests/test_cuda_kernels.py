@@ -118,6 +118,10 @@ GEMM_SHAPES = S.GEMM_SHAPES + [(130, 260, 1040), (256, 128, 64)]  # the shader s
 
 
 GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 and 4 warps
+# W decoded in registers (mma_gemm.cu), one per tile of launch_plan_cuda.cpp's kMmaTiles.
+# mmas_t<i>: the same with the tail tiles splitting K as the plans do.
+MMA_VARIANTS = ["mma_t0", "mma_t1", "mmas_t0", "mmas_t1"]
+GEMM_VARIANTS += MMA_VARIANTS
 
 
 @pytest.mark.parametrize("variant", GEMM_VARIANTS)
@@ -130,7 +134,8 @@ def test_ternary_gemm(M, N, K, dtype_name, variant):
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
                                            ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96),
-                                           ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96)], ids=str)
+                                           ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96),
+                                           ("mma_t0", 33, 40, 48), ("mmas_t1", 20, 9, 96)], ids=str)
 def test_ternary_nonfinite_activations(variant, M, N, K, kind):
     """inf * 0 = NaN in the tensor cores too: NaN and inf exactly where the reference has them."""
     check_ternary(M, N, K, "float16", per_row=True, variant=variant, seed=M + N, nonfinite=kind)
@@ -138,7 +143,8 @@ def test_ternary_nonfinite_activations(variant, M, N, K, kind):
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 21, 6912), ("gemv_r4", 5, 70, 2064),
-                                           ("gemm_bm64", 33, 40, 528), ("gemm_bm128", 70, 9, 6912)], ids=str)
+                                           ("gemm_bm64", 33, 40, 528), ("gemm_bm128", 70, 9, 6912),
+                                           ("mma_t0", 33, 40, 528), ("mmas_t1", 70, 9, 6912)], ids=str)
 def test_ternary_random_words(variant, M, N, K, dtype_name):
     """Arbitrary words: code 3 reads as +2 in the LOP3/FMA decode as in the reference."""
     check_ternary(M, N, K, dtype_name, per_row=False, variant=variant, seed=3 * M + K, raw_words=True)
@@ -214,7 +220,8 @@ def test_bitlinear_gemm(M, N, K, dtype_name, variant):
 
 BITLINEAR_VARIANT_CASES = [("fused_r1", 1, 7, 2560), ("gemv_r1", 1, 5, 16384 + 16), ("gemv_r2", 6, 9, 80),
                            ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064), ("gemmw4_bm64", 40, 37, 96),
-                           ("gemmw4_bm128", 20, 9, 2064)]
+                           ("gemmw4_bm128", 20, 9, 2064), ("mma_t0", 40, 37, 96), ("mmas_t0", 130, 9, 2064),
+                           ("mmas_t1", 20, 300, 6912)]
 
 
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
@@ -232,7 +239,8 @@ def test_bitlinear_random_words(variant, M, N, K, dtype_name):
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("variant,M,K", [("fused_r1", 1, 16384), ("gemv_r1", 1, 65536), ("gemv_r4", 8, 4096),
                                          ("gemm_bm64", 17, 4096), ("gemm_bm128", 40, 65536),
-                                         ("gemmw4_bm128", 40, 65536)], ids=str)
+                                         ("gemmw4_bm128", 40, 65536), ("mma_t0", 40, 65536), ("mmas_t0", 40, 65536)],
+                         ids=str)
 def test_bitlinear_is_exact_at_the_bound(variant, M, K, sign):
     """Every code 3 (+2) and every activation at +-127 after quantization: the largest |acc|, 254 K."""
     N = 5
@@ -266,9 +274,10 @@ PLAN_CASES = [
     ("ternary_matmul", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1"),
     ("ternary_matmul", dict(M=9, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=4, N=2560, K=2560, dtype="float16"), "cuda_ternary_gemv_float16_r1_w8"),
-    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w4"),
-    ("ternary_matmul", dict(M=512, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm128_w4"),
-    ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_gemm_float16_bm64_w8"),
+    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"),
+     "cuda_ternary_mma_bfloat16_bm128_bn128_w4_s4_split"),  # 80 tiles: K split 2 ways
+    ("ternary_matmul", dict(M=512, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_mma_bfloat16_bm128_bn128_w4_s4"),
+    ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_mma_float16_bm64_bn128_w4_s4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
     ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
@@ -278,9 +287,11 @@ PLAN_CASES = [
     ("bitlinear", dict(M=16, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),
-    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemm_bfloat16_bm64_w8"),
-    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_gemm_float16_bm128_w8"),
-    ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_gemm_float32_bm64_w8"),
+    ("ternary_matmul", dict(M=65, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_mma_bfloat16_bm64_bn128_w4_s4"),
+    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="float16"), "cuda_bitlinear_mma_float16_bm128_bn128_w4_s4"),
+    ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_mma_float32_bm128_bn128_w4_s4"),
+    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="bfloat16"), "cuda_absmax_quantize_quad_vec_bfloat16"),
+    ("bitlinear", dict(M=100, N=64, K=8192 + 16, dtype="float32"), "cuda_absmax_quantize_quad_float32"),
 ]
 
 
@@ -295,6 +306,15 @@ def test_cuda_plans_match_the_reference(M, N, K, dtype_name):
     """No variant named: the plans launch_plan_cuda.cpp makes (shim kernels for float32 ternary_matmul)."""
     check_bitlinear(M, N, K, dtype_name, per_row=True, has_bias=True)
     check_ternary(M, N, K, dtype_name, per_row=False)
+
+
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("M,N,K", [(300, 1000, 4096), (512, 2560, 6912)], ids=str)
+def test_cuda_plans_split_k(M, N, K, dtype_name):
+    """Shapes whose last wave of GEMM tiles splits K (launch_plan_cuda.cpp's mma_launch), through the plans."""
+    check_bitlinear(M, N, K, dtype_name, per_row=True, has_bias=True)
+    if dtype_name != "float32":
+        check_ternary(M, N, K, dtype_name, per_row=True)
 
 
 def test_every_cuda_kernel_ran():

@@ -4,6 +4,7 @@
 // H200 (bench/results/nvidia-h200-cuda-kernels.md, docs/cuda_backend.md "Kernels").
 #include "gpu/launch_plan_cuda.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -40,20 +41,13 @@ constexpr bool kUseFused = false;
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
-// GEMM: 128 columns of W per block, BM rows of x (64 or 128), 8 or 4 warps.
-// Measured (all four variants at M = 128, 512, 2048): BM = 128 pays from
-// M = 256 when N >= 4096 (6912x2560, M = 512: 63 vs 82 us bitlinear); with
-// N = 2560 its 20 column tiles leave SMs idle and BM = 64 is faster at every
-// M. Four warps (64-column warp tiles) are 4-12% faster for ternary_matmul
-// from M = 512, within 3% either way for bitlinear (which keeps 8).
+// Many rows with K <= kQuantVecMaxK: the quantizer that holds a row in registers (128 threads
+// of 4 groups of 16; bitlinear_gemv.cu's absmax_quantize_quad_vec).
+constexpr uint32_t kQuantVecThreads = 128;
+constexpr int64_t kQuantVecMaxK = 8192;
+// The shared-memory-decode GEMMs (tensor_core_gemm.cu, variants ternary_gemm / bitlinear_gemm):
+// 128 columns of W per block. The plans take the mma GEMMs (mma_tile_for) instead.
 constexpr int64_t kGemmBN = 128;
-constexpr int64_t kGemmBigTileMinM = 256;
-constexpr int64_t kGemmBigTileMinN = 4096;
-constexpr int64_t kGemmTernaryFourWarpsMinM = 512;
-
-int gemm_bm(int64_t M, int64_t N) {
-  return M >= kGemmBigTileMinM && N >= kGemmBigTileMinN ? 128 : 64;
-}
 
 // CUDA's limit on grid.y and grid.z (grid.x takes 2^31 - 1).
 constexpr uint32_t kMaxGridYZ = 65535;
@@ -160,9 +154,154 @@ uint32_t quant_threads(int64_t M, int64_t K) {
   return uint32_t(t < 32 ? 32 : t > kQuantThreadsFewRows ? kQuantThreadsFewRows : t);
 }
 
+// Without a bias, the bias slot gets the scale buffer again (never read).
+int bias_slot(const BitLinearArgs& a) {
+  return a.has_bias ? 3 : 2;
+}
+
+// The temporaries xq (quad order), xscale, qsum and cuda_absmax_quantize_quad_<T> writing them.
+LaunchPlan quad_quantize(const BitLinearArgs& a) {
+  LaunchPlan p;
+  p.temporaries = {
+      {"xq", size_t(a.M) * size_t(a.K), false},
+      {"xscale", size_t(a.M) * sizeof(float), false},
+      {"qsum", size_t(a.M) * sizeof(int32_t), false},
+  };
+  KernelLaunch q;
+  const bool vec = a.M > kDecodeMaxM && a.K <= kQuantVecMaxK;
+  q.name = std::string(vec ? "cuda_absmax_quantize_quad_vec_" : "cuda_absmax_quantize_quad_") + dtype_name(a.dtype);
+  q.grid = {ceil_div(a.M, 1), 1, 1};
+  q.group = {vec ? kQuantVecThreads : quant_threads(a.M, a.K), 1, 1};
+  q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
+  q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
+  push(p, q);
+  return p;
+}
+
+// The slots of a kernel reading quad_quantize's temporaries (the int8 GEMV's and GEMM's): 0 xq,
+// 1 xscale, 2 wq, 3 scale, 4 bias, 5 y, 11 qsum; 6 M, 7 N, 8 K, 9 per_row, 10 has_bias.
+KernelLaunch quad_consumer(const BitLinearArgs& a, const std::string& name) {
+  KernelLaunch k;
+  k.name = name;
+  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias_slot(a), 4), out(0, 5), tmp(2, 11)};
+  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
+                 ci("has_bias", 10, a.has_bias)};
+  return k;
+}
+
+// The W-in-registers GEMMs (kernels/mma_gemm.cu): BM x BN tiles of WM x WN
+// warps, a ring of `stages` stages of 128 bytes of x per row and the packed
+// W (32 bytes per row for int8, 16 for 16-bit x) in dynamic shared memory.
+// blocks: how many fit on one multiprocessor (registers and shared memory, ptxas -v).
+struct MmaTile {
+  int bm, bn, wm, wn, stages, blocks;
+};
+// Indexed by the "mma_t<i>" variants; mma_gemm.cu instantiates the same list.
+// (Measured and dropped, bench/results/cuda-h200-gemm-m512.md: 128 x 128 of 8 warps, 128 x 256 and
+// 256 x 128 of 8 warps of 64 x 64, 5 and 6 stages: slower, or within 2%.)
+constexpr MmaTile kMmaTiles[] = {{128, 128, 2, 2, 4, 2}, {64, 128, 2, 2, 4, 3}};
+// Split K when the tiles fill at most half of one wave (the H200's 132 multiprocessors times
+// the tile's blocks each, "slots"): each tile gets min(slots / tiles, sqrt(slabs),
+// slabs / kMmaMinSplitSlabs, kMmaMaxSplits) blocks (the last one sums the splits: about one
+// memory round trip per split, hence the square root). Measured on the H200 (sequential
+// launches): 2560x6912 M = 512 bitlinear 60 -> 48 us, ternary_matmul 98 -> 69 us (3 splits of
+// 18 / 36 slabs); with fewer than 16 slabs per split no gain (2560x2560 M = 512 bitlinear, 7
+// slabs: 29.0 vs 28.7 us). Splitting only the tail past whole waves measured slower
+// (17408x5120 M = 512: 185 vs 165 us), so full grids are not split. The plans split only the
+// 128 x 128 tile's grids (M > kMmaSmallTileMaxM): at M = 128 every split plan measured slower
+// than the unsplit old GEMM in bench_cuda.py's MLX timing (32 independent calls per eval, which
+// MLX's graph overlaps; e.g. bitlinear 6912x2560 57 vs 33 us), while the splits at M = 512 were
+// faster there too (2560x6912: bitlinear 78 -> 59, ternary_matmul 88 -> 69 us).
+constexpr int64_t kMultiprocessors = 132;
+constexpr int64_t kMmaMinSplitSlabs = 16;
+constexpr int64_t kMmaMaxSplits = 16;
+constexpr int kMmaTileCount = int(sizeof(kMmaTiles) / sizeof(kMmaTiles[0]));
+constexpr size_t kMmaRowBytes = 128;
+
+const MmaTile& mma_tile(int i) {
+  check_variant(i >= 0 && i < kMmaTileCount, "mma: tile index 0.." + std::to_string(kMmaTileCount - 1));
+  return kMmaTiles[i];
+}
+
+// Grid, block, ring size and split of an mma kernel on tile t (x elements of `x_bytes` bytes):
+// buffers `slot` (partial sums) and slot + 1 (counters), constants slot + 2 (whole tiles), slot + 3
+// (splits); the two temporaries are appended to the plan when the tail is split.
+void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, int64_t K, size_t x_bytes,
+                int slot, bool split) {
+  k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
+  k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
+  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
+  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
+  const int64_t tiles = ceil_div(M, t.bm) * ceil_div(N, t.bn);
+  const int64_t slots = kMultiprocessors * t.blocks;
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  int64_t splits = 1;
+  if (split && 2 * tiles <= slots) {
+    int64_t root = 1;
+    while ((root + 1) * (root + 1) <= slabs) {
+      ++root;
+    }
+    splits = std::max<int64_t>(1, std::min({slots / tiles, root, slabs / kMmaMinSplitSlabs, kMmaMaxSplits}));
+  }
+  const int64_t dp = splits > 1 ? 0 : tiles;
+  k.grid = {uint32_t(dp + (tiles - dp) * splits), 1, 1};
+  if (splits > 1) {
+    k.name += "_split";
+    const int tmp0 = int(p.temporaries.size());
+    p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * t.bm * t.bn * 4, false});
+    p.temporaries.push_back({"counters", size_t(tiles - dp) * 4, true});
+    k.buffers.push_back(tmp(tmp0, slot));
+    k.buffers.push_back(tmp(tmp0 + 1, slot + 1));
+  }
+  k.constants.push_back(ci("tiles", slot + 2, dp));
+  k.constants.push_back(ci("splits", slot + 3, splits));
+}
+
+// The mma tile for M rows of x (bench/results/cuda-h200-gemm-m512.md): 64 x 128 (4 warps of
+// 32 x 64, 3 blocks per multiprocessor) up to kMmaSmallTileMaxM, 128 x 128 (4 warps of 64 x 64,
+// 2 per multiprocessor) above. Both beat the shared-memory-decode GEMMs (cuda_*_gemm_*) at every
+// measured shape from M = 128 (e.g. bitlinear 17408x5120 M = 512: 165 vs 254 us).
+constexpr int64_t kMmaSmallTileMaxM = 256;
+constexpr int kMmaSmallTile = 1;
+constexpr int kMmaBigTile = 0;
+
+int mma_tile_for(int64_t M) {
+  return M <= kMmaSmallTileMaxM ? kMmaSmallTile : kMmaBigTile;
+}
+
 } // namespace
 
 namespace variants {
+
+LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype), "ternary_mma: transpose=True, float16/bfloat16");
+  const MmaTile& t = mma_tile(tile);
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_mma_") + dtype_name(a.dtype);
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  mma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split);
+  push(p, k);
+  return p;
+}
+
+LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split) {
+  check_k(a.K);
+  const MmaTile& t = mma_tile(tile);
+  if (a.M <= 0 || a.N <= 0) {
+    return {};
+  }
+  LaunchPlan p = quad_quantize(a);
+  KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_mma_") + dtype_name(a.dtype));
+  mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
+  push(p, k);
+  return p;
+}
 
 LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps) {
   check_k(a.K);
@@ -212,8 +351,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
     return p;
   }
   const std::string dt = dtype_name(a.dtype);
-  // Without a bias, the bias slot gets the scale buffer again (never read).
-  const int bias = a.has_bias ? 3 : 2;
+  const int bias = bias_slot(a);
   if (fused) {
     KernelLaunch k;
     k.name = "cuda_bitlinear_fused_" + dt + suffix("r", rows);
@@ -226,26 +364,10 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
     push(p, k);
     return p;
   }
-  p.temporaries = {
-      {"xq", size_t(a.M) * size_t(a.K), false},
-      {"xscale", size_t(a.M) * sizeof(float), false},
-      {"qsum", size_t(a.M) * sizeof(int32_t), false},
-  };
-  KernelLaunch q;
-  q.name = "cuda_absmax_quantize_quad_" + dt;
-  q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {quant_threads(a.M, a.K), 1, 1};
-  q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
-  q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
-  push(p, q);
-
-  KernelLaunch k;
-  k.name = "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps);
+  p = quad_quantize(a);
+  KernelLaunch k = quad_consumer(a, "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps));
   k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
   k.group = {uint32_t(32 * warps), 1, 1};
-  k.buffers = {tmp(0, 0), tmp(1, 1), in(1, 2), in(2, 3), in(bias, 4), out(0, 5), tmp(2, 11)};
-  k.constants = {ci("M", 6, a.M), ci("N", 7, a.N), ci("K", 8, a.K), ci("per_row", 9, a.per_row_scale),
-                 ci("has_bias", 10, a.has_bias)};
   push(p, k);
   return p;
 }
@@ -283,7 +405,8 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
     return variants::ternary_gemv(a, g.rows, g.warps);
   }
-  return variants::ternary_gemm(a, gemm_bm(a.M, a.N), a.M >= kGemmTernaryFourWarpsMinM ? 4 : 8);
+  const int tile = mma_tile_for(a.M);
+  return variants::ternary_mma(a, tile, tile == kMmaBigTile);
 }
 
 LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
@@ -295,7 +418,8 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
     return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
   }
-  return variants::bitlinear_gemm(a, gemm_bm(a.M, a.N), 8);
+  const int tile = mma_tile_for(a.M);
+  return variants::bitlinear_mma(a, tile, tile == kMmaBigTile);
 }
 
 LaunchPlan plan_absmax_quantize(int64_t M, int64_t K, Dtype dtype, float eps) {

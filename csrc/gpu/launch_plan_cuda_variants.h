@@ -25,4 +25,11 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
 // The shared absmax_quantize_<T>, then cuda_bitlinear_gemm_<T>_bm<bm>_w<warps>.
 LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps = 8);
 
+// W decoded in registers (kernels/mma_gemm.cu), tile = index into launch_plan_cuda.cpp's kMmaTiles:
+// cuda_ternary_mma_<T>_bm<BM>_bn<BN>_w<warps>_s<stages> (transpose = true, float16 / bfloat16), and
+// cuda_absmax_quantize_quad_<T> then cuda_bitlinear_mma_<T>_<same tile>.
+// split: the tiles past the last whole wave split K (launch_plan_cuda.cpp's mma_launch).
+LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split = true);
+LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split = true);
+
 } // namespace bitnet_ext::gpu::cuda_plans::variants

@@ -18,20 +18,25 @@ from plan_cases import DTYPES, activations, pack  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+MMA = ("mma_t0", "mma_t1", "mmas_t0", "mmas_t1")  # launch_plan_cuda.cpp's kMmaTiles
+
+
 def cases():
     for dt in ("float16", "bfloat16"):
         for v in [f"{f}_r{r}" for f in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)]:
             for M, N, K in ((1, 13, 2048 + 64), (9, 37, 2048 + 16)):
                 yield "ternary_matmul", dict(M=M, N=N, K=K, dtype=dt, per_row_scale=True, variant=v)
-        for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"):
+        for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128") + MMA:
             yield "ternary_matmul", dict(M=70, N=130, K=528, dtype=dt, variant=v)
+        yield "ternary_matmul", dict(M=130, N=260, K=1024, dtype=dt, variant="mmas_t0")  # cp.async W rows, split K
     for dt in DTYPES:
         for v in ("gemv_r1", "gemv_r4", "gemvw8_r1", "gemvw8_r2", "gemvw8_r4", "gemvw16_r1", "gemvw16_r2",
                   "gemvw16_r4", "fused_r1", "fused_r2", "fused_r4"):
             yield "bitlinear", dict(M=1, N=19, K=2064, dtype=dt, per_row_scale=True, has_bias=True, variant=v)
         yield "bitlinear", dict(M=11, N=19, K=2112, dtype=dt, per_row_scale=True, has_bias=True, variant="gemv_r2")
-        for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"):
+        for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128") + MMA:
             yield "bitlinear", dict(M=70, N=130, K=528, dtype=dt, has_bias=True, variant=v)
+        yield "bitlinear", dict(M=130, N=261, K=1024, dtype=dt, has_bias=True, variant="mmas_t1")
 
 
 def main():

@@ -40,7 +40,9 @@ void check(cudaError_t e, const char* op, const std::string& what) {
 struct Kernel {
   const bnc::KernelInfo* info = nullptr;
   CUfunction function = nullptr;
-  size_t shared_limit_set = 48 * 1024; // dynamic shared memory allowed so far
+  // Dynamic shared memory allowed so far: the default 48 KiB less the kernel's static shared
+  // memory, so any dynamic size gets an explicit opt-in once.
+  size_t shared_limit_set = 0;
 };
 
 class KernelCache {
@@ -62,8 +64,8 @@ class KernelCache {
     return kernels_.emplace(key, Kernel{info, reinterpret_cast<CUfunction>(f)}).first->second;
   }
 
-  // Lets `k` use `bytes` of dynamic shared memory (above 48 KiB CUDA asks
-  // for an opt-in per function).
+  // Lets `k` use `bytes` of dynamic shared memory (past 48 KiB with its static
+  // shared memory, CUDA asks for an opt-in per function).
   void allow_shared(Kernel& k, size_t bytes, const char* op) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (bytes > k.shared_limit_set) {

@@ -109,7 +109,21 @@ KernelTimes execute_plan(
       const auto& list = kind == ArgKind::Input ? in : kind == ArgKind::Output ? out : tmp;
       return index >= 0 && size_t(index) < list.size() ? list[index]->get() : nullptr;
     };
-    PackedLaunch packed = pack_launch(k, *info, pointer_of, kAppleThreadgroupMemory, "Apple GPUs");
+    // The shaders keep to Apple's limit; the hand-written CUDA kernels ("cuda_" names) may take
+    // what this GPU allows a block (opted in per kernel as the package's run_plan does).
+    const bool handwritten = k.name.rfind("cuda_", 0) == 0;
+    size_t limit = kAppleThreadgroupMemory;
+    if (handwritten) {
+      int dev = 0, bytes = 0;
+      check(cudaGetDevice(&dev), "cudaGetDevice");
+      check(cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+      limit = size_t(bytes);
+    }
+    PackedLaunch packed = pack_launch(k, *info, pointer_of, limit, handwritten ? "this GPU's blocks" : "Apple GPUs");
+    if (handwritten && packed.shared_bytes > 0) { // with static shared memory, 48 KiB may be too much already
+      check(cudaFuncSetAttribute(info->entry, cudaFuncAttributeMaxDynamicSharedMemorySize, int(packed.shared_bytes)),
+            "raising the shared memory limit of " + k.name);
+    }
     Prepared p{info, dim3(k.grid.x, k.grid.y, k.grid.z), dim3(k.group.x, k.group.y, k.group.z), packed.args,
                packed.shared_bytes, {}};
     for (const auto& b : k.buffers) {
@@ -118,7 +132,7 @@ KernelTimes execute_plan(
       }
     }
     // Scratch for the debug build's mem_flags check (unused otherwise; cheap).
-    if (p.shared > 0) {
+    if (p.shared > 0 && !handwritten) {
       const uint64_t blocks = uint64_t(k.grid.x) * k.grid.y * k.grid.z;
       scratch.push_back(std::make_unique<DeviceBuffer>(blocks * p.shared));
       p.args.threadgroup_snapshot = static_cast<unsigned char*>(scratch.back()->get());

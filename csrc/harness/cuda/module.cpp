@@ -39,7 +39,7 @@ const bnh::PlanSet kCudaPlans{
     &gpu::cuda_plans::plan_absmean_quantize, &gpu::cuda_plans::plan_pack, &gpu::cuda_plans::plan_unpack,
     &gpu::cuda_plans::plan_dequantize};
 
-// "<family>_<letters><number>", e.g. gemv_r2, gemvw16_r1, fused_r1, gemm_bm128, gemmw4_bm64.
+// "<family>_<letters><number>", e.g. gemv_r2, gemvw16_r1, fused_r1, gemm_bm128, gemmw4_bm64, mma_t3.
 std::pair<std::string, int> parse_variant(const std::string& v) {
   const auto us = v.find('_');
   const auto tail = v.find_last_not_of("0123456789");
@@ -76,6 +76,11 @@ gpu::LaunchPlan make_plan(const std::string& plans, const std::string& kind, con
   }
   if (kind == "bitlinear" && (family == "gemm" || family == "gemmw4")) {
     return v::bitlinear_gemm(bnh::bitlinear_args(p), n, family == "gemm" ? 8 : 4);
+  }
+  if (family == "mma" || family == "mmas") { // mma: no split of K; mmas: split as the plans do
+    const bool split = family == "mmas";
+    return kind == "bitlinear" ? v::bitlinear_mma(bnh::bitlinear_args(p), n, split)
+                               : v::ternary_mma(bnh::ternary_matmul_args(p), n, split);
   }
   throw nb::value_error(("no CUDA variant " + family + " for " + kind).c_str());
 }

@@ -15,6 +15,7 @@
 //
 // Kernels:
 //   cuda_absmax_quantize_quad_<T>   one block per row of x: xq (quad order), xscale, qsum
+//   cuda_absmax_quantize_quad_vec_<T>  the same for many rows, x held in registers (K <= 8192)
 //   cuda_bitlinear_gemv_<T>_r<R>    the int8 GEMV on those
 //   cuda_bitlinear_fused_<T>_r<R>   M = 1: each block quantizes x into shared memory, then the GEMV
 #include "kernel_args.cuh"
@@ -105,6 +106,84 @@ __global__ void __launch_bounds__(kQuantMaxThreads) absmax_quantize_quad(bnc::Ke
                        xscale, qsum, scratch);
   if (threadIdx.x == 0) {
     bnc::buffer<float>(a, 2)[m] = xscale;
+    bnc::buffer<int>(a, 3)[m] = qsum;
+  }
+}
+
+// Many rows (the plans' quantizer past the decode row counts): kQuantVecThreads per row, each
+// thread keeping up to kQuantVecGroups groups of 16 x in registers (x is read once, 16-byte
+// loads where x is 16-byte aligned) and storing a group's 16 codes (quad order) in one store.
+// The same codes, xscale and qsum as quantize_row_quad. Slots as absmax_quantize_quad.
+constexpr int kQuantVecThreads = 128;
+constexpr int kQuantVecGroups = 4; // K <= 128 * 4 * 16 = 8192 (launch_plan_cuda.cpp's kQuantVecMaxK)
+
+template <class T>
+__global__ void __launch_bounds__(kQuantVecThreads) absmax_quantize_quad_vec(bnc::KernelArgs a) {
+  __shared__ uint32_t scratch[32];
+  const int m = blockIdx.x, tid = threadIdx.x;
+  const int K = bnc::constant_i32(a, 4);
+  const float eps = bnc::constant_f32(a, 5);
+  const T* x = bnc::buffer<const T>(a, 0) + size_t(m) * K;
+  const int groups = K / 16;
+  const bool vec = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  constexpr int kVecs = 16 * int(sizeof(T)) / 16; // 16-byte loads per group
+  float v[kQuantVecGroups][16];
+  uint32_t amax = 0;
+#pragma unroll
+  for (int j = 0; j < kQuantVecGroups; ++j) {
+    const int u = tid + j * kQuantVecThreads;
+    if (u < groups) {
+      const T* p = x + 16 * u;
+      if (vec) {
+        uint4 q[kVecs];
+#pragma unroll
+        for (int i = 0; i < kVecs; ++i) {
+          q[i] = reinterpret_cast<const uint4*>(p)[i];
+        }
+        const T* e = reinterpret_cast<const T*>(q);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          v[j][i] = to_float<T>(e[i]);
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+          v[j][i] = load_float(p + i);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        amax = max(amax, abs_bits(v[j][i]));
+      }
+    }
+  }
+  const float mx = __uint_as_float(block_max(amax, scratch));
+  const float s = __fdiv_rn(is_nan_bits(mx) ? mx : fmaxf(mx, eps), 127.0f);
+  int sum = 0;
+  uint8_t* xq = bnc::buffer<uint8_t>(a, 1) + size_t(m) * K;
+#pragma unroll
+  for (int j = 0; j < kQuantVecGroups; ++j) {
+    const int u = tid + j * kQuantVecThreads;
+    if (u < groups) {
+      uint32_t w[4];
+#pragma unroll
+      for (int s4 = 0; s4 < 4; ++s4) {
+        uint32_t packed = 0;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const float r = __fdiv_rn(v[j][s4 + 4 * q], s);
+          const int c = is_nan_bits(r) ? 0 : static_cast<int>(fminf(fmaxf(rintf(r), -128.0f), 127.0f));
+          sum += c;
+          packed |= (uint32_t(c) & 0xFFu) << (8 * q);
+        }
+        w[s4] = packed;
+      }
+      reinterpret_cast<uint4*>(xq)[u] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+  }
+  const int qsum = block_sum(sum, scratch);
+  if (tid == 0) {
+    bnc::buffer<float>(a, 2)[m] = s;
     bnc::buffer<int>(a, 3)[m] = qsum;
   }
 }
@@ -223,6 +302,7 @@ __global__ void __launch_bounds__(32 * kGemvWarps) bitlinear_fused(bnc::KernelAr
   BITNET_CUDA_REGISTER("cuda_bitlinear_gemv_" #tname "_r" #R "_w16", (bitlinear_gemv<T, R, 16>))
 #define BITNET_CUDA_BITLINEAR(tname, T)                                                   \
   BITNET_CUDA_REGISTER("cuda_absmax_quantize_quad_" #tname, absmax_quantize_quad<T>)     \
+  BITNET_CUDA_REGISTER("cuda_absmax_quantize_quad_vec_" #tname, absmax_quantize_quad_vec<T>) \
   BITNET_CUDA_BITLINEAR_RW(tname, T, 1)                                                  \
   BITNET_CUDA_BITLINEAR_RW(tname, T, 2)                                                  \
   BITNET_CUDA_BITLINEAR_RW(tname, T, 4)                                                  \

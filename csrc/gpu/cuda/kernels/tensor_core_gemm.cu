@@ -150,20 +150,7 @@ __device__ __forceinline__ void gemm_body(
       const int kb = slab * kSlabBytes + chunk * 16;
       const bool ok = m0 + row < M && kb < kbytes;
       const uint8_t* src = reinterpret_cast<const uint8_t*>(A) + (ok ? size_t(m0 + row) * kbytes + kb : 0);
-      uint8_t* dst = sa + stage * BM * kSlabBytes + swizzle(row, chunk);
-      if (AsyncA) {
-        cp_async_16(dst, src, ok ? 16 : 0);
-      } else {
-        uint32_t v[4] = {0, 0, 0, 0};
-        if (ok) {
-          const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src); // 2-byte aligned (16-bit x only)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            v[j] = uint32_t(s16[2 * j]) | (uint32_t(s16[2 * j + 1]) << 16);
-          }
-        }
-        *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
-      }
+      copy_x_chunk<AsyncA>(sa + stage * BM * kSlabBytes + swizzle(row, chunk), src, ok);
     }
   };
   // Words of W row tid in this slab that lie inside K (0 past N).
@@ -206,22 +193,11 @@ __device__ __forceinline__ void gemm_body(
   };
 
   Acc<E> acc[MT][NT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
-    }
-  }
-
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (s < slabs) {
-      load_a(s, s);
-      load_w(s, s);
-    }
-    cp_async_commit();
-  }
+  zero_fragments(acc);
+  cp_async_prologue<S>(slabs, [&](int s) {
+    load_a(s, s);
+    load_w(s, s);
+  });
   cp_async_wait<S - 2>();
   decode_w(0, 0, 0);
   __syncthreads();

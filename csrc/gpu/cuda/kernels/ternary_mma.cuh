@@ -212,6 +212,50 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N));
 }
 
+// One 16-byte chunk of x into shared memory: cp.async (zero-filled when !ok), or, for x only
+// 2-byte aligned (16-bit x), eight 2-byte loads and one 16-byte store.
+template <bool Async>
+__device__ __forceinline__ void copy_x_chunk(uint8_t* dst, const uint8_t* src, bool ok) {
+  if constexpr (Async) {
+    cp_async_16(dst, src, ok ? 16 : 0);
+  } else {
+    uint32_t v[4] = {0, 0, 0, 0};
+    if (ok) {
+      const uint16_t* s16 = reinterpret_cast<const uint16_t*>(src);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        v[j] = uint32_t(s16[2 * j]) | (uint32_t(s16[2 * j + 1]) << 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
+  }
+}
+
+// Zeroes a warp's MMA accumulators (MT x NT fragments of 4).
+template <class Acc, int MT, int NT>
+__device__ __forceinline__ void zero_fragments(Acc (&acc)[MT][NT][4]) {
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0;
+    }
+  }
+}
+
+// The prologue of an S-stage cp.async ring: load(s) requests slab s into stage s for the
+// first S - 1 slabs (of `slabs`), one commit group each (empty past the last slab).
+template <int S, class Load>
+__device__ __forceinline__ void cp_async_prologue(int slabs, Load&& load) {
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < slabs) {
+      load(s);
+    }
+    cp_async_commit();
+  }
+}
+
 // Loads that bypass L1 allocation (W is streamed once).
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) {
   uint4 v;
