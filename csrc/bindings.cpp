@@ -14,6 +14,7 @@
 #include "thread_pool.h"
 #include "mlx/version.h"
 #include "ops.h"
+#include "primitives/cpu_buffers.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -166,6 +167,9 @@ NB_MODULE(_ext, m) {
       throw nb::python_error(); // warnings configured as errors
     }
   });
+
+  // Large CPU buffers stay in the heap (cpu_buffers.h); BITNET_EXT_MALLOC_TUNING=0 opts out.
+  m.attr("MALLOC_TUNED") = bitnet_ext::tune_malloc_for_large_buffers();
 
   // The headers' version (what this module was compiled against), not the
   // loaded library's: the two must match and __init__.py checks it.

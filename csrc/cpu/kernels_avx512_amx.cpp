@@ -19,6 +19,8 @@
 // infinity takes the avx512_vnni GEMM, whose sums propagate them the usual way.
 #include <immintrin.h>
 
+#include <atomic>
+
 #include "simd_x86.h"
 // simd_x86.h first: it defines the policy used below.
 #include "kernels_simd.h"
@@ -163,18 +165,19 @@ void run_panels(int64_t M, int64_t N, int64_t nslab, int planes, const uint8_t* 
     // tiles streamed from L3 past ~1 MiB (K = 6912, M = 512: 1.3 instead of
     // 2.3 TOP/s per core).
     const int64_t group = std::max<int64_t>(1, kStepGroupBytes / step_bytes);
-    for (int64_t g0 = 0; g0 < blk.nstep; g0 += group)
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t n0 = p * kPanelRows;
-      decode(n0, panel);
-      for (int64_t st = g0; st < std::min(blk.nstep, g0 + group); ++st) {
-        tile_block<Dot>(panel, xt + st * step_bytes, nslab, planes, c);
-        for (int q = 0; q < 4; ++q) {
-          const int64_t nc = n0 + (q / 2) * kTileDim, mc = (2 * st + q % 2) * kTileDim;
-          if (nc >= N || mc >= M) continue;
-          vi r[16];
-          load_transposed(c + q * 256, r);
-          store(r, nc, mc, first_lanes(N - nc), std::min<int64_t>(kTileDim, M - mc));
+    for (int64_t g0 = 0; g0 < blk.nstep; g0 += group) {
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n0 = p * kPanelRows;
+        decode(n0, panel);
+        for (int64_t st = g0; st < std::min(blk.nstep, g0 + group); ++st) {
+          tile_block<Dot>(panel, xt + st * step_bytes, nslab, planes, c);
+          for (int q = 0; q < 4; ++q) {
+            const int64_t nc = n0 + (q / 2) * kTileDim, mc = (2 * st + q % 2) * kTileDim;
+            if (nc >= N || mc >= M) continue;
+            vi r[16];
+            load_transposed(c + q * 256, r);
+            store(r, nc, mc, first_lanes(N - nc), std::min<int64_t>(kTileDim, M - mc));
+          }
         }
       }
     }
@@ -187,20 +190,22 @@ void run_panels(int64_t M, int64_t N, int64_t nslab, int planes, const uint8_t* 
 // x in B layout (x_tile): per tile of 16 rows of x and slab, 16 rows (k quads) x 16 dwords
 // (rows of x), zero past M and K.
 void pack_x_i8(const int8_t* xq, int64_t M, int64_t K, int64_t ntile, int64_t nslab, uint8_t* xt) {
-  for (int64_t t = 0; t < ntile; ++t) {
-    for (int64_t s = 0; s < nslab; ++s) {
-      const int64_t kb = std::min<int64_t>(64, K - s * 64);
-      const __mmask64 kmask = kb >= 64 ? ~__mmask64{0} : ((__mmask64{1} << kb) - 1);
-      vi r[16];
-      for (int i = 0; i < 16; ++i) {
-        const int64_t m = t * kTileDim + i;
-        r[i] = m < M ? _mm512_maskz_loadu_epi8(kmask, xq + m * K + s * 64) : _mm512_setzero_si512();
+  parallel_for(0, ntile, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t s = 0; s < nslab; ++s) {
+        const int64_t kb = std::min<int64_t>(64, K - s * 64);
+        const __mmask64 kmask = kb >= 64 ? ~__mmask64{0} : ((__mmask64{1} << kb) - 1);
+        vi r[16];
+        for (int i = 0; i < 16; ++i) {
+          const int64_t m = t * kTileDim + i;
+          r[i] = m < M ? _mm512_maskz_loadu_epi8(kmask, xq + m * K + s * 64) : _mm512_setzero_si512();
+        }
+        OpsAvx512Vnni::transpose16(r);
+        uint8_t* dst = xt + x_tile(t, s, 0, nslab, 1);
+        for (int q = 0; q < 16; ++q) _mm512_storeu_si512(dst + q * 64, r[q]);
       }
-      OpsAvx512Vnni::transpose16(r);
-      uint8_t* dst = xt + x_tile(t, s, 0, nslab, 1);
-      for (int q = 0; q < 16; ++q) _mm512_storeu_si512(dst + q * 64, r[q]);
     }
-  }
+  });
 }
 
 // 32 rows of W from n0 as int8 (code - 1) A tiles (panel_tile): per slab and half, 16
@@ -278,53 +283,62 @@ inline vi bf16_pairs(vi a, vi b) {
 // pairs) x 16 dwords (rows of x), zero past M and K. Returns the number of
 // planes needed (1-3), or 0 when x holds a NaN or an infinity.
 int pack_x_bf16(const float* x, int64_t ldx, int64_t M, int64_t K, int64_t ntile, int64_t nslab, uint8_t* xt) {
-  // First pass: which planes are nonzero anywhere, and whether x is finite.
-  vi any_mid = _mm512_setzero_si512(), any_lo = _mm512_setzero_si512(), maxbits = _mm512_setzero_si512();
-  for (int64_t m = 0; m < M; ++m) {
-    const float* row = x + m * ldx;
-    for (int64_t k = 0; k < K; k += 16) {
-      const vi v = _mm512_castps_si512(_mm512_loadu_ps(row + k)); // K is a multiple of 16
-      maxbits = _mm512_max_epu32(maxbits, _mm512_and_si512(v, _mm512_set1_epi32(0x7FFFFFFF)));
-      const vf r1 = _mm512_sub_ps(_mm512_castsi512_ps(v), _mm512_castsi512_ps(bf16_trunc(v)));
-      const vi mid = bf16_trunc(_mm512_castps_si512(r1));
-      const vf r2 = _mm512_sub_ps(r1, _mm512_castsi512_ps(mid));
-      any_mid = _mm512_or_si512(any_mid, mid);
-      any_lo = _mm512_or_si512(any_lo, _mm512_castps_si512(r2));
+  // First pass (rows over the threads): which planes are nonzero anywhere
+  // (bits of |mid| and |lo| or-ed together), and whether x is finite.
+  std::atomic<uint32_t> mid_bits{0}, lo_bits{0}, nonfinite{0};
+  parallel_for(0, M, 16, [&](int64_t m0, int64_t m1) {
+    vi any_mid = _mm512_setzero_si512(), any_lo = _mm512_setzero_si512(), maxbits = _mm512_setzero_si512();
+    const vi abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* row = x + m * ldx;
+      for (int64_t k = 0; k < K; k += 16) {
+        const vi v = _mm512_castps_si512(_mm512_loadu_ps(row + k)); // K is a multiple of 16
+        maxbits = _mm512_max_epu32(maxbits, _mm512_and_si512(v, abs_mask));
+        const vf r1 = _mm512_sub_ps(_mm512_castsi512_ps(v), _mm512_castsi512_ps(bf16_trunc(v)));
+        const vi mid = bf16_trunc(_mm512_castps_si512(r1));
+        const vf r2 = _mm512_sub_ps(r1, _mm512_castsi512_ps(mid));
+        any_mid = _mm512_or_si512(any_mid, mid);
+        any_lo = _mm512_or_si512(any_lo, _mm512_castps_si512(r2));
+      }
     }
-  }
-  if (_mm512_reduce_max_epu32(maxbits) >= 0x7F800000u) return 0;
-  const auto nonzero = [](vi v) { return _mm512_test_epi32_mask(v, _mm512_set1_epi32(0x7FFFFFFF)) != 0; };
-  const int planes = nonzero(any_lo) ? 3 : (nonzero(any_mid) ? 2 : 1);
+    mid_bits.fetch_or(static_cast<uint32_t>(_mm512_reduce_or_epi32(_mm512_and_si512(any_mid, abs_mask))));
+    lo_bits.fetch_or(static_cast<uint32_t>(_mm512_reduce_or_epi32(_mm512_and_si512(any_lo, abs_mask))));
+    if (_mm512_reduce_max_epu32(maxbits) >= 0x7F800000u) nonfinite.store(1);
+  });
+  if (nonfinite.load()) return 0;
+  const int planes = lo_bits.load() ? 3 : (mid_bits.load() ? 2 : 1);
 
-  for (int64_t t = 0; t < ntile; ++t) {
-    for (int64_t s = 0; s < nslab; ++s) {
-      const int64_t kb = std::min<int64_t>(32, K - s * 32);
-      const __mmask16 m0 = first_lanes(kb), m1 = first_lanes(kb - 16 > 0 ? kb - 16 : 0);
-      vi p[3][16];
-      for (int i = 0; i < 16; ++i) {
-        const int64_t m = t * kTileDim + i;
-        vi v[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-        if (m < M) {
-          const float* src = x + m * ldx + s * 32;
-          v[0] = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, src));
-          v[1] = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, src + 16));
+  parallel_for(0, ntile, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t s = 0; s < nslab; ++s) {
+        const int64_t kb = std::min<int64_t>(32, K - s * 32);
+        const __mmask16 m0 = first_lanes(kb), m1 = first_lanes(kb - 16 > 0 ? kb - 16 : 0);
+        vi p[3][16];
+        for (int i = 0; i < 16; ++i) {
+          const int64_t m = t * kTileDim + i;
+          vi v[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+          if (m < M) {
+            const float* src = x + m * ldx + s * 32;
+            v[0] = _mm512_castps_si512(_mm512_maskz_loadu_ps(m0, src));
+            v[1] = _mm512_castps_si512(_mm512_maskz_loadu_ps(m1, src + 16));
+          }
+          vi parts[3][2];
+          for (int h = 0; h < 2; ++h) {
+            parts[0][h] = bf16_trunc(v[h]);
+            const vf r1 = _mm512_sub_ps(_mm512_castsi512_ps(v[h]), _mm512_castsi512_ps(parts[0][h]));
+            parts[1][h] = bf16_trunc(_mm512_castps_si512(r1));
+            parts[2][h] = _mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(parts[1][h])));
+          }
+          for (int q = 0; q < planes; ++q) p[q][i] = bf16_pairs(parts[q][0], parts[q][1]);
         }
-        vi parts[3][2];
-        for (int h = 0; h < 2; ++h) {
-          parts[0][h] = bf16_trunc(v[h]);
-          const vf r1 = _mm512_sub_ps(_mm512_castsi512_ps(v[h]), _mm512_castsi512_ps(parts[0][h]));
-          parts[1][h] = bf16_trunc(_mm512_castps_si512(r1));
-          parts[2][h] = _mm512_castps_si512(_mm512_sub_ps(r1, _mm512_castsi512_ps(parts[1][h])));
+        for (int q = 0; q < planes; ++q) {
+          OpsAvx512Vnni::transpose16(p[q]);
+          uint8_t* dst = xt + x_tile(t, s, q, nslab, planes);
+          for (int r = 0; r < 16; ++r) _mm512_storeu_si512(dst + r * 64, p[q][r]);
         }
-        for (int q = 0; q < planes; ++q) p[q][i] = bf16_pairs(parts[q][0], parts[q][1]);
-      }
-      for (int q = 0; q < planes; ++q) {
-        OpsAvx512Vnni::transpose16(p[q]);
-        uint8_t* dst = xt + x_tile(t, s, q, nslab, planes);
-        for (int r = 0; r < 16; ++r) _mm512_storeu_si512(dst + r * 64, p[q][r]);
       }
     }
-  }
+  });
   return planes;
 }
 

@@ -2,8 +2,14 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "mlx/allocator.h"
 #include "mlx/types/half_types.h"
@@ -118,6 +124,20 @@ std::vector<float> read_floats(const mx::array& a) {
     }
   }
   return values;
+}
+
+bool tune_malloc_for_large_buffers() {
+#if defined(__GLIBC__)
+  const char* env = std::getenv("BITNET_EXT_MALLOC_TUNING");
+  if (env != nullptr && std::string(env) == "0") {
+    return false;
+  }
+  constexpr int kKeepInHeapBytes = 64 << 20; // M_MMAP_THRESHOLD
+  constexpr int kKeepFreeBytes = 256 << 20; // M_TRIM_THRESHOLD
+  return mallopt(M_MMAP_THRESHOLD, kKeepInHeapBytes) == 1 && mallopt(M_TRIM_THRESHOLD, kKeepFreeBytes) == 1;
+#else
+  return false;
+#endif
 }
 
 void allocate(mx::array& out) {

@@ -1,19 +1,29 @@
-"""Controls of the CPU kernels: instruction-set level and threads.
+"""Controls of the CPU kernels: instruction-set level, threads, and malloc tuning.
 
 The kernels pick the best level this CPU supports (AVX-512 VNNI, AVX-512, AVX2
 or scalar on x86-64; NEON with or without dot product on arm64). The
 environment variable ``BITNET_EXT_ISA`` or :func:`set_isa` lowers it, e.g. to
 test every path on one machine; ``BITNET_EXT_NUM_THREADS`` or
 :func:`set_num_threads` sets the threads the kernels split rows over.
+
+On Linux (glibc), importing bitnet_ext keeps freed buffers of up to 64 MiB in
+the process heap (and up to 256 MiB of free memory at its top) instead of
+returning them to the kernel: a prefill frees and reallocates dozens of
+multi-MB activation buffers per layer, each otherwise faulted in again page by
+page (a 2B-4T layer's 512-token prefill: 65 -> 46 ms). Process-wide, since
+glibc has one malloc; ``BITNET_EXT_MALLOC_TUNING=0`` before the import leaves
+malloc as it is. :func:`malloc_tuned` says which happened.
 """
 
 from contextlib import contextmanager
 from typing import Iterator
 
+from . import _ext
 from ._ext import active_isa, num_threads, reset_isa, set_isa, set_num_threads, supported_isas
 
 __all__ = [
     "active_isa",
+    "malloc_tuned",
     "num_threads",
     "reset_isa",
     "set_isa",
@@ -48,3 +58,8 @@ def use_threads(n: int) -> Iterator[None]:
         yield
     finally:
         set_num_threads(previous)
+
+
+def malloc_tuned() -> bool:
+    """Whether importing bitnet_ext raised glibc malloc's thresholds (see the module docstring)."""
+    return bool(_ext.MALLOC_TUNED)
