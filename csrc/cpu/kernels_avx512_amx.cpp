@@ -112,7 +112,7 @@ void tile_block(const uint8_t* panel, const uint8_t* x, int64_t nslab, int plane
   for (int64_t s = 0; s < nslab; ++s) {
     const uint8_t* a = panel + panel_tile(s, 0);
     for (int p = 0; p < planes; ++p) {
-      const uint8_t* b = x + (s * planes + p) * 2 * kTileBytes;
+      const uint8_t* b = x + x_tile(0, s, p, nslab, planes);
       if (p == 0) {
         _tile_loadd(4, a, 64);
         _tile_loadd(5, a + kTileBytes, 64);
@@ -155,7 +155,7 @@ template <class Dot, class Decode, class Store>
 void run_panels(int64_t M, int64_t N, int64_t nslab, int planes, const uint8_t* xt, Decode&& decode,
                 Store&& store) {
   const Blocking blk(M, N);
-  const int64_t step_bytes = nslab * planes * 2 * kTileBytes; // 32 rows of x
+  const int64_t step_bytes = x_tile(2, 0, 0, nslab, planes); // 32 rows of x
   parallel_for(0, blk.npanel, 1, [&](int64_t p0, int64_t p1) {
     TileScope tiles;
     uint8_t* panel = scratch(kPanel).get<uint8_t>(2 * nslab * kTileBytes);

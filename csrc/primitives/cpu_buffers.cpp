@@ -1,11 +1,9 @@
 #include "primitives/cpu_buffers.h"
 
 #include <algorithm>
-#include <bit>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -14,6 +12,7 @@
 #include "mlx/allocator.h"
 #include "mlx/types/half_types.h"
 #include "primitives/bf16_bits.h"
+#include "primitives/strided_rows.h"
 #include "thread_pool.h"
 
 namespace bitnet_ext {
@@ -54,15 +53,6 @@ bool rows_uniformly_strided(const mx::array& a, int64_t& ld) {
 constexpr int64_t kConvertGrain = 1 << 15;
 
 template <typename T>
-float element_to_float(T v) {
-  if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
-    return bf16_to_float(std::bit_cast<uint16_t>(v));
-  } else {
-    return static_cast<float>(v);
-  }
-}
-
-template <typename T>
 void convert_rows(const mx::array& a, FloatRows& r) {
   r.storage.resize(static_cast<size_t>(r.rows * r.cols));
   const T* src = a.data<T>();
@@ -75,9 +65,9 @@ void convert_rows(const mx::array& a, FloatRows& r) {
                         const T* s = src + row_offset(a, row);
                         float* d = dst + row * cols;
                         if (col_stride == 1) {
-                          for (int64_t c = 0; c < cols; ++c) d[c] = element_to_float(s[c]);
+                          for (int64_t c = 0; c < cols; ++c) d[c] = to_float(s[c]);
                         } else {
-                          for (int64_t c = 0; c < cols; ++c) d[c] = element_to_float(s[c * col_stride]);
+                          for (int64_t c = 0; c < cols; ++c) d[c] = to_float(s[c * col_stride]);
                         }
                       }
                     });

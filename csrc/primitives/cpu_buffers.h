@@ -65,9 +65,10 @@ void allocate(mx::array& out);
 // and so are the kernels' float32 and int8 temporaries): with buffers up to
 // 64 MiB kept in the heap and up to 256 MiB of free memory kept at its top,
 // one 2B-4T layer's prefill evaluated alone took 45.7 instead of 65 ms (Intel
-// Xeon VM, int8 activations, 2 threads); mlx-lm's whole prefill gained 2-4%. Applied once when bitnet_ext is imported, unless
-// BITNET_EXT_MALLOC_TUNING=0; process-wide (glibc has one malloc). Returns
-// whether it was applied (false: other C libraries, or the variable says no).
+// Xeon VM, int8 activations, 2 threads); mlx-lm's whole prefill gained 2-4%.
+// Applied once when bitnet_ext is imported, unless BITNET_EXT_MALLOC_TUNING=0;
+// process-wide (glibc has one malloc). Returns whether it was applied (false:
+// other C libraries, or the variable says no).
 bool tune_malloc_for_large_buffers();
 
 } // namespace bitnet_ext

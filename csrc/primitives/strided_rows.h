@@ -3,12 +3,14 @@
 // (attention outputs and transposed heads arrive as strided views).
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "mlx/array.h"
 #include "mlx/types/half_types.h"
+#include "primitives/bf16_bits.h"
 
 namespace bitnet_ext {
 
@@ -63,6 +65,11 @@ void with_float_type(mx::Dtype dtype, const char* op, Fn&& fn) {
 template <class T>
 inline float to_float(T v) {
   return static_cast<float>(v);
+}
+// bfloat16 through its bits (bf16_bits.h): the same value, in a form loops vectorize.
+template <>
+inline float to_float(mx::bfloat16_t v) {
+  return bf16_to_float(std::bit_cast<uint16_t>(v));
 }
 
 } // namespace bitnet_ext

@@ -11,9 +11,9 @@ the process heap (and up to 256 MiB of free memory at its top) instead of
 returning them to the kernel: a prefill frees and reallocates dozens of
 multi-MB activation buffers per layer, each otherwise faulted in again page by
 page (a 2B-4T layer's 512-token prefill evaluated alone: 65 -> 46 ms; in
-mlx-lm's whole-model loop +2-4%, where glibc adapts its thresholds by itself). Process-wide, since
-glibc has one malloc; ``BITNET_EXT_MALLOC_TUNING=0`` before the import leaves
-malloc as it is. :func:`malloc_tuned` says which happened.
+mlx-lm's whole-model loop +2-4%, where glibc adapts its thresholds by itself).
+Process-wide, since glibc has one malloc; ``BITNET_EXT_MALLOC_TUNING=0`` before
+the import leaves malloc as it is. :func:`malloc_tuned` says which happened.
 """
 
 from contextlib import contextmanager
