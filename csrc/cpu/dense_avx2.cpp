@@ -24,6 +24,11 @@ struct DOpsAvx2 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
   }
   static vf lw(const F16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static void lw_pairs(const Bf16* p, vf& even, vf& odd) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   static vf bf(const float* p) { return _mm256_broadcast_ss(p); }
   static vf fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
   static vf add(vf a, vf b) { return _mm256_add_ps(a, b); }

@@ -24,6 +24,11 @@ struct DOpsAvx512 {
     return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
   }
   static vf lw(const F16* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static void lw_pairs(const Bf16* p, vf& even, vf& odd) {
+    const __m512i v = _mm512_loadu_si512(p);
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   static vf bf(const float* p) { return _mm512_set1_ps(*p); }
   static vf fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
   static vf add(vf a, vf b) { return _mm512_add_ps(a, b); }

@@ -5,7 +5,8 @@
 // A policy provides: L (float lanes), kGemvRows (rows of x one GEMV pass
 // keeps in registers), kGemvRowsW1 (rows of W per GEMV step at M = 1, 4 to 16), kMR (rows of x of a GEMM micro-tile; its width is two
 // vectors), vector type vf and zero, lf (load floats), lw (load L weights of
-// type float / Bf16 / F16 as floats), bf (broadcast one float), fmadd(a, b,
+// type float / Bf16 / F16 as floats), lw_pairs (load 2L Bf16 weights as the
+// floats of their even and of their odd elements), bf (broadcast one float), fmadd(a, b,
 // c) = a * b + c, add, hsum, sf (store), and kGemmMinRows (the M from which
 // the GEMM beats repeated GEMV passes).
 #pragma once
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "dense.h"
@@ -92,14 +94,33 @@ struct DenseSimd {
     const T* wr[NBr];
     for (int j = 0; j < NBr; ++j) wr[j] = w + (n0 + j) * K;
     int64_t k = 0;
-    for (; k + L <= K; k += L) {
-      vf xv[MB];
-      for (int m = 0; m < MB; ++m) xv[m] = Ops::lf(x + m * ldx + k);
-      for (int j = 0; j < NBr; ++j) {
-        // Streamed once from DRAM at M = 1: ask for the lines ahead of use.
-        prefetch_stream(wr[j] + k + 512 / static_cast<int>(sizeof(T)));
-        const vf wv = Ops::lw(wr[j] + k);
-        for (int m = 0; m < MB; ++m) acc[m][j] = Ops::fmadd(xv[m], wv, acc[m][j]);
+    if constexpr (std::is_same_v<T, Bf16>) {
+      // x comes permuted by permute_pairs: one load of 2L weights, split into
+      // even and odd elements by a shift and a mask, takes fewer instructions
+      // than widening L weights at a time.
+      for (; k + 2 * L <= K; k += 2 * L) {
+        vf xe[MB], xo[MB];
+        for (int m = 0; m < MB; ++m) {
+          xe[m] = Ops::lf(x + m * ldx + k);
+          xo[m] = Ops::lf(x + m * ldx + k + L);
+        }
+        for (int j = 0; j < NBr; ++j) {
+          prefetch_stream(wr[j] + k + 256);
+          vf we, wo;
+          Ops::lw_pairs(wr[j] + k, we, wo);
+          for (int m = 0; m < MB; ++m) acc[m][j] = Ops::fmadd(xo[m], wo, Ops::fmadd(xe[m], we, acc[m][j]));
+        }
+      }
+    } else {
+      for (; k + L <= K; k += L) {
+        vf xv[MB];
+        for (int m = 0; m < MB; ++m) xv[m] = Ops::lf(x + m * ldx + k);
+        for (int j = 0; j < NBr; ++j) {
+          // Streamed once from DRAM at M = 1: ask for the lines ahead of use.
+          prefetch_stream(wr[j] + k + 512 / static_cast<int>(sizeof(T)));
+          const vf wv = Ops::lw(wr[j] + k);
+          for (int m = 0; m < MB; ++m) acc[m][j] = Ops::fmadd(xv[m], wv, acc[m][j]);
+        }
       }
     }
     for (int m = 0; m < MB; ++m) {
@@ -140,8 +161,33 @@ struct DenseSimd {
     }
   }
 
+  // Rows of x for the bfloat16 GEMV: each block of 2L elements as its even
+  // elements, then its odd ones (the order of Ops::lw_pairs); the tail past the
+  // last whole block stays in place.
+  static void permute_pairs(const float* x, int64_t ldx, int64_t M, int64_t K, float* xp) {
+    for (int64_t m = 0; m < M; ++m) {
+      const float* src = x + m * ldx;
+      float* dst = xp + m * K;
+      int64_t k = 0;
+      for (; k + 2 * L <= K; k += 2 * L) {
+        for (int i = 0; i < L; ++i) {
+          dst[k + i] = src[k + 2 * i];
+          dst[k + L + i] = src[k + 2 * i + 1];
+        }
+      }
+      for (; k < K; ++k) dst[k] = src[k];
+    }
+  }
+
   template <class T>
   static void gemv(const float* x, int64_t ldx, const T* w, float* y, int64_t M, int64_t N, int64_t K) {
+    std::vector<float> permuted;
+    if constexpr (std::is_same_v<T, Bf16>) {
+      permuted.resize(static_cast<size_t>(M * K));
+      permute_pairs(x, ldx, M, K, permuted.data());
+      x = permuted.data();
+      ldx = K;
+    }
     // Rows of W split over threads; each thread passes its rows once per
     // kGemvRows rows of x (small M only: larger M takes the GEMM).
     parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) { // 16: a multiple of every step

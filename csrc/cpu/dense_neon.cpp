@@ -23,6 +23,11 @@ struct DOpsNeon {
     return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)), 16));
   }
   static vf lw(const F16* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const uint16_t*>(p)))); }
+  static void lw_pairs(const Bf16* p, vf& even, vf& odd) {
+    const uint32x4_t v = vreinterpretq_u32_u16(vld1q_u16(reinterpret_cast<const uint16_t*>(p)));
+    even = vreinterpretq_f32_u32(vshlq_n_u32(v, 16));
+    odd = vreinterpretq_f32_u32(vandq_u32(v, vdupq_n_u32(0xffff0000u)));
+  }
   static vf bf(const float* p) { return vld1q_dup_f32(p); }
   static vf fmadd(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
   static vf add(vf a, vf b) { return vaddq_f32(a, b); }

@@ -19,6 +19,10 @@ struct DOpsScalar {
   static vf lw(const T* p) {
     return to_float(*p);
   }
+  static void lw_pairs(const Bf16* p, vf& even, vf& odd) {
+    even = to_float(p[0]);
+    odd = to_float(p[1]);
+  }
   static vf bf(const float* p) { return *p; }
   static vf fmadd(vf a, vf b, vf c) { return a * b + c; }
   static vf add(vf a, vf b) { return a + b; }
