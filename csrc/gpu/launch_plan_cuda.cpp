@@ -5,8 +5,13 @@
 #include "gpu/launch_plan_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+
+#if defined(BITNET_EXT_CUDA_WGMMA)
+#include <cuda_runtime_api.h>
+#endif
 
 #include "gpu/launch_plan_cuda_variants.h"
 #include "gpu/plan_builders.h"
@@ -223,18 +228,11 @@ const MmaTile& mma_tile(int i) {
   return kMmaTiles[i];
 }
 
-// Grid, block, ring size and split of an mma kernel on tile t (x elements of `x_bytes` bytes):
+// Grid and split of K for `tiles` output tiles of `tile_elems` sums each (mma_launch, wgmma_launch):
 // buffers `slot` (partial sums) and slot + 1 (counters), constants slot + 2 (whole tiles), slot + 3
-// (splits); the two temporaries are appended to the plan when the tail is split.
-void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, int64_t K, size_t x_bytes,
-                int slot, bool split) {
-  k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
-  k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
-  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
-  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
-  const int64_t tiles = ceil_div(M, t.bm) * ceil_div(N, t.bn);
-  const int64_t slots = kMultiprocessors * t.blocks;
-  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+// (splits); the two temporaries are appended to the plan when the tiles are split.
+void split_tiles(LaunchPlan& p, KernelLaunch& k, int64_t tiles, int64_t slots, int64_t slabs, size_t tile_elems,
+                 int slot, bool split) {
   int64_t splits = 1;
   if (split && 2 * tiles <= slots) {
     int64_t root = 1;
@@ -248,13 +246,26 @@ void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int
   if (splits > 1) {
     k.name += "_split";
     const int tmp0 = int(p.temporaries.size());
-    p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * t.bm * t.bn * 4, false});
+    p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * tile_elems * 4, false});
     p.temporaries.push_back({"counters", size_t(tiles - dp) * 4, true});
     k.buffers.push_back(tmp(tmp0, slot));
     k.buffers.push_back(tmp(tmp0 + 1, slot + 1));
   }
   k.constants.push_back(ci("tiles", slot + 2, dp));
   k.constants.push_back(ci("splits", slot + 3, splits));
+}
+
+// Grid, block, ring size and split of an mma kernel on tile t (x elements of `x_bytes` bytes):
+// split_tiles' slots from `slot`.
+void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, int64_t K, size_t x_bytes,
+                int slot, bool split) {
+  k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
+  k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
+  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
+  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  split_tiles(p, k, ceil_div(M, t.bm) * ceil_div(N, t.bn), kMultiprocessors * t.blocks, slabs, size_t(t.bm) * t.bn,
+              slot, split);
 }
 
 // The mma tile for M rows of x (bench/results/cuda-h200-gemm-m512.md): 64 x 128 (4 warps of
@@ -269,9 +280,67 @@ int mma_tile_for(int64_t M) {
   return M <= kMmaSmallTileMaxM ? kMmaSmallTile : kMmaBigTile;
 }
 
+// The wgmma GEMMs (kernels/wgmma_gemm.cuh, sm_90a only): 128 rows of W (2 warpgroups of 64) times
+// bx rows of x per block, a ring of `stages` stages (128 bytes of x per row, packed W) plus 1024
+// bytes to align it; one block per multiprocessor. Indexed by the "wgmma_t<i>" variants; the
+// wgmma_gemm_bx<bx>_s<stages>.cu files instantiate the same list.
+struct WgmmaTile {
+  int bx, stages;
+};
+constexpr WgmmaTile kWgmmaTiles[] = {{256, 4}, {256, 5}, {128, 5}};
+constexpr int kWgmmaTileCount = int(sizeof(kWgmmaTiles) / sizeof(kWgmmaTiles[0]));
+constexpr int64_t kWgmmaWRows = 128;
+
+const WgmmaTile& wgmma_tile(int i) {
+  check_variant(i >= 0 && i < kWgmmaTileCount, "wgmma: tile index 0.." + std::to_string(kWgmmaTileCount - 1));
+  return kWgmmaTiles[i];
+}
+
+void wgmma_launch(LaunchPlan& p, KernelLaunch& k, const WgmmaTile& t, int64_t M, int64_t N, int64_t K,
+                  size_t x_bytes, int slot, bool split) {
+  k.name += suffix("bx", t.bx) + suffix("s", t.stages);
+  k.group = {256, 1, 1};
+  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
+  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bx) * kMmaRowBytes + kWgmmaWRows * w_bytes) + 1024}};
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  split_tiles(p, k, ceil_div(M, t.bx) * ceil_div(N, kWgmmaWRows), kMultiprocessors, slabs,
+              size_t(t.bx) * kWgmmaWRows, slot, split);
+}
+
+// From this M the plans take the wgmma GEMMs where available (measured on the H200: TODO).
+constexpr int64_t kWgmmaMinM = 256;
+
+// bx = 256 when those tiles fill a wave of multiprocessors, else 128 (more blocks; the tiles
+// split K when they still fill less than half a wave).
+int wgmma_tile_for(int64_t M, int64_t N) {
+  return ceil_div(M, 256) * ceil_div(N, kWgmmaWRows) >= kMultiprocessors ? 0 : 2;
+}
+
 } // namespace
 
 namespace variants {
+
+// Whether this process's GPU runs the wgmma kernels: the build has sm_90a code
+// (cmake/cuda_kernels.cmake defines BITNET_EXT_CUDA_WGMMA) and the current
+// device is compute capability 9.0; BITNET_EXT_CUDA_WGMMA=0 turns them off
+// (the mma.sync GEMMs then serve every M, as on other GPUs).
+bool wgmma_available() {
+#if defined(BITNET_EXT_CUDA_WGMMA)
+  static const bool ok = [] {
+    const char* env = std::getenv("BITNET_EXT_CUDA_WGMMA");
+    int dev = 0, major = 0, minor = 0;
+    if ((env && env[0] == '0') || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+      return false;
+    }
+    return major == 9 && minor == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
 
 LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
   check_k(a.K);
@@ -299,6 +368,36 @@ LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split) {
   LaunchPlan p = quad_quantize(a);
   KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_mma_") + dtype_name(a.dtype));
   mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
+  push(p, k);
+  return p;
+}
+
+LaunchPlan ternary_wgmma(const TernaryMatmulArgs& a, int tile, bool split) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype), "ternary_wgmma: transpose=True, float16/bfloat16");
+  const WgmmaTile& t = wgmma_tile(tile);
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = std::string("cuda_ternary_wgmma_") + dtype_name(a.dtype);
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  wgmma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split);
+  push(p, k);
+  return p;
+}
+
+LaunchPlan bitlinear_wgmma(const BitLinearArgs& a, int tile, bool split) {
+  check_k(a.K);
+  const WgmmaTile& t = wgmma_tile(tile);
+  if (a.M <= 0 || a.N <= 0) {
+    return {};
+  }
+  LaunchPlan p = quad_quantize(a);
+  KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_wgmma_") + dtype_name(a.dtype));
+  wgmma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
   push(p, k);
   return p;
 }
@@ -405,6 +504,9 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
     return variants::ternary_gemv(a, g.rows, g.warps);
   }
+  if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
+    return variants::ternary_wgmma(a, wgmma_tile_for(a.M, a.N));
+  }
   const int tile = mma_tile_for(a.M);
   return variants::ternary_mma(a, tile, tile == kMmaBigTile);
 }
@@ -417,6 +519,9 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
     return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
+  }
+  if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
+    return variants::bitlinear_wgmma(a, wgmma_tile_for(a.M, a.N));
   }
   const int tile = mma_tile_for(a.M);
   return variants::bitlinear_mma(a, tile, tile == kMmaBigTile);

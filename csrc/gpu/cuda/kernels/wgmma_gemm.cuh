@@ -1,0 +1,415 @@
+// (Each wgmma_gemm_bx<BX>_s<S>.cu instantiates one tile: the tiles compile in parallel.)
+//
+// Prefill GEMMs on Hopper's warpgroup MMA (wgmma.mma_async, sm_90a), y = x @ (diag(s) W).T:
+//
+//   cuda_ternary_wgmma_<T>_bx<BX>_s<S>[_split]    T = float16 / bfloat16 x, float32 sums, y = T(s(n) acc)
+//   cuda_bitlinear_wgmma_<T>_bx<BX>_s<S>[_split]  xq int8 in quad order (absmax_quantize_quad_<T>),
+//                                                 exact int32 sums of xq * code, minus qsum
+//
+// The product is computed transposed, y.T = W x.T, so that W is wgmma's A
+// operand, which may come from registers: each thread turns the packed words
+// of its two W rows into A fragments (int8: one shift and AND per register, as
+// mma_gemm.cu's B fragments; 16-bit: the magic-number LOP3 + FMA, then two
+// PRMTs for wgmma's (k, k + 1) pairs), and no expanded copy of W is ever
+// written to shared memory. x is the B operand (K-major, BX rows of 128 bytes
+// per stage in the 128-byte swizzle), read by the tensor cores through a
+// descriptor (wgmma_ops.cuh). A block is 2 warpgroups: 128 rows of W (64 each)
+// times BX rows of x, 128 bytes of x per row per stage; the int8 xq's quad
+// order matches the codes' shift order, the 16-bit x is in natural order.
+//
+// Pipeline: x and the packed W by cp.async into a ring of S stages (all 256
+// threads load, as in mma_gemm.cu), prefetch distance S - 2: the wgmmas of
+// stage kb run while the block waits for stage kb + 1, and stage kb - 1's are
+// waited for (wgmma.wait_group 1) before its slot is refilled after the next
+// barrier. Split K as mma_gemm.cu (the last block of a tile sums the splits in
+// order). Bounds: rows of x past M and K past the end are zero-filled, rows of
+// W past N are zero words (codes 0, times zero x or never stored).
+#pragma once
+
+#include "kernel_args.cuh"
+#include <type_traits>
+
+#include "ternary_mma.cuh"
+#include "wgmma_ops.cuh"
+
+namespace bitnet_cuda {
+namespace wgmma {
+
+constexpr int kWgRowBytes = 128; // bytes of x per row per stage
+constexpr int kWgWRows = 128;    // rows of W per block: 2 warpgroups of 64
+constexpr int kWgThreads = 256;
+
+template <class E>
+constexpr bool kWgInt8 = std::is_same_v<E, int8_t>;
+// Packed W bytes per row per stage: 128 int8 or 64 16-bit k, 2 bits each.
+template <class E>
+constexpr int kWgWBytes = kWgRowBytes / int(sizeof(E)) / 4;
+
+template <int BX_, int S_>
+struct WgTile {
+  static constexpr int BX = BX_, S = S_;
+  static_assert((BX == 128 || BX == 256) && S >= 3, "wgmma N of 128 or 256, prefetch distance S - 2 >= 1");
+  template <class E>
+  static constexpr int stage_bytes() { // a multiple of 1024: every stage starts on a swizzle atom
+    return BX * kWgRowBytes + kWgWRows * kWgWBytes<E>;
+  }
+  template <class E>
+  static constexpr int smem_bytes() { // + 1024: the ring starts at the next 1024-byte boundary
+    return S * stage_bytes<E>() + 1024;
+  }
+};
+
+struct WgEpilogue {
+  const float* scale;
+  const float* xscale; // bitlinear only
+  const int* qsum;     // bitlinear only
+  const float* bias;
+  int per_row, has_bias;
+};
+
+// As mma_gemm.cu's Work / block_work: blocks 0 .. dp - 1 own whole tiles, the
+// rest split the remaining tiles' K `splits` ways; tiles go x tile fastest.
+struct WgWork {
+  int m0, n0, slab0, slab1, split, splits, st;
+  uint4* partial;
+  int* counter;
+};
+
+template <int BX, bool Split>
+__device__ __forceinline__ WgWork wg_work(int M, int slabs, int dp, int splits, void* partial, int* counter) {
+  const int b = blockIdx.x;
+  int tile = b, split = 0, n = 1;
+  if (Split && b >= dp) {
+    tile = dp + (b - dp) / splits;
+    split = (b - dp) % splits;
+    n = splits;
+  }
+  const int tiles_m = (M + BX - 1) / BX;
+  const int per = (slabs + n - 1) / n;
+  return {(tile % tiles_m) * BX,     (tile / tiles_m) * kWgWRows, min(slabs, split * per), min(slabs, (split + 1) * per),
+          split,  n, tile - dp, static_cast<uint4*>(partial), counter};
+}
+
+#if BNC_HAS_WGMMA
+// (W[2t], W[2t + 1]) and (W[2t + 8], W[2t + 9]) of a word shifted right by 4t:
+// ternary_mma.cuh's pairs (W[2t], W[2t + 8]), (W[2t + 1], W[2t + 9]), regrouped.
+template <class E>
+__device__ __forceinline__ void decode_k_pairs(uint32_t h, uint32_t& lo, uint32_t& hi) {
+  uint32_t p0, p1;
+  if constexpr (std::is_same_v<E, __half>) {
+    p0 = fma_f16x2(lop3_and_or(h, 0x00030003u, 0x64006400u), pair_bits(1.0, 10, 15), pair_bits(-1025.0, 10, 15));
+    p1 = fma_f16x2(lop3_and_or(h, 0x000C000Cu, 0x64006400u), pair_bits(0.25, 10, 15), pair_bits(-257.0, 10, 15));
+  } else {
+    p0 = fma_bf16x2(lop3_and_or(h, 0x00030003u, 0x43004300u), pair_bits(1.0, 7, 127), pair_bits(-129.0, 7, 127));
+    p1 = fma_bf16x2(lop3_and_or(h, 0x000C000Cu, 0x43004300u), pair_bits(0.25, 7, 127), pair_bits(-33.0, 7, 127));
+  }
+  lo = prmt(p0, p1, 0x5410);
+  hi = prmt(p0, p1, 0x7632);
+}
+
+// The A fragments of one stage (4 wgmma k-steps) for W rows `row` and row + 8 of the stage's packed W.
+template <class E>
+__device__ __forceinline__ void decode_stage(const uint8_t* sw, int row, int t, uint32_t (&af)[4][4]) {
+  constexpr int WB = kWgWBytes<E>;
+  if constexpr (kWgInt8<E>) {
+    // k-step ks: words 2 ks (a0, a1) and 2 ks + 1 (a2, a3); xq's quad order puts codes
+    // t, t + 4, t + 8, t + 12 of a word in the k-slots 4t .. 4t + 3.
+    const uint4* r0 = reinterpret_cast<const uint4*>(sw + row * WB);
+    const uint4* r1 = reinterpret_cast<const uint4*>(sw + (row + 8) * WB);
+    const uint4 a = r0[0], b = r0[1], c = r1[0], d = r1[1];
+    const uint32_t w0[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    const uint32_t w1[8] = {c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      af[ks][0] = (w0[2 * ks] >> (2 * t)) & 0x03030303u;
+      af[ks][1] = (w1[2 * ks] >> (2 * t)) & 0x03030303u;
+      af[ks][2] = (w0[2 * ks + 1] >> (2 * t)) & 0x03030303u;
+      af[ks][3] = (w1[2 * ks + 1] >> (2 * t)) & 0x03030303u;
+    }
+  } else {
+    const uint4 a = *reinterpret_cast<const uint4*>(sw + row * WB);
+    const uint4 c = *reinterpret_cast<const uint4*>(sw + (row + 8) * WB);
+    const uint32_t w0[4] = {a.x, a.y, a.z, a.w}, w1[4] = {c.x, c.y, c.z, c.w};
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      decode_k_pairs<E>(w0[ks] >> (4 * t), af[ks][0], af[ks][2]);
+      decode_k_pairs<E>(w1[ks] >> (4 * t), af[ks][1], af[ks][3]);
+    }
+  }
+}
+#endif
+
+// A: M x K elements of E (row stride K); wq: packed W (N x K/16 words). AsyncA /
+// AsyncW as mma_gemm.cu (cp.async, or plain loads into the same ring).
+template <class E, class T, class Tl, bool AsyncA, bool AsyncW, bool Split>
+__device__ __forceinline__ void wgmma_gemm_body(
+    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const WgEpilogue& ep, uint8_t* smem,
+    const WgWork& work) {
+#if BNC_HAS_WGMMA
+  constexpr int BX = Tl::BX, S = Tl::S, WB = kWgWBytes<E>, kWords = WB / 4;
+  constexpr int kStage = Tl::template stage_bytes<E>();
+  constexpr int kXChunks = BX * (kWgRowBytes / 16), kWChunks = kWgWRows * WB / 16;
+  constexpr int kAcc = BX / 2;
+  const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
+  const int wrow = (tid / 32) * 16 + g; // warp w's rows 16 w .. (warpgroup 1: rows 64 .. 127)
+  const int m0 = work.m0, n0 = work.n0;
+  const int words = K / 16;
+  const int kbytes = K * int(sizeof(E));
+  const int slab0 = work.slab0, slabs = work.slab1 - work.slab0;
+
+  auto load = [&](int rel, int stage) {
+    const int slab = slab0 + rel;
+    uint8_t* sx = smem + stage * kStage;
+#pragma unroll
+    for (int i = 0; i < kXChunks / kWgThreads; ++i) {
+      const int c = tid + i * kWgThreads;
+      const int row = c / 8, chunk = c % 8;
+      const int kb = slab * kWgRowBytes + chunk * 16;
+      const bool ok = m0 + row < M && kb < kbytes;
+      const uint8_t* src = reinterpret_cast<const uint8_t*>(A) + (ok ? size_t(m0 + row) * kbytes + kb : 0);
+      copy_x_chunk<AsyncA>(sx + row * kWgRowBytes + ((chunk ^ (row & 7)) << 4), src, ok);
+    }
+    uint8_t* sw = sx + BX * kWgRowBytes;
+#pragma unroll
+    for (int i = 0; i < (kWChunks + kWgThreads - 1) / kWgThreads; ++i) {
+      const int c = tid + i * kWgThreads;
+      if (kWChunks % kWgThreads == 0 || c < kWChunks) {
+        const int row = c / (WB / 16), part = c % (WB / 16);
+        const int w0 = slab * kWords + part * 4;
+        const int n = n0 + row < N ? max(0, min(4, words - w0)) : 0;
+        const uint32_t* src = n > 0 ? wq + size_t(n0 + row) * words + w0 : wq;
+        uint8_t* dst = sw + row * WB + part * 16;
+        if constexpr (AsyncW) {
+          cp_async_16(dst, src, 4 * n);
+        } else {
+          uint32_t v[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            v[j] = j < n ? src[j] : 0u;
+          }
+          *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
+        }
+      }
+    }
+  };
+
+  uint32_t acc[kAcc]; // float32 or int32 sums as raw words
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) {
+    acc[i] = 0;
+  }
+  uint32_t af[2][4][4] = {}; // A fragments of the stage in flight and of the one being issued
+  cp_async_prologue<S - 1>(slabs, [&](int s) { load(s, s); });
+
+  // P: which of af's two sets this stage uses (the loop is unrolled by two so both stay in registers).
+  auto step = [&]<int P>(int kb) {
+    cp_async_wait<S - 3>(); // this thread's copies of stage kb have landed
+    fence_proxy_async();    // ... and are visible to wgmma
+    __syncthreads();        // everyone's, and stage kb - 2's wgmmas are done (waited below)
+    const int next = kb + S - 2;
+    if (next < slabs) {
+      load(next, next % S);
+    }
+    cp_async_commit();
+    const uint8_t* sx = smem + (kb % S) * kStage;
+    decode_stage<E>(sx + BX * kWgRowBytes, wrow, t, af[P]);
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) {
+      fence_operand(acc[i]);
+    }
+    wgmma_fence();
+    const uint64_t desc = sw128_desc(sx);
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+      wgmma_rs<E, BX>(acc, af[P][ks], desc + 2 * ks); // + 32 bytes along K
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) {
+      fence_operand(acc[i]);
+    }
+    wgmma_wait<1>(); // stage kb - 1's wgmmas are done: its A registers may be reused
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        fence_operand(af[P ^ 1][ks][r]);
+      }
+    }
+  };
+  int kb = 0;
+  for (; kb + 1 < slabs; kb += 2) {
+    step.template operator()<0>(kb);
+    step.template operator()<1>(kb + 1);
+  }
+  if (kb < slabs) {
+    step.template operator()<0>(kb);
+  }
+  wgmma_wait<0>();
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) {
+    fence_operand(acc[i]);
+  }
+
+  auto sum = [](uint32_t a, uint32_t b) -> uint32_t {
+    if constexpr (kWgInt8<E>) {
+      return a + b; // int32 sums: two's complement addition
+    } else {
+      return __float_as_uint(__uint_as_float(a) + __uint_as_float(b));
+    }
+  };
+  if constexpr (Split) {
+    // This split's sums, 16 bytes per thread and vector, coalesced across the block.
+    constexpr int kVecs = kAcc / 4;
+    uint4* part = work.partial + size_t(work.st) * work.splits * kVecs * kWgThreads;
+#pragma unroll
+    for (int i = 0; i < kVecs; ++i) {
+      part[(size_t(work.split) * kVecs + i) * kWgThreads + tid] =
+          make_uint4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
+    }
+    __threadfence();
+    __syncthreads(); // the ring is no longer read: its first word holds the flag
+    int* last = reinterpret_cast<int*>(smem);
+    if (tid == 0) {
+      *last = atomicAdd(work.counter + work.st, 1) == work.splits - 1;
+    }
+    __syncthreads();
+    if (!*last) {
+      return;
+    }
+    __threadfence();
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) {
+      acc[i] = 0;
+    }
+    for (int sp = 0; sp < work.splits; ++sp) { // in order: the same float sums whichever block is last
+#pragma unroll
+      for (int i = 0; i < kVecs; ++i) {
+        const uint4 v = __ldcg(part + (size_t(sp) * kVecs + i) * kWgThreads + tid);
+        acc[4 * i] = sum(acc[4 * i], v.x), acc[4 * i + 1] = sum(acc[4 * i + 1], v.y);
+        acc[4 * i + 2] = sum(acc[4 * i + 2], v.z), acc[4 * i + 3] = sum(acc[4 * i + 3], v.w);
+      }
+    }
+    if (tid == 0) {
+      work.counter[work.st] = 0; // for the next launch
+    }
+  }
+
+  // acc[4 i + 2 h + j]: W row n0 + wrow + 8 h (n), x row m0 + 8 i + 2 t + j (m).
+  float s[2];
+  int n[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    n[h] = n0 + wrow + 8 * h;
+    s[h] = ep.scale[ep.per_row ? min(n[h], N - 1) : 0];
+  }
+#pragma unroll
+  for (int i = 0; i < kAcc / 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int m = m0 + 8 * i + 2 * t + j;
+      if (m >= M) {
+        continue;
+      }
+      float xs = 0.0f;
+      int qs = 0;
+      if constexpr (kWgInt8<E>) {
+        xs = ep.xscale[m];
+        qs = ep.qsum[m];
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (n[h] < N) {
+          const uint32_t v = acc[4 * i + 2 * h + j];
+          if constexpr (kWgInt8<E>) {
+            y[size_t(m) * N + n[h]] = bitlinear_epilogue<T>(int(v) - qs, xs, s[h], ep.bias, ep.has_bias, n[h]);
+          } else {
+            y[size_t(m) * N + n[h]] = from_float<T>(s[h] * __uint_as_float(v));
+          }
+        }
+      }
+    }
+  }
+#else
+  __trap(); // no sm_90a code: the plans never launch it (launch_plan_cuda.cpp's wgmma_available)
+#endif
+}
+
+// The ring's size is the plan's business (threadgroup memory 0, including 1024 bytes for the alignment).
+template <class E, class Tl>
+__device__ __forceinline__ uint8_t* wgmma_smem(const bnc::KernelArgs& a) {
+  extern __shared__ __align__(1024) uint8_t wgmma_dynamic_smem[];
+  uint32_t bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  if (bytes < a.threadgroup_offset[0] + uint32_t(Tl::template smem_bytes<E>())) {
+    __trap();
+  }
+  uint8_t* p = wgmma_dynamic_smem + a.threadgroup_offset[0];
+  const uint32_t at = static_cast<uint32_t>(__cvta_generic_to_shared(p));
+  return p + ((1024u - at % 1024u) % 1024u);
+}
+
+// One block per multiprocessor (two at 128 rows of x, capped at 128 registers, spilled).
+template <class Tl>
+constexpr int kWgMinBlocks = 1;
+
+// Slots as cuda_ternary_mma_*: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; split K: 8 partial
+// sums, 9 counters (zeroed), 10 whole tiles, 11 splits; threadgroup memory 0.
+template <class T, class Tl, bool Split>
+__global__ void __launch_bounds__(kWgThreads, kWgMinBlocks<Tl>) ternary_wgmma(bnc::KernelArgs a) {
+  uint8_t* smem = wgmma_smem<T, Tl>(a);
+  const auto* x = bnc::buffer<const T>(a, 0);
+  const WgEpilogue ep{bnc::buffer<const float>(a, 2), nullptr, nullptr, nullptr, bnc::constant_i32(a, 7), 0};
+  const int M = bnc::constant_i32(a, 4), N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
+  const auto* wq = bnc::buffer<const uint32_t>(a, 1);
+  auto* y = bnc::buffer<T>(a, 3);
+  const WgWork work = wg_work<Tl::BX, Split>(M, (K * 2 + kWgRowBytes - 1) / kWgRowBytes, bnc::constant_i32(a, 10),
+                                             bnc::constant_i32(a, 11), a.buffers[8], bnc::buffer<int>(a, 9));
+  const bool w_ok = reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    if (w_ok) {
+      wgmma_gemm_body<T, T, Tl, true, true, Split>(x, wq, y, M, N, K, ep, smem, work);
+    } else {
+      wgmma_gemm_body<T, T, Tl, true, false, Split>(x, wq, y, M, N, K, ep, smem, work);
+    }
+  } else {
+    wgmma_gemm_body<T, T, Tl, false, false, Split>(x, wq, y, M, N, K, ep, smem, work);
+  }
+}
+
+// Slots as cuda_bitlinear_mma_*: 0 xq (quad order), 1 xscale, 2 wq, 3 scale, 4 bias, 5 y; 6 M, 7 N, 8 K,
+// 9 per_row, 10 has_bias; 11 qsum; split K: 12 partial sums, 13 counters, 14 whole tiles, 15 splits.
+template <class T, class Tl, bool Split>
+__global__ void __launch_bounds__(kWgThreads, kWgMinBlocks<Tl>) bitlinear_wgmma(bnc::KernelArgs a) {
+  uint8_t* smem = wgmma_smem<int8_t, Tl>(a);
+  const WgEpilogue ep{bnc::buffer<const float>(a, 3), bnc::buffer<const float>(a, 1), bnc::buffer<const int>(a, 11),
+                      bnc::buffer<const float>(a, 4), bnc::constant_i32(a, 9), bnc::constant_i32(a, 10)};
+  const auto* xq = bnc::buffer<const int8_t>(a, 0);
+  const auto* wq = bnc::buffer<const uint32_t>(a, 2);
+  auto* y = bnc::buffer<T>(a, 5);
+  const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
+  const WgWork work = wg_work<Tl::BX, Split>(M, (K + kWgRowBytes - 1) / kWgRowBytes, bnc::constant_i32(a, 14),
+                                             bnc::constant_i32(a, 15), a.buffers[12], bnc::buffer<int>(a, 13));
+  if (reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0) {
+    wgmma_gemm_body<int8_t, T, Tl, true, true, Split>(xq, wq, y, M, N, K, ep, smem, work);
+  } else {
+    wgmma_gemm_body<int8_t, T, Tl, true, false, Split>(xq, wq, y, M, N, K, ep, smem, work);
+  }
+}
+
+// Host names as launch_plan_cuda.cpp's wgmma_launch: <op>_<T>_bx<BX>_s<S>[_split].
+#define BITNET_CUDA_WGMMA_KERNELS(BX, S, tile, split, sfx)                                                       \
+  BITNET_CUDA_REGISTER("cuda_ternary_wgmma_float16_bx" #BX "_s" #S sfx, (ternary_wgmma<__half, tile, split>))    \
+  BITNET_CUDA_REGISTER("cuda_ternary_wgmma_bfloat16_bx" #BX "_s" #S sfx,                                        \
+                       (ternary_wgmma<__nv_bfloat16, tile, split>))                                              \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_wgmma_float32_bx" #BX "_s" #S sfx, (bitlinear_wgmma<float, tile, split>)) \
+  BITNET_CUDA_REGISTER("cuda_bitlinear_wgmma_float16_bx" #BX "_s" #S sfx, (bitlinear_wgmma<__half, tile, split>))\
+  BITNET_CUDA_REGISTER("cuda_bitlinear_wgmma_bfloat16_bx" #BX "_s" #S sfx,                                      \
+                       (bitlinear_wgmma<__nv_bfloat16, tile, split>))
+#define BITNET_CUDA_WGMMA_TILE(BX, S)                                       \
+  using WgTile_##BX##_##S = WgTile<BX, S>;                                  \
+  BITNET_CUDA_WGMMA_KERNELS(BX, S, WgTile_##BX##_##S, false, "")            \
+  BITNET_CUDA_WGMMA_KERNELS(BX, S, WgTile_##BX##_##S, true, "_split")
+
+} // namespace wgmma
+} // namespace bitnet_cuda
