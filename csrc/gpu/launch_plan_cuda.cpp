@@ -282,12 +282,12 @@ int mma_tile_for(int64_t M) {
 
 // The wgmma GEMMs (kernels/wgmma_gemm.cuh, sm_90a only): 128 rows of W (2 warpgroups of 64) times
 // bx rows of x per block, a ring of `stages` stages (128 bytes of x per row, packed W) plus 1024
-// bytes to align it; one block per multiprocessor. Indexed by the "wgmma_t<i>" variants; the
-// wgmma_gemm_bx<bx>_s<stages>.cu files instantiate the same list.
+// bytes to align it; `blocks` per multiprocessor (wgmma_gemm.cuh's WgTile). Indexed by the
+// "wgmma_t<i>" variants; the wgmma_gemm_bx<bx>_s<stages>.cu files instantiate the same list.
 struct WgmmaTile {
-  int bx, stages;
+  int bx, stages, blocks;
 };
-constexpr WgmmaTile kWgmmaTiles[] = {{256, 4}, {256, 5}, {128, 5}};
+constexpr WgmmaTile kWgmmaTiles[] = {{256, 4, 1}, {256, 5, 1}, {128, 5, 1}, {128, 4, 2}};
 constexpr int kWgmmaTileCount = int(sizeof(kWgmmaTiles) / sizeof(kWgmmaTiles[0]));
 constexpr int64_t kWgmmaWRows = 128;
 
@@ -303,7 +303,7 @@ void wgmma_launch(LaunchPlan& p, KernelLaunch& k, const WgmmaTile& t, int64_t M,
   const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
   k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bx) * kMmaRowBytes + kWgmmaWRows * w_bytes) + 1024}};
   const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
-  split_tiles(p, k, ceil_div(M, t.bx) * ceil_div(N, kWgmmaWRows), kMultiprocessors, slabs,
+  split_tiles(p, k, ceil_div(M, t.bx) * ceil_div(N, kWgmmaWRows), kMultiprocessors * t.blocks, slabs,
               size_t(t.bx) * kWgmmaWRows, slot, split);
 }
 

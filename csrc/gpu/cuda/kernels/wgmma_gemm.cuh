@@ -18,7 +18,7 @@
 // order matches the codes' shift order, the 16-bit x is in natural order.
 //
 // Pipeline: x and the packed W by cp.async into a ring of S stages (all 256
-// threads load, as in mma_gemm.cu), prefetch distance S - 2: the wgmmas of
+// threads load, as in mma_gemm.cu), prefetch distance S - 2 (WgTile): the wgmmas of
 // stage kb run while the block waits for stage kb + 1, and stage kb - 1's are
 // waited for (wgmma.wait_group 1) before its slot is refilled after the next
 // barrier. Split K as mma_gemm.cu (the last block of a tile sums the splits in
@@ -45,10 +45,15 @@ constexpr bool kWgInt8 = std::is_same_v<E, int8_t>;
 template <class E>
 constexpr int kWgWBytes = kWgRowBytes / int(sizeof(E)) / 4;
 
-template <int BX_, int S_>
+// Blocks = 1: stage kb's wgmmas overlap the wait for stage kb + 1 (wait_group 1, two sets of A
+// registers, prefetch distance S - 2). Blocks = 2 (two blocks per multiprocessor, 128 registers a
+// thread): each stage's wgmmas are waited for at its end (one set of A registers, distance S - 1),
+// the other block keeps the tensor cores busy meanwhile.
+template <int BX_, int S_, int Blocks_ = 1>
 struct WgTile {
-  static constexpr int BX = BX_, S = S_;
-  static_assert((BX == 128 || BX == 256) && S >= 3, "wgmma N of 128 or 256, prefetch distance S - 2 >= 1");
+  static constexpr int BX = BX_, S = S_, Blocks = Blocks_;
+  static constexpr int D = Blocks == 1 ? S - 2 : S - 1; // prefetch distance
+  static_assert((BX == 128 || BX == 256) && D >= 1 && (Blocks == 1 || Blocks == 2), "wgmma N 128 or 256");
   template <class E>
   static constexpr int stage_bytes() { // a multiple of 1024: every stage starts on a swizzle atom
     return BX * kWgRowBytes + kWgWRows * kWgWBytes<E>;
@@ -198,15 +203,16 @@ __device__ __forceinline__ void wgmma_gemm_body(
   for (int i = 0; i < kAcc; ++i) {
     acc[i] = 0;
   }
-  uint32_t af[2][4][4] = {}; // A fragments of the stage in flight and of the one being issued
-  cp_async_prologue<S - 1>(slabs, [&](int s) { load(s, s); });
+  uint32_t af[Tl::Blocks == 1 ? 2 : 1][4][4] = {}; // A fragments of the stage in flight and of the one issued
+  constexpr int D = Tl::D;
+  cp_async_prologue<D + 1>(slabs, [&](int s) { load(s, s); });
 
   // P: which of af's two sets this stage uses (the loop is unrolled by two so both stay in registers).
   auto step = [&]<int P>(int kb) {
-    cp_async_wait<S - 3>(); // this thread's copies of stage kb have landed
+    cp_async_wait<D - 1>(); // this thread's copies of stage kb have landed
     fence_proxy_async();    // ... and are visible to wgmma
-    __syncthreads();        // everyone's, and stage kb - 2's wgmmas are done (waited below)
-    const int next = kb + S - 2;
+    __syncthreads();        // everyone's, and the wgmmas of the slot refilled now are done (waited below)
+    const int next = kb + D;
     if (next < slabs) {
       load(next, next % S);
     }
@@ -228,19 +234,23 @@ __device__ __forceinline__ void wgmma_gemm_body(
     for (int i = 0; i < kAcc; ++i) {
       fence_operand(acc[i]);
     }
-    wgmma_wait<1>(); // stage kb - 1's wgmmas are done: its A registers may be reused
+    if constexpr (Tl::Blocks == 1) {
+      wgmma_wait<1>(); // stage kb - 1's wgmmas are done: its A registers may be reused
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) {
+      for (int ks = 0; ks < 4; ++ks) {
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        fence_operand(af[P ^ 1][ks][r]);
+        for (int r = 0; r < 4; ++r) {
+          fence_operand(af[P ^ 1][ks][r]);
+        }
       }
+    } else {
+      wgmma_wait<0>();
     }
   };
   int kb = 0;
   for (; kb + 1 < slabs; kb += 2) {
     step.template operator()<0>(kb);
-    step.template operator()<1>(kb + 1);
+    step.template operator()<Tl::Blocks == 1 ? 1 : 0>(kb + 1);
   }
   if (kb < slabs) {
     step.template operator()<0>(kb);
@@ -295,7 +305,13 @@ __device__ __forceinline__ void wgmma_gemm_body(
     }
   }
 
-  // acc[4 i + 2 h + j]: W row n0 + wrow + 8 h (n), x row m0 + 8 i + 2 t + j (m).
+  // acc[4 i + 2 h + j]: W row n0 + wrow + 8 h (n), x row m0 + 8 i + 2 t + j (m). Each value goes
+  // to y's row m through a BX x 128 tile of T in the ring (rows padded by 16 bytes: the four t of
+  // a warp write four rows on different banks), then whole 16-byte pieces of rows to y: the
+  // fragments alone would store 2 or 4 bytes per lane to four rows at a time.
+  constexpr int kRow = kWgWRows * int(sizeof(T)) + 16;
+  static_assert(BX * kRow <= S * kStage, "the output tile fits in the ring");
+  __syncthreads(); // both warpgroups' wgmmas are done with the ring (and the split flag was read)
   float s[2];
   int n[2];
 #pragma unroll
@@ -307,10 +323,8 @@ __device__ __forceinline__ void wgmma_gemm_body(
   for (int i = 0; i < kAcc / 4; ++i) {
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
-      const int m = m0 + 8 * i + 2 * t + j;
-      if (m >= M) {
-        continue;
-      }
+      const int ml = 8 * i + 2 * t + j;
+      const int m = min(m0 + ml, M - 1);
       float xs = 0.0f;
       int qs = 0;
       if constexpr (kWgInt8<E>) {
@@ -319,14 +333,34 @@ __device__ __forceinline__ void wgmma_gemm_body(
       }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        if (n[h] < N) {
-          const uint32_t v = acc[4 * i + 2 * h + j];
-          if constexpr (kWgInt8<E>) {
-            y[size_t(m) * N + n[h]] = bitlinear_epilogue<T>(int(v) - qs, xs, s[h], ep.bias, ep.has_bias, n[h]);
-          } else {
-            y[size_t(m) * N + n[h]] = from_float<T>(s[h] * __uint_as_float(v));
-          }
+        const uint32_t v = acc[4 * i + 2 * h + j];
+        T out;
+        if constexpr (kWgInt8<E>) {
+          out = bitlinear_epilogue<T>(int(v) - qs, xs, s[h], ep.bias, ep.has_bias, min(n[h], N - 1));
+        } else {
+          out = from_float<T>(s[h] * __uint_as_float(v));
         }
+        *reinterpret_cast<T*>(smem + ml * kRow + (wrow + 8 * h) * int(sizeof(T))) = out;
+      }
+    }
+  }
+  __syncthreads();
+  constexpr int kPer = 16 / int(sizeof(T));  // elements per 16-byte piece
+  constexpr int kPieces = kWgWRows / kPer; // per row
+  const bool vec = N % kPer == 0 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  for (int c = tid; c < BX * kPieces; c += kWgThreads) {
+    const int ml = c / kPieces, nl = (c % kPieces) * kPer;
+    const int m = m0 + ml, nn = n0 + nl;
+    if (m >= M || nn >= N) {
+      continue;
+    }
+    const uint8_t* src = smem + ml * kRow + nl * int(sizeof(T));
+    T* dst = y + size_t(m) * N + nn;
+    if (vec) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+    } else {
+      for (int e = 0; e < kPer && nn + e < N; ++e) {
+        dst[e] = reinterpret_cast<const T*>(src)[e];
       }
     }
   }
@@ -349,9 +383,8 @@ __device__ __forceinline__ uint8_t* wgmma_smem(const bnc::KernelArgs& a) {
   return p + ((1024u - at % 1024u) % 1024u);
 }
 
-// One block per multiprocessor (two at 128 rows of x, capped at 128 registers, spilled).
 template <class Tl>
-constexpr int kWgMinBlocks = 1;
+constexpr int kWgMinBlocks = Tl::Blocks;
 
 // Slots as cuda_ternary_mma_*: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; split K: 8 partial
 // sums, 9 counters (zeroed), 10 whole tiles, 11 splits; threadgroup memory 0.
@@ -406,9 +439,9 @@ __global__ void __launch_bounds__(kWgThreads, kWgMinBlocks<Tl>) bitlinear_wgmma(
   BITNET_CUDA_REGISTER("cuda_bitlinear_wgmma_float16_bx" #BX "_s" #S sfx, (bitlinear_wgmma<__half, tile, split>))\
   BITNET_CUDA_REGISTER("cuda_bitlinear_wgmma_bfloat16_bx" #BX "_s" #S sfx,                                      \
                        (bitlinear_wgmma<__nv_bfloat16, tile, split>))
-#define BITNET_CUDA_WGMMA_TILE(BX, S)                                       \
-  using WgTile_##BX##_##S = WgTile<BX, S>;                                  \
-  BITNET_CUDA_WGMMA_KERNELS(BX, S, WgTile_##BX##_##S, false, "")            \
+#define BITNET_CUDA_WGMMA_TILE(BX, S, B)                                     \
+  using WgTile_##BX##_##S = WgTile<BX, S, B>;                                \
+  BITNET_CUDA_WGMMA_KERNELS(BX, S, WgTile_##BX##_##S, false, "")             \
   BITNET_CUDA_WGMMA_KERNELS(BX, S, WgTile_##BX##_##S, true, "_split")
 
 } // namespace wgmma

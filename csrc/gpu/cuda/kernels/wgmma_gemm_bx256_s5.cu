@@ -3,6 +3,6 @@
 
 namespace bitnet_cuda::wgmma {
 namespace {
-BITNET_CUDA_WGMMA_TILE(256, 5)
+BITNET_CUDA_WGMMA_TILE(256, 5, 1)
 } // namespace
 } // namespace bitnet_cuda::wgmma
