@@ -328,8 +328,10 @@ PLAN_CASES = [
 WGMMA_PLAN_CASES = [
     ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s5"),
     ("ternary_matmul", dict(M=2048, N=17408, K=5120, dtype="float16"), "cuda_ternary_wgmma_float16_bx256_s4"),
-    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="bfloat16"), "cuda_bitlinear_wgmma_bfloat16_bx128_s5"),
-    ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_wgmma_float32_bx256_s4"),
+    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="bfloat16"), "cuda_bitlinear_wgmma_bfloat16_bx256_s4"),
+    ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_wgmma_float32_bx128_s5"),
+    ("bitlinear", dict(M=512, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_wgmma_bfloat16_bx128_s4_split"),
+    ("ternary_matmul", dict(M=512, N=2560, K=6912, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s4_split"),
     ("bitlinear", dict(M=255, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_mma_bfloat16_bm64_bn128_w4_s4"),
 ]
 

@@ -231,16 +231,20 @@ const MmaTile& mma_tile(int i) {
 // Grid and split of K for `tiles` output tiles of `tile_elems` sums each (mma_launch, wgmma_launch):
 // buffers `slot` (partial sums) and slot + 1 (counters), constants slot + 2 (whole tiles), slot + 3
 // (splits); the two temporaries are appended to the plan when the tiles are split.
+int64_t split_ways(int64_t tiles, int64_t slots, int64_t slabs) {
+  if (2 * tiles > slots) {
+    return 1;
+  }
+  int64_t root = 1;
+  while ((root + 1) * (root + 1) <= slabs) {
+    ++root;
+  }
+  return std::max<int64_t>(1, std::min({slots / tiles, root, slabs / kMmaMinSplitSlabs, kMmaMaxSplits}));
+}
+
 void split_tiles(LaunchPlan& p, KernelLaunch& k, int64_t tiles, int64_t slots, int64_t slabs, size_t tile_elems,
                  int slot, bool split) {
-  int64_t splits = 1;
-  if (split && 2 * tiles <= slots) {
-    int64_t root = 1;
-    while ((root + 1) * (root + 1) <= slabs) {
-      ++root;
-    }
-    splits = std::max<int64_t>(1, std::min({slots / tiles, root, slabs / kMmaMinSplitSlabs, kMmaMaxSplits}));
-  }
+  const int64_t splits = split ? split_ways(tiles, slots, slabs) : 1;
   const int64_t dp = splits > 1 ? 0 : tiles;
   k.grid = {uint32_t(dp + (tiles - dp) * splits), 1, 1};
   if (splits > 1) {
@@ -310,10 +314,21 @@ void wgmma_launch(LaunchPlan& p, KernelLaunch& k, const WgmmaTile& t, int64_t M,
 // From this M the plans take the wgmma GEMMs where available (measured on the H200: TODO).
 constexpr int64_t kWgmmaMinM = 256;
 
-// bx = 256 when those tiles fill a wave of multiprocessors, else 128 (more blocks; the tiles
-// split K when they still fill less than half a wave).
-int wgmma_tile_for(int64_t M, int64_t N) {
-  return ceil_div(M, 256) * ceil_div(N, kWgmmaWRows) >= kMultiprocessors ? 0 : 2;
+// The wgmma tile (bench/results/cuda-h200-wgmma.md, kernel timing on the H200): the 2-blocks tile
+// (3) when its grid splits K 3 ways or more (few tiles, long K: 2560x6912 M = 512 bitlinear 36.5 ->
+// 34.9 us, ternary_matmul 53.0 -> 44.4 us; 2 ways of 20 slabs were slower: 2560x2560 ternary 21.6 ->
+// 28.6 us); else the fewer waves of blocks, a 256-row tile (0) costing 2 and
+// a 128-row one (2) 1.3 (the larger wgmma is the more efficient: 6912x2560 M = 2048, 432 vs 864
+// tiles, 4 vs 7 waves, bitlinear 90 vs 102 us).
+int wgmma_tile_for(int64_t M, int64_t N, int64_t K, size_t x_bytes) {
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  const int64_t tiles128 = ceil_div(M, 128) * ceil_div(N, kWgmmaWRows);
+  if (split_ways(tiles128, 2 * kMultiprocessors, slabs) >= 3) {
+    return 3;
+  }
+  const int64_t waves256 = ceil_div(ceil_div(M, 256) * ceil_div(N, kWgmmaWRows), kMultiprocessors);
+  const int64_t waves128 = ceil_div(tiles128, kMultiprocessors);
+  return 13 * waves128 < 20 * waves256 ? 2 : 0;
 }
 
 } // namespace
@@ -505,7 +520,7 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     return variants::ternary_gemv(a, g.rows, g.warps);
   }
   if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
-    return variants::ternary_wgmma(a, wgmma_tile_for(a.M, a.N));
+    return variants::ternary_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 2));
   }
   const int tile = mma_tile_for(a.M);
   return variants::ternary_mma(a, tile, tile == kMmaBigTile);
@@ -521,7 +536,7 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
   }
   if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
-    return variants::bitlinear_wgmma(a, wgmma_tile_for(a.M, a.N));
+    return variants::bitlinear_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 1));
   }
   const int tile = mma_tile_for(a.M);
   return variants::bitlinear_mma(a, tile, tile == kMmaBigTile);
