@@ -127,7 +127,7 @@ GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 
 # mmas_t<i>: the same with the tail tiles splitting K as the plans do.
 MMA_VARIANTS = ["mma_t0", "mma_t1", "mmas_t0", "mmas_t1"]
 # Hopper's wgmma (wgmma_gemm.cuh), one per tile of launch_plan_cuda.cpp's kWgmmaTiles; wgmmas_t<i> split K.
-WGMMA_VARIANTS = [f"{f}_t{i}" for f in ("wgmma", "wgmmas") for i in range(4)]
+WGMMA_VARIANTS = [f"{f}_t{i}" for f in ("wgmma", "wgmmas") for i in range(5)]
 GEMM_VARIANTS += MMA_VARIANTS + WGMMA_VARIANTS
 
 

@@ -46,9 +46,8 @@ constexpr bool kUseFused = false;
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
-// Many rows with K <= kQuantVecMaxK: the quantizer that holds a row in registers (128 threads
-// of 4 groups of 16; bitlinear_gemv.cu's absmax_quantize_quad_vec).
-constexpr uint32_t kQuantVecThreads = 128;
+// Many rows with K <= kQuantVecMaxK: the quantizer that holds a row in registers, a thread per
+// group of 16 (bitlinear_gemv.cu's absmax_quantize_quad_vec, at most 512 threads).
 constexpr int64_t kQuantVecMaxK = 8192;
 // The shared-memory-decode GEMMs (tensor_core_gemm.cu, variants ternary_gemm / bitlinear_gemm):
 // 128 columns of W per block. The plans take the mma GEMMs (mma_tile_for) instead.
@@ -176,7 +175,7 @@ LaunchPlan quad_quantize(const BitLinearArgs& a) {
   const bool vec = a.M > kDecodeMaxM && a.K <= kQuantVecMaxK;
   q.name = std::string(vec ? "cuda_absmax_quantize_quad_vec_" : "cuda_absmax_quantize_quad_") + dtype_name(a.dtype);
   q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {vec ? kQuantVecThreads : quant_threads(a.M, a.K), 1, 1};
+  q.group = {vec ? uint32_t((a.K / 16 + 31) / 32 * 32) : quant_threads(a.M, a.K), 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
   push(p, q);
@@ -291,7 +290,7 @@ int mma_tile_for(int64_t M) {
 struct WgmmaTile {
   int bx, stages, blocks;
 };
-constexpr WgmmaTile kWgmmaTiles[] = {{256, 4, 1}, {256, 5, 1}, {128, 5, 1}, {128, 4, 2}};
+constexpr WgmmaTile kWgmmaTiles[] = {{256, 4, 1}, {256, 5, 1}, {128, 5, 1}, {128, 4, 2}, {128, 7, 1}};
 constexpr int kWgmmaTileCount = int(sizeof(kWgmmaTiles) / sizeof(kWgmmaTiles[0]));
 constexpr int64_t kWgmmaWRows = 128;
 
