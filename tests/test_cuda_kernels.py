@@ -127,7 +127,7 @@ GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 
 # mmas_t<i>: the same with the tail tiles splitting K as the plans do.
 MMA_VARIANTS = ["mma_t0", "mma_t1", "mmas_t0", "mmas_t1"]
 # Hopper's wgmma (wgmma_gemm.cuh), one per tile of launch_plan_cuda.cpp's kWgmmaTiles; wgmmas_t<i> split K.
-WGMMA_VARIANTS = [f"{f}_t{i}" for f in ("wgmma", "wgmmas") for i in range(5)]
+WGMMA_VARIANTS = [f"{f}_t{i}" for f in ("wgmma", "wgmmas") for i in range(3)]
 GEMM_VARIANTS += MMA_VARIANTS + WGMMA_VARIANTS
 
 
@@ -324,7 +324,7 @@ PLAN_CASES = [
 ]
 
 
-# From M = 256 on a 9.0 GPU (sm_90a build), the wgmma GEMMs instead (launch_plan_cuda.cpp's kWgmmaMinM).
+# From M = 128 on a 9.0 GPU (sm_90a build), the wgmma GEMMs instead (launch_plan_cuda.cpp's kWgmmaMinM).
 WGMMA_PLAN_CASES = [
     ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s5"),
     ("ternary_matmul", dict(M=2048, N=17408, K=5120, dtype="float16"), "cuda_ternary_wgmma_float16_bx256_s4"),
@@ -332,13 +332,14 @@ WGMMA_PLAN_CASES = [
     ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_wgmma_float32_bx128_s5"),
     ("bitlinear", dict(M=512, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_wgmma_bfloat16_bx128_s4_split"),
     ("ternary_matmul", dict(M=512, N=2560, K=6912, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s4_split"),
-    ("bitlinear", dict(M=255, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_mma_bfloat16_bm64_bn128_w4_s4"),
+    ("bitlinear", dict(M=127, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_mma_bfloat16_bm64_bn128_w4_s4"),
+    ("ternary_matmul", dict(M=128, N=2560, K=6912, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s4_split"),
 ]
 
 
 @pytest.mark.parametrize("kind,params,kernel", PLAN_CASES, ids=str)
 def test_cuda_plan_choice(kind, params, kernel):
-    if WGMMA and "_mma_" in kernel and params["M"] >= 256:
+    if WGMMA and "_mma_" in kernel and params["M"] >= 128:
         pytest.skip("the wgmma GEMMs serve this M here (WGMMA_PLAN_CASES)")
     assert kernel in kernels_of(kind, params), C.describe_cuda_plan(kind, params)
 

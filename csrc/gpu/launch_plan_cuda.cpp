@@ -290,7 +290,9 @@ int mma_tile_for(int64_t M) {
 struct WgmmaTile {
   int bx, stages, blocks;
 };
-constexpr WgmmaTile kWgmmaTiles[] = {{256, 4, 1}, {256, 5, 1}, {128, 5, 1}, {128, 4, 2}, {128, 7, 1}};
+// (Measured and dropped, bench/results/cuda-h200-wgmma.md: 256 rows in 5 stages, 128 rows in 7: no
+// faster.)
+constexpr WgmmaTile kWgmmaTiles[] = {{256, 4, 1}, {128, 5, 1}, {128, 4, 2}};
 constexpr int kWgmmaTileCount = int(sizeof(kWgmmaTiles) / sizeof(kWgmmaTiles[0]));
 constexpr int64_t kWgmmaWRows = 128;
 
@@ -310,24 +312,26 @@ void wgmma_launch(LaunchPlan& p, KernelLaunch& k, const WgmmaTile& t, int64_t M,
               size_t(t.bx) * kWgmmaWRows, slot, split);
 }
 
-// From this M the plans take the wgmma GEMMs where available (measured on the H200: TODO).
-constexpr int64_t kWgmmaMinM = 256;
+// From this M the plans take the wgmma GEMMs where available: at M = 128 they beat the mma GEMM
+// (64 x 128 tile) at every measured shape on the H200 (bitlinear 2560x2560 17.8 -> 15.1 us,
+// 17408x5120 59.5 -> 47.1; ternary_matmul 26.0 -> 21.3, 113 -> 80). M = 65 .. 127 was not measured.
+constexpr int64_t kWgmmaMinM = 128;
 
 // The wgmma tile (bench/results/cuda-h200-wgmma.md, kernel timing on the H200): the 2-blocks tile
-// (3) when its grid splits K 3 ways or more (few tiles, long K: 2560x6912 M = 512 bitlinear 36.5 ->
-// 34.9 us, ternary_matmul 53.0 -> 44.4 us; 2 ways of 20 slabs were slower: 2560x2560 ternary 21.6 ->
-// 28.6 us); else the fewer waves of blocks, a 256-row tile (0) costing 2 and
-// a 128-row one (2) 1.3 (the larger wgmma is the more efficient: 6912x2560 M = 2048, 432 vs 864
-// tiles, 4 vs 7 waves, bitlinear 90 vs 102 us).
+// (2) when its grid splits K 3 ways or more (few tiles, long K: 2560x6912 M = 512 bitlinear 36.5 ->
+// 34.9 us, ternary_matmul 53.0 -> 44.4 us; M = 128 31.7 -> 22.5, 53.1 -> 21.3; 2 ways of 20 slabs
+// were slower: 2560x2560 M = 512 ternary 21.6 -> 28.6 us); else the fewer waves of blocks, a
+// 256-row tile (0) costing 2 and a 128-row one (1) 1.3 (the larger wgmma is the more efficient:
+// 6912x2560 M = 2048, 432 vs 864 tiles, 4 vs 7 waves, bitlinear 85 vs 97 us).
 int wgmma_tile_for(int64_t M, int64_t N, int64_t K, size_t x_bytes) {
   const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
   const int64_t tiles128 = ceil_div(M, 128) * ceil_div(N, kWgmmaWRows);
   if (split_ways(tiles128, 2 * kMultiprocessors, slabs) >= 3) {
-    return 3;
+    return 2;
   }
   const int64_t waves256 = ceil_div(ceil_div(M, 256) * ceil_div(N, kWgmmaWRows), kMultiprocessors);
   const int64_t waves128 = ceil_div(tiles128, kMultiprocessors);
-  return 13 * waves128 < 20 * waves256 ? 2 : 0;
+  return 13 * waves128 < 20 * waves256 ? 1 : 0;
 }
 
 } // namespace

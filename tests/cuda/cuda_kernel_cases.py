@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 MMA = ("mma_t0", "mma_t1", "mmas_t0", "mmas_t1")  # launch_plan_cuda.cpp's kMmaTiles
-WGMMA = ("wgmma_t0", "wgmma_t1", "wgmma_t2", "wgmma_t3", "wgmmas_t0", "wgmmas_t3")  # kWgmmaTiles (sm_90a on a 9.0 GPU)
+WGMMA = ("wgmma_t0", "wgmma_t1", "wgmma_t2", "wgmmas_t0", "wgmmas_t2")  # kWgmmaTiles (sm_90a on a 9.0 GPU)
 
 
 def cases():
