@@ -334,6 +334,38 @@ int wgmma_tile_for(int64_t M, int64_t N, int64_t K, size_t x_bytes) {
   return 13 * waves128 < 20 * waves256 ? 1 : 0;
 }
 
+// The tiled GEMMs' plans (mma and wgmma: the same slots, gemm_common.cuh's GemmArgs):
+// cuda_<op>_<family>_<T>, grid, block, ring and split set by launch(plan, kernel).
+template <class Launch>
+LaunchPlan ternary_tiled(const TernaryMatmulArgs& a, const std::string& family, Launch&& launch) {
+  check_k(a.K);
+  check_variant(a.transpose && is_16bit(a.dtype), "ternary_" + family + ": transpose=True, float16/bfloat16");
+  LaunchPlan p;
+  if (a.M <= 0 || a.N <= 0) {
+    return p;
+  }
+  KernelLaunch k;
+  k.name = "cuda_ternary_" + family + "_" + dtype_name(a.dtype);
+  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
+  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
+  launch(p, k);
+  push(p, k);
+  return p;
+}
+
+template <class Launch>
+LaunchPlan bitlinear_tiled(const BitLinearArgs& a, const std::string& family, Launch&& launch) {
+  check_k(a.K);
+  if (a.M <= 0 || a.N <= 0) {
+    return {};
+  }
+  LaunchPlan p = quad_quantize(a);
+  KernelLaunch k = quad_consumer(a, "cuda_bitlinear_" + family + "_" + dtype_name(a.dtype));
+  launch(p, k);
+  push(p, k);
+  return p;
+}
+
 } // namespace
 
 namespace variants {
@@ -360,64 +392,32 @@ bool wgmma_available() {
 #endif
 }
 
+
+
+
+
 LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
-  check_k(a.K);
-  check_variant(a.transpose && is_16bit(a.dtype), "ternary_mma: transpose=True, float16/bfloat16");
   const MmaTile& t = mma_tile(tile);
-  LaunchPlan p;
-  if (a.M <= 0 || a.N <= 0) {
-    return p;
-  }
-  KernelLaunch k;
-  k.name = std::string("cuda_ternary_mma_") + dtype_name(a.dtype);
-  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
-  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
-  mma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split);
-  push(p, k);
-  return p;
+  return ternary_tiled(a, "mma",
+                       [&](LaunchPlan& p, KernelLaunch& k) { mma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split); });
 }
 
 LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split) {
-  check_k(a.K);
   const MmaTile& t = mma_tile(tile);
-  if (a.M <= 0 || a.N <= 0) {
-    return {};
-  }
-  LaunchPlan p = quad_quantize(a);
-  KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_mma_") + dtype_name(a.dtype));
-  mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
-  push(p, k);
-  return p;
+  return bitlinear_tiled(a, "mma",
+                         [&](LaunchPlan& p, KernelLaunch& k) { mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split); });
 }
 
 LaunchPlan ternary_wgmma(const TernaryMatmulArgs& a, int tile, bool split) {
-  check_k(a.K);
-  check_variant(a.transpose && is_16bit(a.dtype), "ternary_wgmma: transpose=True, float16/bfloat16");
   const WgmmaTile& t = wgmma_tile(tile);
-  LaunchPlan p;
-  if (a.M <= 0 || a.N <= 0) {
-    return p;
-  }
-  KernelLaunch k;
-  k.name = std::string("cuda_ternary_wgmma_") + dtype_name(a.dtype);
-  k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
-  k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
-  wgmma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split);
-  push(p, k);
-  return p;
+  return ternary_tiled(a, "wgmma",
+                       [&](LaunchPlan& p, KernelLaunch& k) { wgmma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split); });
 }
 
 LaunchPlan bitlinear_wgmma(const BitLinearArgs& a, int tile, bool split) {
-  check_k(a.K);
   const WgmmaTile& t = wgmma_tile(tile);
-  if (a.M <= 0 || a.N <= 0) {
-    return {};
-  }
-  LaunchPlan p = quad_quantize(a);
-  KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_wgmma_") + dtype_name(a.dtype));
-  wgmma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
-  push(p, k);
-  return p;
+  return bitlinear_tiled(a, "wgmma",
+                         [&](LaunchPlan& p, KernelLaunch& k) { wgmma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split); });
 }
 
 LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps) {

@@ -29,6 +29,7 @@
 #include "kernel_args.cuh"
 #include <type_traits>
 
+#include "gemm_common.cuh"
 #include "ternary_mma.cuh"
 #include "wgmma_ops.cuh"
 
@@ -63,37 +64,6 @@ struct WgTile {
     return S * stage_bytes<E>() + 1024;
   }
 };
-
-struct WgEpilogue {
-  const float* scale;
-  const float* xscale; // bitlinear only
-  const int* qsum;     // bitlinear only
-  const float* bias;
-  int per_row, has_bias;
-};
-
-// As mma_gemm.cu's Work / block_work: blocks 0 .. dp - 1 own whole tiles, the
-// rest split the remaining tiles' K `splits` ways; tiles go x tile fastest.
-struct WgWork {
-  int m0, n0, slab0, slab1, split, splits, st;
-  uint4* partial;
-  int* counter;
-};
-
-template <int BX, bool Split>
-__device__ __forceinline__ WgWork wg_work(int M, int slabs, int dp, int splits, void* partial, int* counter) {
-  const int b = blockIdx.x;
-  int tile = b, split = 0, n = 1;
-  if (Split && b >= dp) {
-    tile = dp + (b - dp) / splits;
-    split = (b - dp) % splits;
-    n = splits;
-  }
-  const int tiles_m = (M + BX - 1) / BX;
-  const int per = (slabs + n - 1) / n;
-  return {(tile % tiles_m) * BX,     (tile / tiles_m) * kWgWRows, min(slabs, split * per), min(slabs, (split + 1) * per),
-          split,  n, tile - dp, static_cast<uint4*>(partial), counter};
-}
 
 #if BNC_HAS_WGMMA
 // (W[2t], W[2t + 1]) and (W[2t + 8], W[2t + 9]) of a word shifted right by 4t:
@@ -148,54 +118,20 @@ __device__ __forceinline__ void decode_stage(const uint8_t* sw, int row, int t, 
 // AsyncW as mma_gemm.cu (cp.async, or plain loads into the same ring).
 template <class E, class T, class Tl, bool AsyncA, bool AsyncW, bool Split>
 __device__ __forceinline__ void wgmma_gemm_body(
-    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const WgEpilogue& ep, uint8_t* smem,
-    const WgWork& work) {
+    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const GemmEpilogue& ep, uint8_t* smem,
+    const Work<uint32_t>& work) {
 #if BNC_HAS_WGMMA
-  constexpr int BX = Tl::BX, S = Tl::S, WB = kWgWBytes<E>, kWords = WB / 4;
+  constexpr int BX = Tl::BX, S = Tl::S;
   constexpr int kStage = Tl::template stage_bytes<E>();
-  constexpr int kXChunks = BX * (kWgRowBytes / 16), kWChunks = kWgWRows * WB / 16;
   constexpr int kAcc = BX / 2;
   const int tid = threadIdx.x, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int wrow = (tid / 32) * 16 + g; // warp w's rows 16 w .. (warpgroup 1: rows 64 .. 127)
   const int m0 = work.m0, n0 = work.n0;
-  const int words = K / 16;
-  const int kbytes = K * int(sizeof(E));
   const int slab0 = work.slab0, slabs = work.slab1 - work.slab0;
 
   auto load = [&](int rel, int stage) {
-    const int slab = slab0 + rel;
-    uint8_t* sx = smem + stage * kStage;
-#pragma unroll
-    for (int i = 0; i < kXChunks / kWgThreads; ++i) {
-      const int c = tid + i * kWgThreads;
-      const int row = c / 8, chunk = c % 8;
-      const int kb = slab * kWgRowBytes + chunk * 16;
-      const bool ok = m0 + row < M && kb < kbytes;
-      const uint8_t* src = reinterpret_cast<const uint8_t*>(A) + (ok ? size_t(m0 + row) * kbytes + kb : 0);
-      copy_x_chunk<AsyncA>(sx + row * kWgRowBytes + ((chunk ^ (row & 7)) << 4), src, ok);
-    }
-    uint8_t* sw = sx + BX * kWgRowBytes;
-#pragma unroll
-    for (int i = 0; i < (kWChunks + kWgThreads - 1) / kWgThreads; ++i) {
-      const int c = tid + i * kWgThreads;
-      if (kWChunks % kWgThreads == 0 || c < kWChunks) {
-        const int row = c / (WB / 16), part = c % (WB / 16);
-        const int w0 = slab * kWords + part * 4;
-        const int n = n0 + row < N ? max(0, min(4, words - w0)) : 0;
-        const uint32_t* src = n > 0 ? wq + size_t(n0 + row) * words + w0 : wq;
-        uint8_t* dst = sw + row * WB + part * 16;
-        if constexpr (AsyncW) {
-          cp_async_16(dst, src, 4 * n);
-        } else {
-          uint32_t v[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            v[j] = j < n ? src[j] : 0u;
-          }
-          *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
-        }
-      }
-    }
+    load_stage<E, AsyncA, AsyncW, BX, kWgWRows, kWgThreads>(smem + stage * kStage, A, wq, M, N, K, m0, n0,
+                                                            slab0 + rel);
   };
 
   uint32_t acc[kAcc]; // float32 or int32 sums as raw words
@@ -271,23 +207,15 @@ __device__ __forceinline__ void wgmma_gemm_body(
   if constexpr (Split) {
     // This split's sums, 16 bytes per thread and vector, coalesced across the block.
     constexpr int kVecs = kAcc / 4;
-    uint4* part = work.partial + size_t(work.st) * work.splits * kVecs * kWgThreads;
+    uint4* part = reinterpret_cast<uint4*>(work.partial) + size_t(work.st) * work.splits * kVecs * kWgThreads;
 #pragma unroll
     for (int i = 0; i < kVecs; ++i) {
       part[(size_t(work.split) * kVecs + i) * kWgThreads + tid] =
           make_uint4(acc[4 * i], acc[4 * i + 1], acc[4 * i + 2], acc[4 * i + 3]);
     }
-    __threadfence();
-    __syncthreads(); // the ring is no longer read: its first word holds the flag
-    int* last = reinterpret_cast<int*>(smem);
-    if (tid == 0) {
-      *last = atomicAdd(work.counter + work.st, 1) == work.splits - 1;
-    }
-    __syncthreads();
-    if (!*last) {
+    if (!split_is_last(work, reinterpret_cast<int*>(smem))) { // the ring is no longer read
       return;
     }
-    __threadfence();
 #pragma unroll
     for (int i = 0; i < kAcc; ++i) {
       acc[i] = 0;
@@ -369,16 +297,10 @@ __device__ __forceinline__ void wgmma_gemm_body(
 #endif
 }
 
-// The ring's size is the plan's business (threadgroup memory 0, including 1024 bytes for the alignment).
+// The ring, at the next 1024-byte boundary of threadgroup memory 0 (the plan adds 1024 bytes).
 template <class E, class Tl>
 __device__ __forceinline__ uint8_t* wgmma_smem(const bnc::KernelArgs& a) {
-  extern __shared__ __align__(1024) uint8_t wgmma_dynamic_smem[];
-  uint32_t bytes;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
-  if (bytes < a.threadgroup_offset[0] + uint32_t(Tl::template smem_bytes<E>())) {
-    __trap();
-  }
-  uint8_t* p = wgmma_dynamic_smem + a.threadgroup_offset[0];
+  uint8_t* p = gemm_smem(a, Tl::template smem_bytes<E>());
   const uint32_t at = static_cast<uint32_t>(__cvta_generic_to_shared(p));
   return p + ((1024u - at % 1024u) % 1024u);
 }
@@ -386,48 +308,27 @@ __device__ __forceinline__ uint8_t* wgmma_smem(const bnc::KernelArgs& a) {
 template <class Tl>
 constexpr int kWgMinBlocks = Tl::Blocks;
 
-// Slots as cuda_ternary_mma_*: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; split K: 8 partial
-// sums, 9 counters (zeroed), 10 whole tiles, 11 splits; threadgroup memory 0.
+// Arguments: gemm_common.cuh's GemmArgs (ternary_gemm_args / bitlinear_gemm_args), as the mma GEMMs.
 template <class T, class Tl, bool Split>
 __global__ void __launch_bounds__(kWgThreads, kWgMinBlocks<Tl>) ternary_wgmma(bnc::KernelArgs a) {
   uint8_t* smem = wgmma_smem<T, Tl>(a);
-  const auto* x = bnc::buffer<const T>(a, 0);
-  const WgEpilogue ep{bnc::buffer<const float>(a, 2), nullptr, nullptr, nullptr, bnc::constant_i32(a, 7), 0};
-  const int M = bnc::constant_i32(a, 4), N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
-  const auto* wq = bnc::buffer<const uint32_t>(a, 1);
-  auto* y = bnc::buffer<T>(a, 3);
-  const WgWork work = wg_work<Tl::BX, Split>(M, (K * 2 + kWgRowBytes - 1) / kWgRowBytes, bnc::constant_i32(a, 10),
-                                             bnc::constant_i32(a, 11), a.buffers[8], bnc::buffer<int>(a, 9));
-  const bool w_ok = reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0;
-  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
-    if (w_ok) {
-      wgmma_gemm_body<T, T, Tl, true, true, Split>(x, wq, y, M, N, K, ep, smem, work);
-    } else {
-      wgmma_gemm_body<T, T, Tl, true, false, Split>(x, wq, y, M, N, K, ep, smem, work);
-    }
-  } else {
-    wgmma_gemm_body<T, T, Tl, false, false, Split>(x, wq, y, M, N, K, ep, smem, work);
-  }
+  const GemmArgs g = ternary_gemm_args(a);
+  const auto work = block_work<uint32_t, Tl::BX, kWgWRows, Split>(g, (g.K * 2 + kWgRowBytes - 1) / kWgRowBytes);
+  with_copy_paths<true>(g, [&]<bool AsyncA, bool AsyncW>() {
+    wgmma_gemm_body<T, T, Tl, AsyncA, AsyncW, Split>(static_cast<const T*>(g.x), g.wq, static_cast<T*>(g.y), g.M, g.N,
+                                                     g.K, g.ep, smem, work);
+  });
 }
 
-// Slots as cuda_bitlinear_mma_*: 0 xq (quad order), 1 xscale, 2 wq, 3 scale, 4 bias, 5 y; 6 M, 7 N, 8 K,
-// 9 per_row, 10 has_bias; 11 qsum; split K: 12 partial sums, 13 counters, 14 whole tiles, 15 splits.
 template <class T, class Tl, bool Split>
 __global__ void __launch_bounds__(kWgThreads, kWgMinBlocks<Tl>) bitlinear_wgmma(bnc::KernelArgs a) {
   uint8_t* smem = wgmma_smem<int8_t, Tl>(a);
-  const WgEpilogue ep{bnc::buffer<const float>(a, 3), bnc::buffer<const float>(a, 1), bnc::buffer<const int>(a, 11),
-                      bnc::buffer<const float>(a, 4), bnc::constant_i32(a, 9), bnc::constant_i32(a, 10)};
-  const auto* xq = bnc::buffer<const int8_t>(a, 0);
-  const auto* wq = bnc::buffer<const uint32_t>(a, 2);
-  auto* y = bnc::buffer<T>(a, 5);
-  const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
-  const WgWork work = wg_work<Tl::BX, Split>(M, (K + kWgRowBytes - 1) / kWgRowBytes, bnc::constant_i32(a, 14),
-                                             bnc::constant_i32(a, 15), a.buffers[12], bnc::buffer<int>(a, 13));
-  if (reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0) {
-    wgmma_gemm_body<int8_t, T, Tl, true, true, Split>(xq, wq, y, M, N, K, ep, smem, work);
-  } else {
-    wgmma_gemm_body<int8_t, T, Tl, true, false, Split>(xq, wq, y, M, N, K, ep, smem, work);
-  }
+  const GemmArgs g = bitlinear_gemm_args(a);
+  const auto work = block_work<uint32_t, Tl::BX, kWgWRows, Split>(g, (g.K + kWgRowBytes - 1) / kWgRowBytes);
+  with_copy_paths<false>(g, [&]<bool AsyncA, bool AsyncW>() {
+    wgmma_gemm_body<int8_t, T, Tl, AsyncA, AsyncW, Split>(static_cast<const int8_t*>(g.x), g.wq, static_cast<T*>(g.y),
+                                                          g.M, g.N, g.K, g.ep, smem, work);
+  });
 }
 
 // Host names as launch_plan_cuda.cpp's wgmma_launch: <op>_<T>_bx<BX>_s<S>[_split].
