@@ -1,7 +1,8 @@
-// What the tiled prefill GEMMs (mma_gemm.cu on mma.sync, wgmma_gemm.cuh on Hopper's wgmma) share: their
-// arguments (the same slots), which tile and K range a block computes (split K), the copy of packed W
-// into a ring stage, the election of a split tile's last block, the dynamic shared memory check, and
-// the choice of copy paths by alignment.
+// The tiled prefill GEMM's pieces around the MMAs (wgmma_gemm.cuh): its arguments (the slots of
+// mma_gemm.cu's kernels), which tile and K range a block computes (split K), the ring-stage loads, the
+// election of a split tile's last block, the dynamic shared memory check, the copy paths by alignment.
+// mma_gemm.cu keeps its own copy of the same logic: built on these functions its GEMMs measured 4-14%
+// slower on the H200 (17408x5120 M = 512 bitlinear 158.5 -> 174.1 us, 2560x6912 52.5 -> 60.0 us).
 #pragma once
 
 #include <cstdint>

@@ -26,7 +26,6 @@
 #include "kernel_args.cuh"
 #include <type_traits>
 
-#include "gemm_common.cuh"
 #include "ternary_mma.cuh"
 
 namespace bitnet_cuda {
@@ -60,6 +59,14 @@ struct Tile {
   }
 };
 
+struct MmaEpilogue {
+  const float* scale;
+  const float* xscale; // bitlinear only
+  const int* qsum;     // bitlinear only
+  const float* bias;
+  int per_row, has_bias;
+};
+
 template <class T>
 __device__ __forceinline__ void store2(T* p, T a, T b) {
   if constexpr (sizeof(T) == 2) {
@@ -73,22 +80,90 @@ __device__ __forceinline__ void store2(T* p, T a, T b) {
 // A: M x K elements of E (row stride K); wq: packed W (N x K/16 words).
 // AsyncA / AsyncW: cp.async (16-byte aligned rows of x; W rows 16-byte aligned
 // and K % 64 == 0); otherwise plain loads into the same ring.
+// What one block computes. Blocks 0 .. dp - 1 each own a whole tile (tile =
+// block); the rest split each remaining tile's K range `splits` ways: they store
+// their partial sums to `partial` (per split tile, per split, in fragment
+// order), and the last of a tile's blocks to finish (counter[tile - dp], which
+// it resets) sums the splits in order (deterministic) and stores y. Tiles go
+// row tile fastest, so the blocks running at once share W's columns.
+template <class Acc>
+struct Work {
+  int m0, n0, slab0, slab1; // output tile origin, this block's slabs of K
+  int split, splits, st;    // st: index among the split tiles
+  Acc* partial;
+  int* counter;
+};
+
+template <class Acc, class Tl, bool Split>
+__device__ __forceinline__ Work<Acc> block_work(int M, int slabs, int dp, int splits, Acc* partial, int* counter) {
+  const int b = blockIdx.x;
+  int tile = b, split = 0, n = 1;
+  if (Split && b >= dp) {
+    tile = dp + (b - dp) / splits;
+    split = (b - dp) % splits;
+    n = splits;
+  }
+  const int tiles_m = (M + Tl::BM - 1) / Tl::BM;
+  const int per = (slabs + n - 1) / n;
+  return {(tile % tiles_m) * Tl::BM, (tile / tiles_m) * Tl::BN, min(slabs, split * per), min(slabs, (split + 1) * per),
+          split, n, tile - dp, partial, counter};
+}
+
 template <class E, class T, class Tl, bool AsyncA, bool AsyncW, bool Split, class Acc>
 __device__ __forceinline__ void mma_gemm_body(
-    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const GemmEpilogue& ep, uint8_t* smem,
+    const E* A, const uint32_t* wq, T* y, int M, int N, int K, const MmaEpilogue& ep, uint8_t* smem,
     const Work<Acc>& work) {
   constexpr int BM = Tl::BM, BN = Tl::BN, WN = Tl::WN, S = Tl::S;
   constexpr int TM = Tl::TM, TN = Tl::TN, MT = Tl::MT, NT = Tl::NT, kThreads = Tl::kThreads;
   constexpr int WB = kWBytes<E>;
+  constexpr int kWords = WB / 4; // words of a W row per stage
+  constexpr int kAChunks = BM * (kRowBytes / 16);
+  constexpr int kWChunks = BN * WB / 16;
   constexpr int kStage = Tl::template stage_bytes<E>();
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / WN, wn = warp % WN;
   const int g = lane / 4, t = lane % 4;
   const int m0 = work.m0, n0 = work.n0;
+  const int words = K / 16;
+  const int kbytes = K * int(sizeof(E));
   const int slab0 = work.slab0, slabs = work.slab1 - work.slab0;
 
   auto load = [&](int rel, int stage) {
-    load_stage<E, AsyncA, AsyncW, BM, BN, kThreads>(smem + stage * kStage, A, wq, M, N, K, m0, n0, slab0 + rel);
+    const int slab = slab0 + rel;
+    uint8_t* sa = smem + stage * kStage;
+#pragma unroll
+    for (int i = 0; i < (kAChunks + kThreads - 1) / kThreads; ++i) {
+      const int c = tid + i * kThreads;
+      if (kAChunks % kThreads == 0 || c < kAChunks) {
+        const int row = c / 8, chunk = c % 8;
+        const int kb = slab * kRowBytes + chunk * 16;
+        const bool ok = m0 + row < M && kb < kbytes;
+        const uint8_t* src = reinterpret_cast<const uint8_t*>(A) + (ok ? size_t(m0 + row) * kbytes + kb : 0);
+        copy_x_chunk<AsyncA>(sa + swizzle128(row, chunk), src, ok);
+      }
+    }
+    uint8_t* sw = sa + BM * kRowBytes;
+#pragma unroll
+    for (int i = 0; i < (kWChunks + kThreads - 1) / kThreads; ++i) {
+      const int c = tid + i * kThreads;
+      if (kWChunks % kThreads == 0 || c < kWChunks) {
+        const int row = c / (WB / 16), part = c % (WB / 16);
+        const int w0 = slab * kWords + part * 4;
+        const int n = n0 + row < N ? max(0, min(4, words - w0)) : 0; // words inside K (0 past N)
+        const uint32_t* src = n > 0 ? wq + size_t(n0 + row) * words + w0 : wq;
+        uint8_t* dst = sw + row * WB + part * 16;
+        if constexpr (AsyncW) {
+          cp_async_16(dst, src, 4 * n);
+        } else {
+          uint32_t v[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            v[j] = j < n ? src[j] : 0u;
+          }
+          *reinterpret_cast<uint4*>(dst) = make_uint4(v[0], v[1], v[2], v[3]);
+        }
+      }
+    }
   };
 
   static_assert(std::is_same_v<Acc, std::conditional_t<kInt8<E>, int, float>>, "int32 or float32 sums");
@@ -165,9 +240,17 @@ __device__ __forceinline__ void mma_gemm_body(
       const Acc* a = acc[i / NT][i % NT];
       part[(size_t(work.split) * kFrags + i) * kThreads + tid] = Vec{a[0], a[1], a[2], a[3]};
     }
-    if (!split_is_last(work, reinterpret_cast<int*>(smem))) { // the ring is no longer read
+    __threadfence();
+    __syncthreads(); // also: the ring is no longer read, its first word holds the flag
+    int* last = reinterpret_cast<int*>(smem);
+    if (tid == 0) {
+      *last = atomicAdd(work.counter + work.st, 1) == work.splits - 1;
+    }
+    __syncthreads();
+    if (!*last) {
       return;
     }
+    __threadfence();
     // The splits in order (the same float sums whichever block is last), a row of
     // fragments (NT loads) at a time.
     zero_fragments(acc);
@@ -236,32 +319,74 @@ __device__ __forceinline__ void mma_gemm_body(
   }
 }
 
+// The ring's size is the plan's business (threadgroup memory 0); a launch
+// with less than the tile needs traps instead of corrupting memory.
+template <class E, class Tl>
+__device__ __forceinline__ uint8_t* mma_smem(const bnc::KernelArgs& a) {
+  extern __shared__ __align__(128) uint8_t mma_dynamic_smem[];
+  uint32_t bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  if (bytes < a.threadgroup_offset[0] + uint32_t(Tl::template smem_bytes<E>())) {
+    __trap();
+  }
+  return mma_dynamic_smem + a.threadgroup_offset[0];
+}
+
+template <class E>
+__device__ __forceinline__ bool w_rows_async(const uint32_t* wq, int K) {
+  return reinterpret_cast<uintptr_t>(wq) % 16 == 0 && (K / 16) % 4 == 0;
+}
+
 // Blocks per multiprocessor the register budget is cut for (launch_plan_cuda.cpp's MmaTile::blocks):
 // 4 warps of 32 x 64: 3, of 64 x 64: 2; 8 warps: 1.
 template <class Tl>
 constexpr int kMinBlocks = Tl::kThreads > 128 ? 1 : Tl::TM <= 32 ? 3 : 2;
 
-// Arguments: gemm_common.cuh's GemmArgs (ternary_gemm_args / bitlinear_gemm_args).
+// Slots as cuda_ternary_gemm: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row; split K (block_work):
+// 8 partial sums, 9 counters (zeroed), 10 whole tiles, 11 splits; threadgroup memory 0.
 template <class T, class Tl, bool Split>
 __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) ternary_mma(bnc::KernelArgs a) {
-  uint8_t* smem = gemm_smem(a, Tl::template smem_bytes<T>());
-  const GemmArgs g = ternary_gemm_args(a);
-  const auto work = block_work<float, Tl::BM, Tl::BN, Split>(g, (g.K * 2 + kRowBytes - 1) / kRowBytes);
-  with_copy_paths<true>(g, [&]<bool AsyncA, bool AsyncW>() {
-    mma_gemm_body<T, T, Tl, AsyncA, AsyncW, Split>(static_cast<const T*>(g.x), g.wq, static_cast<T*>(g.y), g.M, g.N,
-                                                   g.K, g.ep, smem, work);
-  });
+  uint8_t* smem = mma_smem<T, Tl>(a);
+  const auto* x = bnc::buffer<const T>(a, 0);
+  const MmaEpilogue ep{bnc::buffer<const float>(a, 2), nullptr, nullptr, nullptr, bnc::constant_i32(a, 7), 0};
+  const int M = bnc::constant_i32(a, 4), N = bnc::constant_i32(a, 5), K = bnc::constant_i32(a, 6);
+  const auto* wq = bnc::buffer<const uint32_t>(a, 1);
+  auto* y = bnc::buffer<T>(a, 3);
+  const Work<float> work = block_work<float, Tl, Split>(M, (K * 2 + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 10),
+                                                 bnc::constant_i32(a, 11), bnc::buffer<float>(a, 8),
+                                                 bnc::buffer<int>(a, 9));
+  const bool w_ok = w_rows_async<T>(wq, K);
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    if (w_ok) {
+      mma_gemm_body<T, T, Tl, true, true, Split>(x, wq, y, M, N, K, ep, smem, work);
+    } else {
+      mma_gemm_body<T, T, Tl, true, false, Split>(x, wq, y, M, N, K, ep, smem, work);
+    }
+  } else {
+    mma_gemm_body<T, T, Tl, false, false, Split>(x, wq, y, M, N, K, ep, smem, work);
+  }
 }
 
+// Slots as cuda_bitlinear_gemv: 0 xq (quad order), 1 xscale, 2 wq, 3 scale, 4 bias, 5 y; 6 M, 7 N, 8 K,
+// 9 per_row, 10 has_bias; 11 qsum; split K (block_work): 12 partial sums, 13 counters (zeroed), 14 whole
+// tiles, 15 splits; threadgroup memory 0.
 template <class T, class Tl, bool Split>
 __global__ void __launch_bounds__(Tl::kThreads, kMinBlocks<Tl>) bitlinear_mma(bnc::KernelArgs a) {
-  uint8_t* smem = gemm_smem(a, Tl::template smem_bytes<int8_t>());
-  const GemmArgs g = bitlinear_gemm_args(a);
-  const auto work = block_work<int, Tl::BM, Tl::BN, Split>(g, (g.K + kRowBytes - 1) / kRowBytes);
-  with_copy_paths<false>(g, [&]<bool AsyncA, bool AsyncW>() {
-    mma_gemm_body<int8_t, T, Tl, AsyncA, AsyncW, Split>(static_cast<const int8_t*>(g.x), g.wq, static_cast<T*>(g.y),
-                                                        g.M, g.N, g.K, g.ep, smem, work);
-  });
+  uint8_t* smem = mma_smem<int8_t, Tl>(a);
+  const MmaEpilogue ep{bnc::buffer<const float>(a, 3), bnc::buffer<const float>(a, 1), bnc::buffer<const int>(a, 11),
+                       bnc::buffer<const float>(a, 4), bnc::constant_i32(a, 9), bnc::constant_i32(a, 10)};
+  const auto* xq = bnc::buffer<const int8_t>(a, 0);
+  const auto* wq = bnc::buffer<const uint32_t>(a, 2);
+  auto* y = bnc::buffer<T>(a, 5);
+  const int M = bnc::constant_i32(a, 6), N = bnc::constant_i32(a, 7), K = bnc::constant_i32(a, 8);
+  const Work<int> work = block_work<int, Tl, Split>(M, (K + kRowBytes - 1) / kRowBytes, bnc::constant_i32(a, 14),
+                                             bnc::constant_i32(a, 15), bnc::buffer<int>(a, 12),
+                                             bnc::buffer<int>(a, 13));
+  if (w_rows_async<int8_t>(wq, K)) {
+    mma_gemm_body<int8_t, T, Tl, true, true, Split>(xq, wq, y, M, N, K, ep, smem, work);
+  } else {
+    mma_gemm_body<int8_t, T, Tl, true, false, Split>(xq, wq, y, M, N, K, ep, smem, work);
+  }
 }
 
 // Host names as launch_plan_cuda.cpp's mma_launch: <op>_<T>_bm<BM>_bn<BN>_w<warps>_s<stages>[_split]
