@@ -1,5 +1,3 @@
-// (Each wgmma_gemm_bx<BX>_s<S>.cu instantiates one tile: the tiles compile in parallel.)
-//
 // Prefill GEMMs on Hopper's warpgroup MMA (wgmma.mma_async, sm_90a), y = x @ (diag(s) W).T:
 //
 //   cuda_ternary_wgmma_<T>_bx<BX>_s<S>[_split]    T = float16 / bfloat16 x, float32 sums, y = T(s(n) acc)
@@ -23,7 +21,9 @@
 // waited for (wgmma.wait_group 1) before its slot is refilled after the next
 // barrier. Split K as mma_gemm.cu (the last block of a tile sums the splits in
 // order). Bounds: rows of x past M and K past the end are zero-filled, rows of
-// W past N are zero words (codes 0, times zero x or never stored).
+// W past N are zero words (codes 0, times zero x or never stored). Loads, arguments and
+// the split's bookkeeping: gemm_common.cuh. Each wgmma_gemm_bx<BX>_s<S>.cu instantiates
+// one tile, so that the tiles compile in parallel.
 #pragma once
 
 #include "kernel_args.cuh"
