@@ -86,6 +86,9 @@ function(bitnet_ext_add_cuda_backend primitives module)
             ${root}/csrc/harness/cuda/launch_args.cpp
             ${root}/csrc/harness/cuda/registry.cpp)
   target_compile_definitions(${primitives} PUBLIC BITNET_EXT_CUDA)
+  if(BITNET_EXT_CUDA_WGMMA)
+    target_compile_definitions(${primitives} PRIVATE BITNET_EXT_CUDA_WGMMA)
+  endif()
   # fmt_shim first: MLX's CUDA headers include <fmt/format.h>, which the
   # mlx-cuda wheel does not ship (csrc/gpu/cuda/fmt_shim/fmt/format.h).
   target_include_directories(

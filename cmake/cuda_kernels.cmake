@@ -15,6 +15,8 @@
 #
 # -fmad=false: no contraction of a * b + c (the metallib's -fno-fast-math; the
 # bit-exact paths depend on it). -lineinfo: sanitizer reports name source lines.
+#
+# Sets BITNET_EXT_CUDA_WGMMA in the caller's scope: ON when the kernels include sm_90a code.
 
 function(bitnet_ext_cuda_kernels target root python)
   set(harness_dir ${root}/csrc/harness)
@@ -58,4 +60,15 @@ function(bitnet_ext_cuda_kernels target root python)
     CUDA_STANDARD 20
     CUDA_STANDARD_REQUIRED ON
     POSITION_INDEPENDENT_CODE ON)
+  # Hopper (9.0) as 90a: the arch-specific code the wgmma GEMMs need (kernels/wgmma_gemm.cuh; CMake >= 3.25
+  # knows the suffix). Other targets get those kernels as traps, and the plans never choose them there:
+  # BITNET_EXT_CUDA_WGMMA (set here for the caller) defines the same name for launch_plan_cuda.cpp.
+  set(archs ${CMAKE_CUDA_ARCHITECTURES})
+  list(TRANSFORM archs REPLACE "^90(-real|-virtual)?$" "90a\\1")
+  set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES "${archs}")
+  if(archs MATCHES "90a")
+    set(BITNET_EXT_CUDA_WGMMA ON PARENT_SCOPE)
+  else()
+    set(BITNET_EXT_CUDA_WGMMA OFF PARENT_SCOPE)
+  endif()
 endfunction()

@@ -47,8 +47,13 @@ ref = S.ref
 DTYPES = S.DTYPES
 
 
+WGMMA = C.wgmma_available()  # sm_90a code built and a compute capability 9.0 GPU (launch_plan_cuda.cpp)
+
+
 def run_cuda(kind, params, inputs, out_specs):
     """The CUDA plan (or params['variant']) twice; both runs must give the same bytes."""
+    if params.get("variant", "").startswith("wgmma") and not WGMMA:
+        pytest.skip("wgmma GEMMs: sm_90a code on a compute capability 9.0 GPU only")
     raw_in = [S.to_raw(a) for a in inputs]
     results = []
     for _ in range(2):
@@ -121,7 +126,9 @@ GEMM_VARIANTS = ["gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128"]  # 8 
 # W decoded in registers (mma_gemm.cu), one per tile of launch_plan_cuda.cpp's kMmaTiles.
 # mmas_t<i>: the same with the tail tiles splitting K as the plans do.
 MMA_VARIANTS = ["mma_t0", "mma_t1", "mmas_t0", "mmas_t1"]
-GEMM_VARIANTS += MMA_VARIANTS
+# Hopper's wgmma (wgmma_gemm.cuh), one per tile of launch_plan_cuda.cpp's kWgmmaTiles; wgmmas_t<i> split K.
+WGMMA_VARIANTS = [f"{f}_t{i}" for f in ("wgmma", "wgmmas") for i in range(3)]
+GEMM_VARIANTS += MMA_VARIANTS + WGMMA_VARIANTS
 
 
 @pytest.mark.parametrize("variant", GEMM_VARIANTS)
@@ -131,8 +138,21 @@ def test_ternary_gemm(M, N, K, dtype_name, variant):
     check_ternary(M, N, K, dtype_name, per_row=(M % 2 == 1), variant=variant)
 
 
+# Tails of the wgmma tiles (128 rows of W x 256 or 128 rows of x) in M, N and K; K % 64 != 0 (W by
+# plain loads); K long enough that the wgmmas_t<i> plans split it.
+WGMMA_SHAPES = [(255, 129, 1040), (257, 127, 2064), (300, 260, 4096 + 64), (129, 300, 6912), (513, 136, 528)]
+
+
+@pytest.mark.parametrize("variant", WGMMA_VARIANTS)
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+@pytest.mark.parametrize("M,N,K", WGMMA_SHAPES, ids=str)
+def test_ternary_wgmma(M, N, K, dtype_name, variant):
+    check_ternary(M, N, K, dtype_name, per_row=(N % 2 == 1), variant=variant, seed=M + K)
+
+
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
-@pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
+@pytest.mark.parametrize("variant,M,N,K", [("wgmma_t0", 33, 40, 48), ("wgmmas_t2", 260, 9, 4096),
+                                           ("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
                                            ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96),
                                            ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96),
                                            ("mma_t0", 33, 40, 48), ("mmas_t1", 20, 9, 96)], ids=str)
@@ -144,7 +164,8 @@ def test_ternary_nonfinite_activations(variant, M, N, K, kind):
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 @pytest.mark.parametrize("variant,M,N,K", [("gemv_r1", 1, 21, 6912), ("gemv_r4", 5, 70, 2064),
                                            ("gemm_bm64", 33, 40, 528), ("gemm_bm128", 70, 9, 6912),
-                                           ("mma_t0", 33, 40, 528), ("mmas_t1", 70, 9, 6912)], ids=str)
+                                           ("mma_t0", 33, 40, 528), ("mmas_t1", 70, 9, 6912),
+                                           ("wgmma_t1", 300, 40, 528), ("wgmmas_t2", 70, 9, 6912)], ids=str)
 def test_ternary_random_words(variant, M, N, K, dtype_name):
     """Arbitrary words: code 3 reads as +2 in the LOP3/FMA decode as in the reference."""
     check_ternary(M, N, K, dtype_name, per_row=False, variant=variant, seed=3 * M + K, raw_words=True)
@@ -218,10 +239,17 @@ def test_bitlinear_gemm(M, N, K, dtype_name, variant):
     check_bitlinear(M, N, K, dtype_name, per_row=N % 2 == 1, has_bias=M % 2 == 1, variant=variant)
 
 
+@pytest.mark.parametrize("variant", WGMMA_VARIANTS)
+@pytest.mark.parametrize("dtype_name", list(DTYPES))
+@pytest.mark.parametrize("M,N,K", WGMMA_SHAPES, ids=str)
+def test_bitlinear_wgmma(M, N, K, dtype_name, variant):
+    check_bitlinear(M, N, K, dtype_name, per_row=N % 2 == 1, has_bias=M % 2 == 1, variant=variant)
+
+
 BITLINEAR_VARIANT_CASES = [("fused_r1", 1, 7, 2560), ("gemv_r1", 1, 5, 16384 + 16), ("gemv_r2", 6, 9, 80),
                            ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064), ("gemmw4_bm64", 40, 37, 96),
                            ("gemmw4_bm128", 20, 9, 2064), ("mma_t0", 40, 37, 96), ("mmas_t0", 130, 9, 2064),
-                           ("mmas_t1", 20, 300, 6912)]
+                           ("mmas_t1", 20, 300, 6912), ("wgmma_t0", 300, 37, 96), ("wgmmas_t2", 130, 9, 6912)]
 
 
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
@@ -239,7 +267,8 @@ def test_bitlinear_random_words(variant, M, N, K, dtype_name):
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("variant,M,K", [("fused_r1", 1, 16384), ("gemv_r1", 1, 65536), ("gemv_r4", 8, 4096),
                                          ("gemm_bm64", 17, 4096), ("gemm_bm128", 40, 65536),
-                                         ("gemmw4_bm128", 40, 65536), ("mma_t0", 40, 65536), ("mmas_t0", 40, 65536)],
+                                         ("gemmw4_bm128", 40, 65536), ("mma_t0", 40, 65536), ("mmas_t0", 40, 65536),
+                                         ("wgmma_t0", 40, 65536), ("wgmmas_t2", 300, 65536)],
                          ids=str)
 def test_bitlinear_is_exact_at_the_bound(variant, M, K, sign):
     """Every code 3 (+2) and every activation at +-127 after quantization: the largest |acc|, 254 K."""
@@ -295,8 +324,30 @@ PLAN_CASES = [
 ]
 
 
+# From M = 128 on a 9.0 GPU (sm_90a build), the wgmma GEMMs instead (launch_plan_cuda.cpp's kWgmmaMinM).
+WGMMA_PLAN_CASES = [
+    ("ternary_matmul", dict(M=512, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s5"),
+    ("ternary_matmul", dict(M=2048, N=17408, K=5120, dtype="float16"), "cuda_ternary_wgmma_float16_bx256_s4"),
+    ("bitlinear", dict(M=512, N=6912, K=2560, dtype="bfloat16"), "cuda_bitlinear_wgmma_bfloat16_bx256_s4"),
+    ("bitlinear", dict(M=2048, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_wgmma_float32_bx128_s5"),
+    ("bitlinear", dict(M=512, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_wgmma_bfloat16_bx128_s4_split"),
+    ("ternary_matmul", dict(M=512, N=2560, K=6912, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s4_split"),
+    ("bitlinear", dict(M=127, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_mma_bfloat16_bm64_bn128_w4_s4"),
+    ("ternary_matmul", dict(M=128, N=2560, K=6912, dtype="bfloat16"), "cuda_ternary_wgmma_bfloat16_bx128_s4_split"),
+]
+
+
 @pytest.mark.parametrize("kind,params,kernel", PLAN_CASES, ids=str)
 def test_cuda_plan_choice(kind, params, kernel):
+    if WGMMA and "_mma_" in kernel and params["M"] >= 128:
+        pytest.skip("the wgmma GEMMs serve this M here (WGMMA_PLAN_CASES)")
+    assert kernel in kernels_of(kind, params), C.describe_cuda_plan(kind, params)
+
+
+@pytest.mark.parametrize("kind,params,kernel", WGMMA_PLAN_CASES, ids=str)
+def test_cuda_plan_choice_wgmma(kind, params, kernel):
+    if not WGMMA:
+        pytest.skip("no sm_90a code or not a compute capability 9.0 GPU")
     assert kernel in kernels_of(kind, params), C.describe_cuda_plan(kind, params)
 
 
@@ -309,7 +360,8 @@ def test_cuda_plans_match_the_reference(M, N, K, dtype_name):
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16", "float32"])
-@pytest.mark.parametrize("M,N,K", [(300, 1000, 4096), (512, 2560, 6912)], ids=str)
+@pytest.mark.parametrize("M,N,K", [(300, 1000, 4096), (512, 2560, 6912), (256, 640, 2560), (2049, 300, 2064)],
+                         ids=str)
 def test_cuda_plans_split_k(M, N, K, dtype_name):
     """Shapes whose last wave of GEMM tiles splits K (launch_plan_cuda.cpp's mma_launch), through the plans."""
     check_bitlinear(M, N, K, dtype_name, per_row=True, has_bias=True)
@@ -319,7 +371,8 @@ def test_cuda_plans_split_k(M, N, K, dtype_name):
 
 def test_every_cuda_kernel_ran():
     """Keep last: every kernel registered from csrc/gpu/cuda/kernels/ was executed by the tests above."""
-    ours = {name for name, path in C.kernel_sources() if "/csrc/gpu/cuda/kernels/" in path.replace(os.sep, "/")}
+    ours = {name for name, path in C.kernel_sources() if "/csrc/gpu/cuda/kernels/" in path.replace(os.sep, "/")
+            and (WGMMA or "_wgmma_" not in name)}
     assert ours, "no hand-written CUDA kernel is registered"
     missing = sorted(ours - set(C.executed_kernels()))
     assert not missing, f"never executed: {missing}"

@@ -5,8 +5,13 @@
 #include "gpu/launch_plan_cuda.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
+
+#if defined(BITNET_EXT_CUDA_WGMMA)
+#include <cuda_runtime_api.h>
+#endif
 
 #include "gpu/launch_plan_cuda_variants.h"
 #include "gpu/plan_builders.h"
@@ -41,9 +46,8 @@ constexpr bool kUseFused = false;
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
-// Many rows with K <= kQuantVecMaxK: the quantizer that holds a row in registers (128 threads
-// of 4 groups of 16; bitlinear_gemv.cu's absmax_quantize_quad_vec).
-constexpr uint32_t kQuantVecThreads = 128;
+// Many rows with K <= kQuantVecMaxK: the quantizer that holds a row in registers, a thread per
+// group of 16 (bitlinear_gemv.cu's absmax_quantize_quad_vec, at most 512 threads).
 constexpr int64_t kQuantVecMaxK = 8192;
 // The shared-memory-decode GEMMs (tensor_core_gemm.cu, variants ternary_gemm / bitlinear_gemm):
 // 128 columns of W per block. The plans take the mma GEMMs (mma_tile_for) instead.
@@ -171,7 +175,7 @@ LaunchPlan quad_quantize(const BitLinearArgs& a) {
   const bool vec = a.M > kDecodeMaxM && a.K <= kQuantVecMaxK;
   q.name = std::string(vec ? "cuda_absmax_quantize_quad_vec_" : "cuda_absmax_quantize_quad_") + dtype_name(a.dtype);
   q.grid = {ceil_div(a.M, 1), 1, 1};
-  q.group = {vec ? kQuantVecThreads : quant_threads(a.M, a.K), 1, 1};
+  q.group = {vec ? uint32_t((a.K / 16 + 31) / 32 * 32) : quant_threads(a.M, a.K), 1, 1};
   q.buffers = {in(0, 0), tmp(0, 1), tmp(1, 2), tmp(2, 3)};
   q.constants = {ci("K", 4, a.K), cf("eps", 5, a.eps)};
   push(p, q);
@@ -223,38 +227,48 @@ const MmaTile& mma_tile(int i) {
   return kMmaTiles[i];
 }
 
-// Grid, block, ring size and split of an mma kernel on tile t (x elements of `x_bytes` bytes):
+// Grid and split of K for `tiles` output tiles of `tile_elems` sums each (mma_launch, wgmma_launch):
 // buffers `slot` (partial sums) and slot + 1 (counters), constants slot + 2 (whole tiles), slot + 3
-// (splits); the two temporaries are appended to the plan when the tail is split.
-void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, int64_t K, size_t x_bytes,
-                int slot, bool split) {
-  k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
-  k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
-  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
-  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
-  const int64_t tiles = ceil_div(M, t.bm) * ceil_div(N, t.bn);
-  const int64_t slots = kMultiprocessors * t.blocks;
-  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
-  int64_t splits = 1;
-  if (split && 2 * tiles <= slots) {
-    int64_t root = 1;
-    while ((root + 1) * (root + 1) <= slabs) {
-      ++root;
-    }
-    splits = std::max<int64_t>(1, std::min({slots / tiles, root, slabs / kMmaMinSplitSlabs, kMmaMaxSplits}));
+// (splits); the two temporaries are appended to the plan when the tiles are split.
+int64_t split_ways(int64_t tiles, int64_t slots, int64_t slabs) {
+  if (2 * tiles > slots) {
+    return 1;
   }
+  int64_t root = 1;
+  while ((root + 1) * (root + 1) <= slabs) {
+    ++root;
+  }
+  return std::max<int64_t>(1, std::min({slots / tiles, root, slabs / kMmaMinSplitSlabs, kMmaMaxSplits}));
+}
+
+void split_tiles(LaunchPlan& p, KernelLaunch& k, int64_t tiles, int64_t slots, int64_t slabs, size_t tile_elems,
+                 int slot, bool split) {
+  const int64_t splits = split ? split_ways(tiles, slots, slabs) : 1;
   const int64_t dp = splits > 1 ? 0 : tiles;
   k.grid = {uint32_t(dp + (tiles - dp) * splits), 1, 1};
   if (splits > 1) {
     k.name += "_split";
     const int tmp0 = int(p.temporaries.size());
-    p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * t.bm * t.bn * 4, false});
+    p.temporaries.push_back({"partial", size_t(tiles - dp) * splits * tile_elems * 4, false});
     p.temporaries.push_back({"counters", size_t(tiles - dp) * 4, true});
     k.buffers.push_back(tmp(tmp0, slot));
     k.buffers.push_back(tmp(tmp0 + 1, slot + 1));
   }
   k.constants.push_back(ci("tiles", slot + 2, dp));
   k.constants.push_back(ci("splits", slot + 3, splits));
+}
+
+// Grid, block, ring size and split of an mma kernel on tile t (x elements of `x_bytes` bytes):
+// split_tiles' slots from `slot`.
+void mma_launch(LaunchPlan& p, KernelLaunch& k, const MmaTile& t, int64_t M, int64_t N, int64_t K, size_t x_bytes,
+                int slot, bool split) {
+  k.name += suffix("bm", t.bm) + suffix("bn", t.bn) + suffix("w", t.wm * t.wn) + suffix("s", t.stages);
+  k.group = {uint32_t(32 * t.wm * t.wn), 1, 1};
+  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
+  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bm) * kMmaRowBytes + size_t(t.bn) * w_bytes)}};
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  split_tiles(p, k, ceil_div(M, t.bm) * ceil_div(N, t.bn), kMultiprocessors * t.blocks, slabs, size_t(t.bm) * t.bn,
+              slot, split);
 }
 
 // The mma tile for M rows of x (bench/results/cuda-h200-gemm-m512.md): 64 x 128 (4 warps of
@@ -269,38 +283,141 @@ int mma_tile_for(int64_t M) {
   return M <= kMmaSmallTileMaxM ? kMmaSmallTile : kMmaBigTile;
 }
 
-} // namespace
+// The wgmma GEMMs (kernels/wgmma_gemm.cuh, sm_90a only): 128 rows of W (2 warpgroups of 64) times
+// bx rows of x per block, a ring of `stages` stages (128 bytes of x per row, packed W) plus 1024
+// bytes to align it; `blocks` per multiprocessor (wgmma_gemm.cuh's WgTile). Indexed by the
+// "wgmma_t<i>" variants; the wgmma_gemm_bx<bx>_s<stages>.cu files instantiate the same list.
+struct WgmmaTile {
+  int bx, stages, blocks;
+};
+// (Measured and dropped, bench/results/cuda-h200-wgmma.md: 256 rows in 5 stages, 128 rows in 7: no
+// faster.)
+constexpr WgmmaTile kWgmmaTiles[] = {{256, 4, 1}, {128, 5, 1}, {128, 4, 2}};
+constexpr int kWgmmaTileCount = int(sizeof(kWgmmaTiles) / sizeof(kWgmmaTiles[0]));
+constexpr int64_t kWgmmaWRows = 128;
 
-namespace variants {
+const WgmmaTile& wgmma_tile(int i) {
+  check_variant(i >= 0 && i < kWgmmaTileCount, "wgmma: tile index 0.." + std::to_string(kWgmmaTileCount - 1));
+  return kWgmmaTiles[i];
+}
 
-LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
+void wgmma_launch(LaunchPlan& p, KernelLaunch& k, const WgmmaTile& t, int64_t M, int64_t N, int64_t K,
+                  size_t x_bytes, int slot, bool split) {
+  k.name += suffix("bx", t.bx) + suffix("s", t.stages);
+  k.group = {256, 1, 1};
+  const size_t w_bytes = kMmaRowBytes / x_bytes / 4;
+  k.threadgroup_memory = {{0, size_t(t.stages) * (size_t(t.bx) * kMmaRowBytes + kWgmmaWRows * w_bytes) + 1024}};
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  split_tiles(p, k, ceil_div(M, t.bx) * ceil_div(N, kWgmmaWRows), kMultiprocessors * t.blocks, slabs,
+              size_t(t.bx) * kWgmmaWRows, slot, split);
+}
+
+// From this M the plans take the wgmma GEMMs where available: at M = 128 they beat the mma GEMM
+// (64 x 128 tile) at every measured shape on the H200 (bitlinear 2560x2560 17.8 -> 15.1 us,
+// 17408x5120 59.5 -> 47.1; ternary_matmul 26.0 -> 21.3, 113 -> 80). M = 65 .. 127 was not measured.
+constexpr int64_t kWgmmaMinM = 128;
+
+// The wgmma tile (bench/results/cuda-h200-wgmma.md, kernel timing on the H200): the 2-blocks tile
+// (2) when its grid splits K 3 ways or more (few tiles, long K: 2560x6912 M = 512 bitlinear 36.5 ->
+// 34.9 us, ternary_matmul 53.0 -> 44.4 us; M = 128 31.7 -> 22.5, 53.1 -> 21.3; 2 ways of 20 slabs
+// were slower: 2560x2560 M = 512 ternary 21.6 -> 28.6 us); else the fewer waves of blocks, a
+// 256-row tile (0) costing 2 and a 128-row one (1) 1.3 (the larger wgmma is the more efficient:
+// 6912x2560 M = 2048, 432 vs 864 tiles, 4 vs 7 waves, bitlinear 85 vs 97 us).
+int wgmma_tile_for(int64_t M, int64_t N, int64_t K, size_t x_bytes) {
+  const int64_t slabs = ceil_div(K * int64_t(x_bytes), int64_t(kMmaRowBytes));
+  const int64_t tiles128 = ceil_div(M, 128) * ceil_div(N, kWgmmaWRows);
+  if (split_ways(tiles128, 2 * kMultiprocessors, slabs) >= 3) {
+    return 2;
+  }
+  const int64_t waves256 = ceil_div(ceil_div(M, 256) * ceil_div(N, kWgmmaWRows), kMultiprocessors);
+  const int64_t waves128 = ceil_div(tiles128, kMultiprocessors);
+  return 13 * waves128 < 20 * waves256 ? 1 : 0;
+}
+
+// The tiled GEMMs' plans (mma and wgmma: the same slots, gemm_common.cuh's GemmArgs):
+// cuda_<op>_<family>_<T>, grid, block, ring and split set by launch(plan, kernel).
+template <class Launch>
+LaunchPlan ternary_tiled(const TernaryMatmulArgs& a, const std::string& family, Launch&& launch) {
   check_k(a.K);
-  check_variant(a.transpose && is_16bit(a.dtype), "ternary_mma: transpose=True, float16/bfloat16");
-  const MmaTile& t = mma_tile(tile);
+  check_variant(a.transpose && is_16bit(a.dtype), "ternary_" + family + ": transpose=True, float16/bfloat16");
   LaunchPlan p;
   if (a.M <= 0 || a.N <= 0) {
     return p;
   }
   KernelLaunch k;
-  k.name = std::string("cuda_ternary_mma_") + dtype_name(a.dtype);
+  k.name = "cuda_ternary_" + family + "_" + dtype_name(a.dtype);
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
   k.constants = {ci("M", 4, a.M), ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale)};
-  mma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split);
+  launch(p, k);
   push(p, k);
   return p;
 }
 
-LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split) {
+template <class Launch>
+LaunchPlan bitlinear_tiled(const BitLinearArgs& a, const std::string& family, Launch&& launch) {
   check_k(a.K);
-  const MmaTile& t = mma_tile(tile);
   if (a.M <= 0 || a.N <= 0) {
     return {};
   }
   LaunchPlan p = quad_quantize(a);
-  KernelLaunch k = quad_consumer(a, std::string("cuda_bitlinear_mma_") + dtype_name(a.dtype));
-  mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split);
+  KernelLaunch k = quad_consumer(a, "cuda_bitlinear_" + family + "_" + dtype_name(a.dtype));
+  launch(p, k);
   push(p, k);
   return p;
+}
+
+} // namespace
+
+namespace variants {
+
+// Whether this process's GPU runs the wgmma kernels: the build has sm_90a code
+// (cmake/cuda_kernels.cmake defines BITNET_EXT_CUDA_WGMMA) and the current
+// device is compute capability 9.0; BITNET_EXT_CUDA_WGMMA=0 turns them off
+// (the mma.sync GEMMs then serve every M, as on other GPUs).
+bool wgmma_available() {
+#if defined(BITNET_EXT_CUDA_WGMMA)
+  static const bool ok = [] {
+    const char* env = std::getenv("BITNET_EXT_CUDA_WGMMA");
+    int dev = 0, major = 0, minor = 0;
+    if ((env && env[0] == '0') || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+      return false;
+    }
+    return major == 9 && minor == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+
+
+
+
+LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
+  const MmaTile& t = mma_tile(tile);
+  return ternary_tiled(a, "mma",
+                       [&](LaunchPlan& p, KernelLaunch& k) { mma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split); });
+}
+
+LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split) {
+  const MmaTile& t = mma_tile(tile);
+  return bitlinear_tiled(a, "mma",
+                         [&](LaunchPlan& p, KernelLaunch& k) { mma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split); });
+}
+
+LaunchPlan ternary_wgmma(const TernaryMatmulArgs& a, int tile, bool split) {
+  const WgmmaTile& t = wgmma_tile(tile);
+  return ternary_tiled(a, "wgmma",
+                       [&](LaunchPlan& p, KernelLaunch& k) { wgmma_launch(p, k, t, a.M, a.N, a.K, 2, 8, split); });
+}
+
+LaunchPlan bitlinear_wgmma(const BitLinearArgs& a, int tile, bool split) {
+  const WgmmaTile& t = wgmma_tile(tile);
+  return bitlinear_tiled(a, "wgmma",
+                         [&](LaunchPlan& p, KernelLaunch& k) { wgmma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split); });
 }
 
 LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps) {
@@ -405,6 +522,9 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
     return variants::ternary_gemv(a, g.rows, g.warps);
   }
+  if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
+    return variants::ternary_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 2));
+  }
   const int tile = mma_tile_for(a.M);
   return variants::ternary_mma(a, tile, tile == kMmaBigTile);
 }
@@ -417,6 +537,9 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
     return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
+  }
+  if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
+    return variants::bitlinear_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 1));
   }
   const int tile = mma_tile_for(a.M);
   return variants::bitlinear_mma(a, tile, tile == kMmaBigTile);

@@ -32,4 +32,13 @@ LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps = 8);
 LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split = true);
 LaunchPlan bitlinear_mma(const BitLinearArgs& a, int tile, bool split = true);
 
+// Hopper's warpgroup MMA (kernels/wgmma_gemm.cuh; sm_90a builds on a compute capability 9.0 GPU only),
+// tile = index into launch_plan_cuda.cpp's kWgmmaTiles: cuda_ternary_wgmma_<T>_bx<BX>_s<S>, and
+// cuda_absmax_quantize_quad_<T> then cuda_bitlinear_wgmma_<T>_<same tile>; split as the mma variants.
+LaunchPlan ternary_wgmma(const TernaryMatmulArgs& a, int tile, bool split = true);
+LaunchPlan bitlinear_wgmma(const BitLinearArgs& a, int tile, bool split = true);
+
+// Whether the plans may choose the wgmma GEMMs in this process (sm_90a code built, a 9.0 GPU).
+bool wgmma_available();
+
 } // namespace bitnet_ext::gpu::cuda_plans::variants

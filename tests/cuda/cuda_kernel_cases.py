@@ -19,6 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 MMA = ("mma_t0", "mma_t1", "mmas_t0", "mmas_t1")  # launch_plan_cuda.cpp's kMmaTiles
+WGMMA = ("wgmma_t0", "wgmma_t1", "wgmma_t2", "wgmmas_t0", "wgmmas_t2")  # kWgmmaTiles (sm_90a on a 9.0 GPU)
 
 
 def cases():
@@ -29,6 +30,8 @@ def cases():
         for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128") + MMA:
             yield "ternary_matmul", dict(M=70, N=130, K=528, dtype=dt, variant=v)
         yield "ternary_matmul", dict(M=130, N=260, K=1024, dtype=dt, variant="mmas_t0")  # cp.async W rows, split K
+        for v in WGMMA:
+            yield "ternary_matmul", dict(M=300, N=130, K=4096 + 16, dtype=dt, variant=v)  # tails, split K
     for dt in DTYPES:
         for v in ("gemv_r1", "gemv_r4", "gemvw8_r1", "gemvw8_r2", "gemvw8_r4", "gemvw16_r1", "gemvw16_r2",
                   "gemvw16_r4", "fused_r1", "fused_r2", "fused_r4"):
@@ -37,6 +40,8 @@ def cases():
         for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128") + MMA:
             yield "bitlinear", dict(M=70, N=130, K=528, dtype=dt, has_bias=True, variant=v)
         yield "bitlinear", dict(M=130, N=261, K=1024, dtype=dt, has_bias=True, variant="mmas_t1")
+        for v in WGMMA:
+            yield "bitlinear", dict(M=300, N=130, K=4096 + 64, dtype=dt, has_bias=True, variant=v)
 
 
 def main():
@@ -49,6 +54,8 @@ def main():
     rng = np.random.default_rng(0)
     n = 0
     for kind, p in cases():
+        if p.get("variant", "").startswith("wgmma") and not C.wgmma_available():
+            continue
         M, N, K, dt = p["M"], p["N"], p["K"], p["dtype"]
         ins = [activations((M, K), dt, rng), pack(rng.integers(-1, 2, (N, K)).astype(np.int8)),
                rng.uniform(0.5, 1.5, N).astype(np.float32)]

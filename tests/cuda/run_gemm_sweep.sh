@@ -8,7 +8,8 @@
 # test_fused / test_nn) with the GPU as MLX's default device.
 #
 #   device tool, carry [".cuda-bundle"]:  bash tests/cuda/run_gemm_sweep.sh
-#   SWEEP_ARGS / BENCH_ARGS: extra options; SWEEP=0 / BENCH=0 / TESTS=0 skip a step; TEST_TIMEOUT seconds.
+#   SWEEP_ARGS / BENCH_ARGS: extra options; SWEEP=0 / BENCH=0 / TESTS=0 skip a step; TEST_TIMEOUT seconds;
+#   PACKAGE=0: build the harness only (sweep, kernel tests and memcheck).
 # $OUT gets sweep.json/.md, bench_cuda.json/.md, pytest_{kernels,gpu,models}.log, memcheck.log, logs.tar.gz.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,9 +27,13 @@ py=$(command -v python3)
 nv=/opt/mlx-cuda/site/nvidia
 ( cmake -S csrc/harness/cuda -B build/cuda -G Ninja -DPython_EXECUTABLE="$py" > "$LOGS/harness_build.log" 2>&1 &&
   cmake --build build/cuda -j8 >> "$LOGS/harness_build.log" 2>&1 ) & hb=$!
-( CMAKE_BUILD_PARALLEL_LEVEL=8 python3 -m pip install --no-build-isolation --no-deps --no-index -v . \
-    -Cbuild-dir=build/cuda-pkg -Ccmake.define.CUDNN_INCLUDE_PATH=$nv/cudnn/include \
-    -Ccmake.define.CUDNN_LIBRARY_PATH=$nv/cudnn/lib/libcudnn.so.9 > "$LOGS/build.log" 2>&1 ) & pb=$!
+if [ "${PACKAGE:-1}" = "0" ]; then
+  ( exit 1 ) & pb=$!  # the harness only: no MLX-side bench or tests
+else
+  ( CMAKE_BUILD_PARALLEL_LEVEL=8 python3 -m pip install --no-build-isolation --no-deps --no-index -v . \
+      -Cbuild-dir=build/cuda-pkg -Ccmake.define.CUDNN_INCLUDE_PATH=$nv/cudnn/include \
+      -Ccmake.define.CUDNN_LIBRARY_PATH=$nv/cudnn/lib/libcudnn.so.9 > "$LOGS/build.log" 2>&1 ) & pb=$!
+fi
 wait $hb; hrc=$?; wait $pb; prc=$?
 stamp "builds harness=$hrc package=$prc"
 [ $hrc -ne 0 ] && tail -n 30 "$LOGS/harness_build.log"

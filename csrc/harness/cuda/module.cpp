@@ -82,6 +82,11 @@ gpu::LaunchPlan make_plan(const std::string& plans, const std::string& kind, con
     return kind == "bitlinear" ? v::bitlinear_mma(bnh::bitlinear_args(p), n, split)
                                : v::ternary_mma(bnh::ternary_matmul_args(p), n, split);
   }
+  if (family == "wgmma" || family == "wgmmas") { // wgmma: no split of K; wgmmas: split as the plans do
+    const bool split = family == "wgmmas";
+    return kind == "bitlinear" ? v::bitlinear_wgmma(bnh::bitlinear_args(p), n, split)
+                               : v::ternary_wgmma(bnh::ternary_matmul_args(p), n, split);
+  }
   throw nb::value_error(("no CUDA variant " + family + " for " + kind).c_str());
 }
 
@@ -91,6 +96,8 @@ NB_MODULE(_metal_cuda, m) {
   m.doc() = "The bitnet_ext Metal shaders compiled for NVIDIA GPUs through a CUDA shim (tests and timing).";
 
   m.def("device_name", &bnc::device_name, "Name of the current CUDA device.");
+  m.def("wgmma_available", &gpu::cuda_plans::variants::wgmma_available,
+        "Whether the CUDA plans may choose the wgmma GEMMs here (sm_90a code built, a compute capability 9.0 GPU).");
   bnh::def_kernel_queries(m, &bnc::kernels, &bnc::executed_kernels, &bnc::reset_executed_kernels);
 
   m.def(
