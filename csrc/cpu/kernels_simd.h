@@ -446,13 +446,12 @@ struct Simd {
     }
   }
 
-  // Accumulates the tile over all of K in registers, then stores it as
-  // out[r][MT] (int32, before the activation-offset correction).
-  BITNET_FLATTEN static void i8_micro(const uint8_t* xt, const int8_t* panel, int64_t ng, int32_t* out) {
-    if constexpr (has_dot16()) return i8_micro16(xt, panel, ng, out);
-    vi acc[NRi][MVi];
-    static_for<NRi>([&](auto r) BITNET_INLINE { static_for<MVi>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::zi(); }); });
-    for (int64_t g = 0; g < ng; ++g) {
+  // acc[r][j] += the products of groups [g0, g1) of the tile: by Ops::dot
+  // (int32 lanes) or, with Dot16, by Ops::dot16 (int16 lanes, see i8_micro16).
+  template <bool Dot16>
+  BITNET_INLINE static void i8_tile_groups(const uint8_t* xt, const int8_t* panel, int64_t g0, int64_t g1,
+                                           vi (&acc)[NRi][MVi]) {
+    for (int64_t g = g0; g < g1; ++g) {
       const int8_t* pg = panel + g * NRi * L * 4;
       const uint8_t* xg = xt + g * L * MTi * 4;
       for (int kk = 0; kk < L; ++kk) {
@@ -460,10 +459,25 @@ struct Simd {
         static_for<MVi>([&](auto j) BITNET_INLINE { xv[j] = Ops::li(xg + (kk * MTi + j * L) * 4); });
         static_for<NRi>([&](auto r) BITNET_INLINE {
           const vi b = Ops::bi(pg + (r * L + kk) * 4);
-          static_for<MVi>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::dot(acc[r][j], xv[j], b); });
+          static_for<MVi>([&](auto j) BITNET_INLINE {
+            if constexpr (Dot16) {
+              acc[r][j] = Ops::dot16(acc[r][j], xv[j], b);
+            } else {
+              acc[r][j] = Ops::dot(acc[r][j], xv[j], b);
+            }
+          });
         });
       }
     }
+  }
+
+  // Accumulates the tile over all of K in registers, then stores it as
+  // out[r][MT] (int32, before the activation-offset correction).
+  BITNET_FLATTEN static void i8_micro(const uint8_t* xt, const int8_t* panel, int64_t ng, int32_t* out) {
+    if constexpr (has_dot16()) return i8_micro16(xt, panel, ng, out);
+    vi acc[NRi][MVi];
+    static_for<NRi>([&](auto r) BITNET_INLINE { static_for<MVi>([&](auto j) BITNET_INLINE { acc[r][j] = Ops::zi(); }); });
+    i8_tile_groups<false>(xt, panel, 0, ng, acc);
     static_for<NRi>([&](auto r) BITNET_INLINE { static_for<MVi>([&](auto j) BITNET_INLINE { Ops::si(out + r * MTi + j * L, acc[r][j]); }); });
   }
 
@@ -483,19 +497,7 @@ struct Simd {
     for (int64_t g0 = 0; g0 < ng; g0 += kGroups) {
       vi a16[NRi][MVi];
       static_for<NRi>([&](auto r) BITNET_INLINE { static_for<MVi>([&](auto j) BITNET_INLINE { a16[r][j] = Ops::zi(); }); });
-      const int64_t g1 = std::min(ng, g0 + kGroups);
-      for (int64_t g = g0; g < g1; ++g) {
-        const int8_t* pg = panel + g * NRi * L * 4;
-        const uint8_t* xg = xt + g * L * MTi * 4;
-        for (int kk = 0; kk < L; ++kk) {
-          vi xv[MVi];
-          static_for<MVi>([&](auto j) BITNET_INLINE { xv[j] = Ops::li(xg + (kk * MTi + j * L) * 4); });
-          static_for<NRi>([&](auto r) BITNET_INLINE {
-            const vi b = Ops::bi(pg + (r * L + kk) * 4);
-            static_for<MVi>([&](auto j) BITNET_INLINE { a16[r][j] = Ops::dot16(a16[r][j], xv[j], b); });
-          });
-        }
-      }
+      i8_tile_groups<true>(xt, panel, g0, std::min(ng, g0 + kGroups), a16);
       static_for<NRi>([&](auto r) BITNET_INLINE {
         static_for<MVi>([&](auto j) BITNET_INLINE {
           int32_t* o = out + r * MTi + j * L;

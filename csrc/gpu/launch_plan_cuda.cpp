@@ -392,10 +392,6 @@ bool wgmma_available() {
 #endif
 }
 
-
-
-
-
 LaunchPlan ternary_mma(const TernaryMatmulArgs& a, int tile, bool split) {
   const MmaTile& t = mma_tile(tile);
   return ternary_tiled(a, "mma",
