@@ -78,6 +78,20 @@ def test_rms_norm_strided_and_mixed_dtypes():
     np.testing.assert_allclose(to_np(bx.rms_norm(x, w_view, 1e-6)), rms_norm_np(x, w_view, 1e-6), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", dtype_params())
+def test_rms_norm_unit_stride_and_strided_rows_agree_bitwise(dtype):
+    # Unit-stride rows take a vectorized loop, strided ones the general loop:
+    # the same sums in the same order, so the same bits; a NaN stays a NaN.
+    base = randn((2, 2 * 2563), dtype, seed=11)
+    strided = base[:, ::2]
+    contiguous = mx.array(to_np(strided)).astype(dtype)
+    w = (1 + 0.2 * randn((2563,), mx.float32, seed=12)).astype(dtype)
+    np.testing.assert_array_equal(to_np(bx.rms_norm(strided, w, 1e-5)), to_np(bx.rms_norm(contiguous, w, 1e-5)))
+    with_nan = mx.concatenate([contiguous[:1], mx.full((1, 2563), float("nan"), dtype)])
+    y = to_np(bx.rms_norm(with_nan, w, 1e-5))
+    assert np.all(np.isnan(y[1])) and not np.any(np.isnan(y[0]))
+
+
 def test_rms_norm_zero_row_and_eps():
     x = mx.zeros((2, 16))
     w = mx.ones((16,))

@@ -84,8 +84,8 @@ void rope_rows(const mx::array& x, const mx::array& offset, mx::array& out, cons
         const float x2 = to_float(row[b * cs]);
         const float c = angle[2 * i];
         const float s = angle[2 * i + 1];
-        y[a] = static_cast<T>(x1 * c - x2 * s);
-        y[b] = static_cast<T>(x1 * s + x2 * c);
+        y[a] = from_float<T>(x1 * c - x2 * s);
+        y[b] = from_float<T>(x1 * s + x2 * c);
       }
       for (int64_t j = p.dims; j < D; ++j) {
         y[j] = row[j * cs];

@@ -72,4 +72,16 @@ inline float to_float(mx::bfloat16_t v) {
   return bf16_to_float(std::bit_cast<uint16_t>(v));
 }
 
+// A float rounded to T as MLX rounds it (static_cast); bfloat16 through its
+// bits, so that row loops vectorize (in files built with -fno-trapping-math,
+// see CMakeLists.txt) instead of branching on NaN per element.
+template <class T>
+inline T from_float(float v) {
+  return static_cast<T>(v);
+}
+template <>
+inline mx::bfloat16_t from_float(float v) {
+  return std::bit_cast<mx::bfloat16_t>(float_to_bf16(v));
+}
+
 } // namespace bitnet_ext
