@@ -27,6 +27,7 @@ constexpr bitnet_ext::cpu::Isa all_isas[] = {
     bitnet_ext::cpu::Isa::Avx2,
     bitnet_ext::cpu::Isa::Avx512,
     bitnet_ext::cpu::Isa::Avx512Vnni,
+    bitnet_ext::cpu::Isa::Avx512Bf16,
     bitnet_ext::cpu::Isa::Avx512Amx,
     bitnet_ext::cpu::Isa::Neon,
     bitnet_ext::cpu::Isa::NeonDot,

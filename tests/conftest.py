@@ -181,7 +181,7 @@ def matmul_sumsq(x, codes, scale, transpose=True):
 # ---------------------------------------------------------------------------
 # CPU instruction-set levels and threads
 
-ISA_ORDER = ["scalar", "avx2", "avx512", "avx512_vnni", "avx512_amx", "neon", "neon_dot"]
+ISA_ORDER = ["scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16", "avx512_amx", "neon", "neon_dot"]
 
 
 def supported_isas():

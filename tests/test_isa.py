@@ -139,6 +139,8 @@ def test_supported_isas_match_cpu_x86():
             can.add("avx512")
             if "avx512_vnni" in flags:
                 can.add("avx512_vnni")
+                if "avx512_bf16" in flags:
+                    can.add("avx512_bf16")
                 # Linux grants the tile state on request (arch_prctl), as the level does.
                 if {"amx_tile", "amx_int8", "amx_bf16"} <= flags:
                     can.add("avx512_amx")

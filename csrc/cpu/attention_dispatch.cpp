@@ -15,6 +15,7 @@ AttentionFn active_attention() {
     case Isa::Avx512:
     case Isa::Avx512Vnni:
     case Isa::Avx512Amx:
+    case Isa::Avx512Bf16:
       return attention_avx512();
 #endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)

@@ -15,6 +15,7 @@ DenseFn active_dense() {
     case Isa::Avx512:
     case Isa::Avx512Vnni:
     case Isa::Avx512Amx:
+    case Isa::Avx512Bf16:
       return dense_avx512();
 #endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)

@@ -18,6 +18,10 @@ bool isa_compiled(Isa isa) {
     case Isa::Avx512Amx:
       return true;
 #endif
+#if defined(BITNET_EXT_HAVE_BF16_KERNELS)
+    case Isa::Avx512Bf16:
+      return true;
+#endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)
     case Isa::Neon:
     case Isa::NeonDot:
@@ -43,6 +47,10 @@ const KernelTable* kernel_table(Isa isa) {
 #if defined(BITNET_EXT_HAVE_AMX_KERNELS)
     case Isa::Avx512Amx:
       return &table_avx512_amx();
+#endif
+#if defined(BITNET_EXT_HAVE_BF16_KERNELS)
+    case Isa::Avx512Bf16:
+      return &table_avx512_bf16();
 #endif
 #if defined(BITNET_EXT_HAVE_ARM_KERNELS)
     case Isa::Neon:

@@ -16,6 +16,7 @@ Int8HeadFn active_int8_head() {
       return int8_head_avx512();
     case Isa::Avx512Vnni:
     case Isa::Avx512Amx:
+    case Isa::Avx512Bf16:
       return int8_head_avx512_vnni();
 #endif
     default:

@@ -42,7 +42,7 @@ uint64_t xgetbv0() {
 }
 
 struct X86Features {
-  bool avx2 = false, avx512 = false, vnni = false, amx = false;
+  bool avx2 = false, avx512 = false, vnni = false, bf16 = false, amx = false;
 };
 
 // AMX tile data is a dynamically enabled state on Linux: a process asks the
@@ -82,6 +82,9 @@ X86Features detect_x86() {
   f.avx2 = avx2 && fma && f16c;
   f.avx512 = f.avx2 && os_zmm && avx512f && avx512dq && avx512bw && avx512vl;
   f.vnni = f.avx512 && avx512vnni;
+  unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+  if (a >= 1) __cpuid_count(7, 1, a1, b1, c1, d1); // subleaf 1 exists when leaf 7's eax >= 1
+  f.bf16 = f.vnni && (a1 & (1u << 5)); // AVX512_BF16
   const bool os_tiles = (xcr0 & 0x60000) == 0x60000; // XTILECFG + XTILEDATA
   f.amx = f.vnni && amx_tile && amx_int8 && amx_bf16 && os_tiles && amx_permitted();
   return f;
@@ -131,6 +134,10 @@ bool cpu_supports(Isa isa) {
       static const X86Features f = detect_x86();
       return f.amx;
     }
+    case Isa::Avx512Bf16: {
+      static const X86Features f = detect_x86();
+      return f.bf16;
+    }
 #endif
 #if defined(BITNET_EXT_ARM64)
     case Isa::Neon: {
@@ -147,8 +154,9 @@ bool cpu_supports(Isa isa) {
   }
 }
 
-constexpr const char* kNames[] = {"scalar", "avx2", "avx512", "avx512_vnni", "neon", "neon_dot", "avx512_amx"};
-constexpr int kNumIsa = 7;
+constexpr const char* kNames[] = {"scalar", "avx2", "avx512", "avx512_vnni", "neon", "neon_dot", "avx512_amx",
+                                  "avx512_bf16"};
+constexpr int kNumIsa = 8;
 
 std::string supported_list() {
   std::string s;
@@ -179,7 +187,7 @@ Isa isa_from_env() {
   }
   throw std::invalid_argument(
       std::string("BITNET_EXT_ISA='") + env +
-      "' is not a known ISA level (known: scalar, avx2, avx512, avx512_vnni, avx512_amx, neon, neon_dot; "
+      "' is not a known ISA level (known: scalar, avx2, avx512, avx512_vnni, avx512_bf16, avx512_amx, neon, neon_dot; "
       "supported here: " +
       supported_list() + ")");
 }
@@ -202,7 +210,7 @@ bool isa_supported(Isa isa) {
 
 Isa best_isa() {
   static const Isa best = [] {
-    for (int i : {6, 3, 2, 1, 5, 4}) {
+    for (int i : {6, 7, 3, 2, 1, 5, 4}) {
       if (isa_supported(static_cast<Isa>(i))) return static_cast<Isa>(i);
     }
     return Isa::Scalar;

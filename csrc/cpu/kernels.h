@@ -34,6 +34,7 @@ enum class Isa : int {
   Neon = 4, // arm64: Advanced SIMD
   NeonDot = 5, // arm64: Advanced SIMD + dot product (sdot/udot)
   Avx512Amx = 6, // x86-64: Avx512Vnni + AMX-TILE/INT8/BF16 (Linux, with the kernel's permission)
+  Avx512Bf16 = 7, // x86-64: Avx512Vnni + AVX512_BF16 (vdpbf16ps)
 };
 
 const char* isa_name(Isa isa);
@@ -42,7 +43,7 @@ Isa best_isa();
 // Whether this CPU and this build can run `isa`.
 bool isa_supported(Isa isa);
 // The level kernels use now: best_isa(), unless lowered by the environment
-// variable BITNET_EXT_ISA (scalar|avx2|avx512|avx512_vnni|avx512_amx|neon|neon_dot) or by
+// variable BITNET_EXT_ISA (scalar|avx2|avx512|avx512_vnni|avx512_bf16|avx512_amx|neon|neon_dot) or by
 // set_isa(). Asking for an unsupported level throws std::invalid_argument.
 Isa active_isa();
 void set_isa(Isa isa);

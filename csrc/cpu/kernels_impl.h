@@ -54,6 +54,7 @@ const KernelTable& table_avx2();
 const KernelTable& table_avx512();
 const KernelTable& table_avx512_vnni();
 const KernelTable& table_avx512_amx();
+const KernelTable& table_avx512_bf16();
 const KernelTable& table_neon();
 const KernelTable& table_neon_dot();
 

@@ -130,6 +130,16 @@ inline int32_t code_sum(const uint8_t* src, int64_t n) {
   return sum;
 }
 
+// The float GEMMs' epilogue: tile[r * tile_stride + mm] (row n0 + r of W,
+// row m0 + mm of x) scaled into y[m0 + mm][n0 + r].
+inline void store_float_tile(const float* tile, int64_t tile_stride, const float* scale, bool per_row, float* y,
+                             int64_t N, int64_t n0, int nvalid, int64_t m0, int64_t mvalid) {
+  for (int64_t mm = 0; mm < mvalid; ++mm) {
+    float* yr = y + (m0 + mm) * N + n0;
+    for (int r = 0; r < nvalid; ++r) yr[r] = row_scale(scale, per_row, n0 + r) * tile[r * tile_stride + mm];
+  }
+}
+
 template <class Ops>
 struct Simd {
   using vi = typename Ops::vi;
@@ -873,12 +883,7 @@ struct Simd {
         }
         for (int64_t mt = 0; mt < nmt; ++mt) {
           f_micro(xT + mt * K * MTf, panel, ng, tile);
-          const int64_t m0 = mt * MTf;
-          const int64_t mvalid = std::min<int64_t>(MTf, M - m0);
-          for (int64_t mm = 0; mm < mvalid; ++mm) {
-            float* yr = y + (m0 + mm) * N + n0;
-            for (int r = 0; r < nvalid; ++r) yr[r] = row_scale(scale, per_row, n0 + r) * tile[r * MTf + mm];
-          }
+          store_float_tile(tile, MTf, scale, per_row, y, N, n0, nvalid, mt * MTf, std::min<int64_t>(MTf, M - mt * MTf));
         }
       }
     });

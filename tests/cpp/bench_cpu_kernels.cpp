@@ -1,5 +1,5 @@
 // Timing driver for the CPU kernels (not a test). Usage:
-//   bench_cpu_kernels [--cold] [--threads 1,2] [--ms 1,8,128,512] [--op all|bitlinear|i8|tmm|tmm_n|absmax]
+//   bench_cpu_kernels [--cold] [--threads 1,2] [--ms 1,8,128,512] [--op all|bitlinear|i8|tmm|tmm_bf16|tmm_n|absmax]
 //                     [--shapes 2560x2560,6912x2560,...] [--reps N]
 // Shapes are NxK. Reports the median time, packed-weight GB/s and GOP/s
 // (2*M*N*K). --cold rotates through weight copies larger than the LLC.
@@ -66,6 +66,15 @@ static double read_bandwidth(int threads) {
   return bytes / times[0] / 1e9;
 }
 
+// v rounded to the nearest bfloat16 (ties to even), as a float.
+static float bf16_value(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
 // Size of the last-level cache in bytes (sysconf where glibc knows it, else 32 MiB).
 int64_t llc_bytes() {
 #if defined(_SC_LEVEL3_CACHE_SIZE)
@@ -127,6 +136,9 @@ int main(int argc, char** argv) {
       std::vector<int8_t> xq(M * K);
       std::vector<int32_t> acc(M * N);
       for (auto& v : x) v = float(int(rng() % 2001) - 1000) / 1000.0f;
+      // The same x rounded to bfloat16 (a bf16 model's activations; tmm_bf16).
+      std::vector<float> xb(x);
+      for (auto& v : xb) v = bf16_value(v);
       absmax_quantize(x.data(), K, 1e-5f, xq.data(), xs.data(), M, K);
       for (auto t : threads) {
         set_num_threads(int(t));
@@ -183,6 +195,9 @@ int main(int argc, char** argv) {
         run("i8", [&](const uint32_t* w) { ternary_matmul_i8(xq.data(), w, acc.data(), M, N, K); });
         run("tmm", [&](const uint32_t* w) {
           ternary_matmul_t(x.data(), K, w, scale.data(), true, y.data(), M, N, K);
+        });
+        run("tmm_bf16", [&](const uint32_t* w) {
+          ternary_matmul_t(xb.data(), K, w, scale.data(), true, y.data(), M, N, K);
         });
         run("tmm_n", [&](const uint32_t* w) {
           ternary_matmul_n(y.data(), N, w, scale.data(), true, yn.data(), M, N, K);

@@ -125,7 +125,7 @@ struct Level {
 
 std::vector<Level> levels() {
   std::vector<Level> out;
-  for (int i = 0; i <= 6; ++i) {
+  for (int i = 0; i <= 7; ++i) {
     Isa isa = static_cast<Isa>(i);
     if (!isa_supported(isa)) continue;
     for (int t : {1, 2}) out.push_back({isa, t});
@@ -585,6 +585,7 @@ void test_isa_api() {
   reset_isa();
   CHECK(std::string(isa_name(Isa::Avx512Vnni)) == "avx512_vnni", "isa_name");
   CHECK(std::string(isa_name(Isa::Avx512Amx)) == "avx512_amx", "isa_name");
+  CHECK(std::string(isa_name(Isa::Avx512Bf16)) == "avx512_bf16", "isa_name");
 }
 
 // Concurrent calls from two threads and re-entrant calls from inside the pool.
@@ -706,10 +707,16 @@ int main(int argc, char** argv) {
   test_i8(1, 37, 6912 + 16 * 3, true, true, true);
   test_matmul_t(1, 37, 6912 + 16 * 3, true, 0, true);
   // Rows the split float GEMV (M <= 2 on AVX2) must handle or hand back.
-  // The same rows through the GEMMs (M > 16: on avx512_amx, bf16 planes).
+  // The same rows through the GEMMs (M > 16: on avx512_amx, bf16 planes; on
+  // avx512_bf16, vdpbf16ps for kind 5 and the float GEMM for the others).
   for (int64_t M : {1, 2, 3, 20, 40}) {
     for (int kind = 0; kind < 7; ++kind) test_matmul_t_split_rows(M, 37, kind == 0 ? 2560 : 272, kind);
   }
+  // bf16-exact rows at more tile edges: x tiles of 32 rows, W tiles of 14, K tails of 16.
+  test_matmul_t_split_rows(33, 15, 16, 5);
+  test_matmul_t_split_rows(64, 28, 48, 5);
+  test_matmul_t_split_rows(17, 29, 2560 + 16, 5);
+  if (!quick) test_matmul_t_split_rows(130, 75, 2560, 5);
   // Exact int32 accumulation at the worst case.
   test_i8_worst_case(16384);
   test_i8_worst_case(16384 + 16 * 3);
