@@ -150,7 +150,8 @@ bool bf16_f_gemm(const float* x, int64_t ldx, const uint32_t* wq, const float* s
       decode_panel(wq, KW, n0, nvalid, panel);
       for (int64_t mt = 0; mt < nmt; ++mt) {
         micro(xt + mt * np * kMT, panel, np, tile);
-        store_float_tile(tile, kMT, scale, per_row, y, N, n0, nvalid, mt * kMT, std::min<int64_t>(kMT, M - mt * kMT));
+        Base::store_tile<kNR, kMT>(tile, scale, per_row, y, N, n0, nvalid, mt * kMT,
+                                   std::min<int64_t>(kMT, M - mt * kMT));
       }
     }
   });

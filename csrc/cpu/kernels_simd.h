@@ -130,16 +130,6 @@ inline int32_t code_sum(const uint8_t* src, int64_t n) {
   return sum;
 }
 
-// The float GEMMs' epilogue: tile[r * tile_stride + mm] (row n0 + r of W,
-// row m0 + mm of x) scaled into y[m0 + mm][n0 + r].
-inline void store_float_tile(const float* tile, int64_t tile_stride, const float* scale, bool per_row, float* y,
-                             int64_t N, int64_t n0, int nvalid, int64_t m0, int64_t mvalid) {
-  for (int64_t mm = 0; mm < mvalid; ++mm) {
-    float* yr = y + (m0 + mm) * N + n0;
-    for (int r = 0; r < nvalid; ++r) yr[r] = row_scale(scale, per_row, n0 + r) * tile[r * tile_stride + mm];
-  }
-}
-
 template <class Ops>
 struct Simd {
   using vi = typename Ops::vi;
@@ -534,6 +524,38 @@ struct Simd {
     }
   }
 
+  // The GEMMs' float epilogue: tile[r * MT + mm] (row n0 + r of W, row m0 + mm
+  // of x) into y[m0 + mm][n0 + r], times s(n0 + r) when scale is given. With
+  // 16-lane vectors (AVX-512) each 16 x 16 block is transposed in registers
+  // and each row of y takes one masked store (the element-by-element copy was
+  // ~3% of a 512-token prefill); elsewhere element by element.
+  template <int NR, int MT>
+  static void store_tile(const float* tile, const float* scale, bool per_row, float* y, int64_t N, int64_t n0,
+                         int nvalid, int64_t m0, int64_t mvalid) {
+    if constexpr (Ops::kLut && NR <= 16 && MT % 16 == 0) {
+      alignas(64) float s[16];
+      for (int r = 0; r < 16; ++r) s[r] = r >= nvalid ? 0.0f : (scale ? row_scale(scale, per_row, n0 + r) : 1.0f);
+      const vf sv = Ops::lf(s);
+      for (int64_t b = 0; b * 16 < mvalid; ++b) {
+        vi blk[16];
+        for (int r = 0; r < 16; ++r) blk[r] = r < NR ? Ops::bits(Ops::lf(tile + r * MT + b * 16)) : Ops::zi();
+        Ops::transpose16(blk);
+        const int64_t rows = std::min<int64_t>(16, mvalid - b * 16);
+        for (int64_t mm = 0; mm < rows; ++mm) {
+          Ops::sf_n(y + (m0 + b * 16 + mm) * N + n0, Ops::mul(sv, Ops::from_bits(blk[mm])), nvalid);
+        }
+      }
+    } else {
+      for (int64_t mm = 0; mm < mvalid; ++mm) {
+        float* yr = y + (m0 + mm) * N + n0;
+        for (int r = 0; r < nvalid; ++r) {
+          const float v = tile[r * MT + mm];
+          yr[r] = scale ? row_scale(scale, per_row, n0 + r) * v : v;
+        }
+      }
+    }
+  }
+
   static void i8_gemm(const I8Args& a) {
     const int64_t M = a.M, N = a.N, K = a.K, RB = K / 4;
     const int64_t ng = ceil_div(RB, L), K4p = ng * L, nmt = ceil_div(M, MTi);
@@ -575,14 +597,13 @@ struct Simd {
             }
           }
           const int64_t mvalid = std::min<int64_t>(MTi, M - m0);
+          if (a.y) {
+            store_tile<NRi, MTi>(tilef, nullptr, false, a.y, N, n0, nvalid, m0, mvalid);
+            continue;
+          }
           for (int64_t mm = 0; mm < mvalid; ++mm) {
-            if (a.y) {
-              float* yr = a.y + (m0 + mm) * N + n0;
-              for (int r = 0; r < nvalid; ++r) yr[r] = tilef[r * MTi + mm];
-            } else {
-              int32_t* yr = a.acc + (m0 + mm) * N + n0;
-              for (int r = 0; r < nvalid; ++r) yr[r] = tile[r * MTi + mm];
-            }
+            int32_t* yr = a.acc + (m0 + mm) * N + n0;
+            for (int r = 0; r < nvalid; ++r) yr[r] = tile[r * MTi + mm];
           }
         }
       }
@@ -883,7 +904,7 @@ struct Simd {
         }
         for (int64_t mt = 0; mt < nmt; ++mt) {
           f_micro(xT + mt * K * MTf, panel, ng, tile);
-          store_float_tile(tile, MTf, scale, per_row, y, N, n0, nvalid, mt * MTf, std::min<int64_t>(MTf, M - mt * MTf));
+          store_tile<NRf, MTf>(tile, scale, per_row, y, N, n0, nvalid, mt * MTf, std::min<int64_t>(MTf, M - mt * MTf));
         }
       }
     });

@@ -216,6 +216,8 @@ struct OpsAvx512T {
   // table[idx & 15] per lane (vpermps uses the low 4 bits of each index).
   static vf lut(vi idx, const float* table) { return _mm512_permutexvar_ps(idx, _mm512_loadu_ps(table)); }
   static void sf_n(float* p, vf v, int n) { _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v); }
+  static vi bits(vf v) { return _mm512_castps_si512(v); }
+  static vf from_bits(vi v) { return _mm512_castsi512_ps(v); }
   // In-register transpose of 16 x 16 dwords: afterwards r[j] lane i = old r[i] lane j.
   static void transpose16(vi (&r)[16]) {
     vi t[16];
