@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -12,6 +13,7 @@
 #include "mlx/allocator.h"
 #include "mlx/types/half_types.h"
 #include "primitives/bf16_bits.h"
+#include "primitives/bf16_rows.h"
 #include "primitives/strided_rows.h"
 #include "thread_pool.h"
 
@@ -64,6 +66,12 @@ void convert_rows(const mx::array& a, FloatRows& r) {
                       for (int64_t row = r0; row < r1; ++row) {
                         const T* s = src + row_offset(a, row);
                         float* d = dst + row * cols;
+                        if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
+                          if (col_stride == 1) { // built for this CPU's vector width
+                            bf16_to_float_row(reinterpret_cast<const uint16_t*>(s), d, cols);
+                            continue;
+                          }
+                        }
                         if (col_stride == 1) {
                           for (int64_t c = 0; c < cols; ++c) d[c] = to_float(s[c]);
                         } else {
@@ -157,9 +165,7 @@ void finish_float_output(mx::array& out, const FloatBuffer& scratch) {
     }
     case mx::bfloat16: {
       auto* d = reinterpret_cast<uint16_t*>(out.data<mx::bfloat16_t>());
-      cpu::parallel_for(0, n, kConvertGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) d[i] = float_to_bf16(src[i]);
-      });
+      cpu::parallel_for(0, n, kConvertGrain, [&](int64_t b, int64_t e) { float_to_bf16_row(src + b, d + b, e - b); });
       return;
     }
     default:

@@ -10,6 +10,7 @@
 #include "mlx/ops.h"
 #include "ops.h"
 #include "primitives/bf16_bits.h"
+#include "primitives/bf16_rows.h"
 #include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
 #include "primitives/strided_rows.h"
@@ -61,6 +62,11 @@ void relu2_mul_arrays(const mx::array& gate, const mx::array& up, mx::array& out
   const auto* u = reinterpret_cast<const B*>(up.data<T>());
   auto* y = reinterpret_cast<B*>(out.data<T>());
   if (gate.flags().row_contiguous && up.flags().row_contiguous) {
+    if constexpr (std::is_same_v<T, mx::bfloat16_t>) { // the same loop, built for this CPU's vector width
+      cpu::parallel_for(0, static_cast<int64_t>(out.size()), kElementsPerTask,
+                        [&](int64_t b, int64_t e) { bf16_relu2_mul_row(g + b, u + b, y + b, e - b); });
+      return;
+    }
     cpu::parallel_for(0, static_cast<int64_t>(out.size()), kElementsPerTask, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) y[i] = E::one(g[i], u[i]);
     });

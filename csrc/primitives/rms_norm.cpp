@@ -11,6 +11,7 @@
 #include "mlx/ops.h"
 #include "ops.h"
 #include "primitives/bf16_bits.h"
+#include "primitives/bf16_rows.h"
 #include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
 #include "primitives/strided_rows.h"
@@ -78,6 +79,13 @@ void rms_norm_rows(const mx::array& x, const mx::array& w, mx::array& out, float
           y[c] = E::out(E::in(normalized) * E::in(wp[c]));
         }
       };
+      if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
+        if (xr.col_stride == 1) { // the same loops, built for this CPU's vector width
+          const float ss = bf16_sum_squares_row(row, D);
+          bf16_scale_row(row, wp, 1.0f / std::sqrt(ss * inv_d + eps), y, D);
+          continue;
+        }
+      }
       if (xr.col_stride == 1) {
         normalize(std::integral_constant<int64_t, 1>{});
       } else {
