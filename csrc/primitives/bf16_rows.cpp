@@ -3,8 +3,10 @@
 #include "primitives/bf16_bits.h"
 
 // One copy per vector width where the toolchain can pick at load time (ELF
-// ifuncs); elsewhere the baseline build only.
-#if defined(__x86_64__) && defined(__ELF__) && (defined(__GNUC__) || defined(__clang__))
+// ifuncs; the x86-64-v3/v4 names need GCC >= 11, target_clones Clang >= 14);
+// elsewhere the baseline build only.
+#if defined(__x86_64__) && defined(__ELF__) && \
+    ((defined(__clang__) && __clang_major__ >= 14) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11))
 #define BITNET_ROW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define BITNET_ROW_CLONES
