@@ -38,7 +38,7 @@ SHAPES = {  # name: (N, K)
 }
 VARIANTS = [f"{family}_r{r}" for family in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)]
 VARIANTS += ["gemva8_r1", "gemva4_r2", "gemvw8a4_r1"]  # W in a shared-memory ring
-FUSED = ["fused_r1", "fused_r2", "fusedw8_r1", "fusedw8_r2", "fusedw16_r1", "fuseda8_r1", "fuseda4_r2", "fusedw8a4_r1"]
+FUSED = ["fused_r1", "fused_r2", "fused_r4", "fusedw8_r1", "fusedw8_r2", "fusedw16_r1", "fusedw16_r2", "fuseda8_r1", "fuseda4_r2", "fusedw8a4_r1"]
 OP_VARIANTS = {"ternary_matmul": VARIANTS, "bitlinear": VARIANTS + FUSED}
 DT = "bfloat16"
 

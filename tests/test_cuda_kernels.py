@@ -306,7 +306,8 @@ def test_bitlinear_quantizer_adversarial_max_positions(K, dtype_name, variant):
 
 
 PLAN_CASES = [
-    ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
+    ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2_a4"),
+    ("ternary_matmul", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=1, N=640, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1_w16"),
     ("ternary_matmul", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1"),
     ("ternary_matmul", dict(M=9, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
@@ -317,7 +318,9 @@ PLAN_CASES = [
     ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_mma_float16_bm64_bn128_w4_s4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
-    ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
+    ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r1_w16"),
+    ("bitlinear", dict(M=1, N=640, K=2560, dtype="float16"), "cuda_bitlinear_fused_float16_r1_w16"),
+    ("bitlinear", dict(M=2, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
     ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
     ("bitlinear", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),

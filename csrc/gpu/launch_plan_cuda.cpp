@@ -36,11 +36,16 @@ constexpr int64_t kDecodeMaxM = 16;
 // Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
 // the H200's 132): fewer, fatter blocks only when there is work for both.
 constexpr int64_t kGemvMinBlocks = 264;
-// The fused decode BitLinear keeps xq (K bytes) in shared memory. Measured
-// slower than quantize + GEMV at every decode shape (each of its blocks
-// quantizes the whole row again), so the plans do not choose it.
+// The fused decode BitLinear (M = 1) keeps xq (K bytes) in shared memory; each
+// of its blocks quantizes the whole row again (K divisions), under its first
+// loads of W. Chosen up to kFusedMaxN rows of W, with 16 warps of 1 tile
+// (bench/results/cuda-h200.md, "Decode GEMV": kernel timing on the H200,
+// fused vs quantize + GEMV: 640x2560 4.26 vs 4.92 us, 2560x2560 5.27 vs 5.65,
+// 3840x2560 5.44 vs 5.81; at 6912x2560 and past it the blocks' quantizing
+// costs more than the launch it saves: 7.52 vs 6.64, 17408x5120 19.4 vs 14.3).
 constexpr int64_t kFusedMaxK = 32768;
-constexpr bool kUseFused = false;
+constexpr int64_t kFusedMaxN = 4096;
+constexpr int kFusedWarps = 16;
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
@@ -130,6 +135,11 @@ GemvShape ternary_gemv_shape(int64_t M, int64_t N) {
   }
   return {ternary_gemv_rows(M, N), 4};
 }
+// Shared-memory ring of W (gemv_w_loads.cuh's gemv_k_loop_async) for the ternary decode GEMV of 2
+// tiles and 4 warps from this many bytes of packed W: 17408x5120 (22.3 MB) 18.1 -> 16.5 us on
+// the H200; at 13824x2560 (8.8 MB) slower, 8.2 -> 8.9 us.
+constexpr int64_t kTernaryRingMinWBytes = int64_t(16) << 20;
+
 GemvShape bitlinear_gemv_shape(int64_t M, int64_t N) {
   if (M <= kDecodeMaxRows) {
     return decode_gemv(N, kBitlinearDecodeTwoTilesMinN, kBitlinearDecodeWarps);
@@ -526,7 +536,8 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
   }
   if (a.M <= kGemvMaxM) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
-    return variants::ternary_gemv(a, g.rows, g.warps);
+    const bool ring = a.M <= kDecodeMaxRows && g.rows == 2 && g.warps == 4 && a.N * a.K / 4 >= kTernaryRingMinWBytes;
+    return variants::ternary_gemv(a, g.rows, g.warps, ring ? 4 : 0);
   }
   if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
     return variants::ternary_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 2));
@@ -540,9 +551,11 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     return gpu::plan_bitlinear(a);
   }
   if (a.M <= kGemvMaxM) {
-    const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
+    if (a.M == 1 && a.N <= kFusedMaxN && a.K <= kFusedMaxK && a.allow_fused) {
+      return variants::bitlinear_gemv(a, 1, true, kFusedWarps);
+    }
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
-    return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, 4);
+    return variants::bitlinear_gemv(a, g.rows, false, g.warps);
   }
   if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
     return variants::bitlinear_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 1));
