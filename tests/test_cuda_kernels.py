@@ -112,9 +112,8 @@ GEMV_SHAPES = [
 # a shared-memory ring of 8 or 4 steps (launch_plan_cuda.cpp's ring_suffix: the combinations built).
 RING_VARIANTS = ["gemva8_r1", "gemva4_r2", "gemvw8a4_r1"]
 GEMV_VARIANTS = [f"{family}_r{r}" for family in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)] + RING_VARIANTS
-# The fused M = 1 BitLinear: 4 warps of 1, 2, 4 tiles, more warps, and the rings.
-FUSED_VARIANTS = ["fused_r1", "fused_r2", "fused_r4", "fusedw8_r2", "fusedw16_r1"] + [
-    v.replace("gemv", "fused") for v in RING_VARIANTS]
+# The fused M = 1 BitLinear: the same warps, tiles and rings.
+FUSED_VARIANTS = [v.replace("gemv", "fused") for v in GEMV_VARIANTS]
 
 
 @pytest.mark.parametrize("variant", GEMV_VARIANTS)
@@ -322,8 +321,11 @@ PLAN_CASES = [
     ("bitlinear", dict(M=1, N=640, K=2560, dtype="float16"), "cuda_bitlinear_fused_float16_r1_w16"),
     ("bitlinear", dict(M=2, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
     ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
-    ("bitlinear", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
-    ("bitlinear", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
+    ("bitlinear", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r2"),
+    ("bitlinear", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r2"),
+    ("bitlinear", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r2_w8"),
+    ("bitlinear", dict(M=1, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_fused_float32_r2_w16"),
+    ("bitlinear", dict(M=2, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("bitlinear", dict(M=16, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),

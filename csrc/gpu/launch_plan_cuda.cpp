@@ -37,15 +37,24 @@ constexpr int64_t kDecodeMaxM = 16;
 // the H200's 132): fewer, fatter blocks only when there is work for both.
 constexpr int64_t kGemvMinBlocks = 264;
 // The fused decode BitLinear (M = 1) keeps xq (K bytes) in shared memory; each
-// of its blocks quantizes the whole row again (K divisions), under its first
-// loads of W. Chosen up to kFusedMaxN rows of W, with 16 warps of 1 tile
-// (bench/results/cuda-h200.md, "Decode GEMV": kernel timing on the H200,
-// fused vs quantize + GEMV: 640x2560 4.26 vs 4.92 us, 2560x2560 5.27 vs 5.65,
-// 3840x2560 5.44 vs 5.81; at 6912x2560 and past it the blocks' quantizing
-// costs more than the launch it saves: 7.52 vs 6.64, 17408x5120 19.4 vs 14.3).
+// of its blocks quantizes the whole row again (K divisions, by groups of 16),
+// under its first loads of W. The plans take it for every M = 1 product
+// (bench/results/cuda-h200.md, "Decode GEMV": kernel timing on the H200, fused
+// vs quantize + GEMV, us: 640x2560 3.88 vs 4.95, 2560x2560 4.82 vs 5.65,
+// 3840x2560 5.00 vs 5.80, 6912x2560 6.10 vs 6.83, 2560x6912 6.87 vs 8.25;
+// slower alone at 13824x2560, 8.70 vs 8.03, and 17408x5120, 15.2 vs 13.8,
+// where the quantizing of 432 / 544 blocks shows, but one kernel without the
+// temporaries xq, xscale, qsum inside MLX's graph, where the two-kernel
+// plan cost ~15 us a call more than its kernels at 17408x5120).
 constexpr int64_t kFusedMaxK = 32768;
-constexpr int64_t kFusedMaxN = 4096;
-constexpr int kFusedWarps = 16;
+// Tiles and warps of the fused kernel: the fewer blocks (each quantizes K),
+// the less quantizing; more warps share a block's quantizing and its K.
+// 1 tile while N and K are both small, else 2; 16 warps up to
+// kFusedManyWarpsMaxN rows, 8 up to twice that, then 4 (the measured best at
+// each of the shapes above).
+constexpr int64_t kFusedOneTileMax = 4096;
+constexpr int64_t kFusedManyWarpsMaxN = 4096;
+
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
@@ -145,6 +154,11 @@ GemvShape bitlinear_gemv_shape(int64_t M, int64_t N) {
     return decode_gemv(N, kBitlinearDecodeTwoTilesMinN, kBitlinearDecodeWarps);
   }
   return {bitlinear_gemv_rows(M), 4};
+}
+GemvShape fused_gemv_shape(int64_t N, int64_t K) {
+  const int rows = N <= kFusedOneTileMax && K <= kFusedOneTileMax ? 1 : 2;
+  const int warps = N <= kFusedManyWarpsMaxN ? 16 : N <= 2 * kFusedManyWarpsMaxN ? 8 : 4;
+  return {rows, warps};
 }
 
 std::string suffix(const char* what, int v) {
@@ -551,8 +565,9 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     return gpu::plan_bitlinear(a);
   }
   if (a.M <= kGemvMaxM) {
-    if (a.M == 1 && a.N <= kFusedMaxN && a.K <= kFusedMaxK && a.allow_fused) {
-      return variants::bitlinear_gemv(a, 1, true, kFusedWarps);
+    if (a.M == 1 && a.K <= kFusedMaxK && a.allow_fused) {
+      const GemvShape f = fused_gemv_shape(a.N, a.K);
+      return variants::bitlinear_gemv(a, f.rows, true, f.warps);
     }
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
     return variants::bitlinear_gemv(a, g.rows, false, g.warps);
