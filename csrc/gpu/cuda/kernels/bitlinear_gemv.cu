@@ -118,6 +118,20 @@ __device__ __forceinline__ void load_group16(const T* p, bool aligned, float (&v
   }
 }
 
+// The absmax bits of a group of 16 x, with amax.
+__device__ __forceinline__ uint32_t group_amax(const float (&v)[16], uint32_t amax) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    amax = max(amax, abs_bits(v[i]));
+  }
+  return amax;
+}
+
+// xscale of a row from its absmax m (NaN propagates, else at least eps), an IEEE division.
+__device__ __forceinline__ float absmax_scale(float m, float eps) {
+  return __fdiv_rn(is_nan_bits(m) ? m : fmaxf(m, eps), 127.0f);
+}
+
 // The codes of one group of 16 x in quad order (register s4 holds k = s4 + 4 q in
 // its bytes q), added to sum: the same divisions and NaN rules as quantize_row_quad.
 __device__ __forceinline__ uint4 quantize_group16(const float (&v)[16], float s, int& sum) {
@@ -153,13 +167,9 @@ __device__ __forceinline__ void quantize_row_groups(
   for (int grp = tid; grp < groups; grp += threads) {
     float v[16];
     load_group16<T>(x + 16 * grp, aligned, v);
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      amax = max(amax, abs_bits(v[i]));
-    }
+    amax = group_amax(v, amax);
   }
-  const float m = __uint_as_float(block_max(amax, scratch));
-  const float s = __fdiv_rn(is_nan_bits(m) ? m : fmaxf(m, eps), 127.0f);
+  const float s = absmax_scale(__uint_as_float(block_max(amax, scratch)), eps);
   int sum = 0;
 #pragma unroll 2
   for (int grp = tid; grp < groups; grp += threads) {
@@ -209,13 +219,9 @@ __global__ void __launch_bounds__(kQuantVecMaxThreads) absmax_quantize_quad_vec(
   uint32_t amax = 0;
   if (mine) {
     load_group16<T>(x + 16 * u, reinterpret_cast<uintptr_t>(x) % 16 == 0, v);
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      amax = max(amax, abs_bits(v[i]));
-    }
+    amax = group_amax(v, amax);
   }
-  const float mx = __uint_as_float(block_max(amax, scratch));
-  const float s = __fdiv_rn(is_nan_bits(mx) ? mx : fmaxf(mx, eps), 127.0f);
+  const float s = absmax_scale(__uint_as_float(block_max(amax, scratch)), eps);
   int sum = 0;
   if (mine) {
     reinterpret_cast<uint4*>(bnc::buffer<uint8_t>(a, 1) + size_t(m) * K)[u] = quantize_group16(v, s, sum);
