@@ -4,8 +4,9 @@ The timing of bench/cuda_kernels_vs_shim.py (one CUDA graph of back-to-back
 launches, inputs rotating through copies larger than 3x the L2, so W comes
 from HBM) for every hand-written decode GEMV variant of
 csrc/gpu/launch_plan_cuda_variants.h (gemv / gemvw8 / gemvw16 = 4 / 8 / 16
-warps splitting K; _r1 / _r2 / _r4 = 16 / 32 / 64 rows of W per block), for
-ternary_matmul and bitlinear (quantizer and GEMV timed apart), beside
+warps splitting K; _r1 / _r2 / _r4 = 16 / 32 / 64 rows of W per block; a8 / a4 =
+8 / 4 steps of W in flight in a shared-memory ring), for ternary_matmul and
+bitlinear (quantizer and GEMV timed apart; and the fused M = 1 kernel, fused*), beside
 cuBLAS bf16 and the plan launch_plan_cuda.cpp chooses. Shapes: the 2B-4T
 layers with q/k/v and gate/up fused (bitnet_ext.fused) and not.
 
@@ -36,6 +37,9 @@ SHAPES = {  # name: (N, K)
     "17408x5120": (17408, 5120),
 }
 VARIANTS = [f"{family}_r{r}" for family in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)]
+VARIANTS += ["gemva8_r1", "gemva4_r2", "gemvw8a4_r1"]  # W in a shared-memory ring
+FUSED = ["fused_r1", "fused_r2", "fused_r4", "fusedw8_r1", "fusedw8_r2", "fusedw16_r1", "fusedw16_r2", "fuseda8_r1", "fuseda4_r2", "fusedw8a4_r1"]
+OP_VARIANTS = {"ternary_matmul": VARIANTS, "bitlinear": VARIANTS + FUSED}
 DT = "bfloat16"
 
 
@@ -62,7 +66,9 @@ def main():
                 params = dict(M=M, N=N, K=K, dtype=DT, per_row_scale=False)
                 ins = [x, wq, np.array([0.7], np.float32)]
                 outs = [np.empty((M, N), np.uint16)]
-                for variant in [None] + VARIANTS:
+                for variant in [None] + OP_VARIANTS[op]:
+                    if variant and variant.startswith("fused") and M != 1:
+                        continue
                     p = dict(params, variant=variant) if variant else params
                     kernels, total = time_plan(C, op, p, ins, outs, "cuda", M, copies)
                     rows.append(dict(shape=name, N=N, K=K, M=M, op=op, variant=variant or "plan",
@@ -87,21 +93,26 @@ def markdown(meta, rows):
         if (r["shape"], r["M"]) not in keys:
             keys.append((r["shape"], r["M"]))
     for op in ("ternary_matmul", "bitlinear"):
-        lines += [f"## {op}", "", "| shape | M | cuBLAS bf16 | plan | " + " | ".join(VARIANTS) + " |",
-                  "|---|---:|---:|---:|" + "---:|" * len(VARIANTS)]
+        names = OP_VARIANTS[op]
+        lines += [f"## {op}", "", "| shape | M | cuBLAS bf16 | plan | " + " | ".join(names) + " | best: W % copy BW |",
+                  "|---|---:|---:|---:|" + "---:|" * (len(names) + 1)]
         for shape, M in keys:
             sel = {r["variant"]: r for r in rows if (r["shape"], r["M"], r["op"]) == (shape, M, op)}
             bf = next(r for r in rows if (r["shape"], r["M"], r["op"]) == (shape, M, "cuBLAS bf16"))
-            best = min(sel[v]["us"] for v in VARIANTS)
+            best = min(sel[v]["us"] for v in names if v in sel)
 
             def cell(r):
+                if r is None:
+                    return "-"
                 txt = f"{r['us']:.2f}"
                 if op == "bitlinear" and len(r["kernels"]) > 1:
                     txt += f" ({r['kernels'][0][1]:.1f})"
                 return f"**{txt}**" if r["us"] == best else txt
 
+            w_gbs = bf["N"] * bf["K"] / 4 / best / 1e3  # packed W bytes / us
             lines.append(f"| {shape} | {M} | {bf['us']:.2f} | {cell(sel['plan'])} | "
-                         + " | ".join(cell(sel[v]) for v in VARIANTS) + " |")
+                         + " | ".join(cell(sel.get(v)) for v in names)
+                         + f" | {100 * w_gbs / meta['copy_gb_per_s']:.0f}% |")
         lines.append("")
     return "\n".join(lines)
 

@@ -108,8 +108,12 @@ GEMV_SHAPES = [
 ]
 
 
-# 4, 8 or 16 warps splitting K (gemv, gemvw8, gemvw16) times 1, 2 or 4 tiles of W per block.
-GEMV_VARIANTS = [f"{family}_r{r}" for family in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)]
+# 4, 8 or 16 warps splitting K (gemv, gemvw8, gemvw16) times 1, 2 or 4 tiles of W per block; and W in
+# a shared-memory ring of 8 or 4 steps (launch_plan_cuda.cpp's ring_suffix: the combinations built).
+RING_VARIANTS = ["gemva8_r1", "gemva4_r2", "gemvw8a4_r1"]
+GEMV_VARIANTS = [f"{family}_r{r}" for family in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)] + RING_VARIANTS
+# The fused M = 1 BitLinear: the same warps, tiles and rings.
+FUSED_VARIANTS = [v.replace("gemv", "fused") for v in GEMV_VARIANTS]
 
 
 @pytest.mark.parametrize("variant", GEMV_VARIANTS)
@@ -153,6 +157,7 @@ def test_ternary_wgmma(M, N, K, dtype_name, variant):
 @pytest.mark.parametrize("kind", list(S.NONFINITE))
 @pytest.mark.parametrize("variant,M,N,K", [("wgmma_t0", 33, 40, 48), ("wgmmas_t2", 260, 9, 4096),
                                            ("gemv_r1", 1, 9, 48), ("gemv_r2", 3, 40, 2048 + 64),
+                                           ("gemva8_r1", 1, 9, 2048), ("gemvw8a4_r1", 3, 40, 2048 + 64),
                                            ("gemm_bm64", 33, 40, 48), ("gemm_bm128", 20, 9, 96),
                                            ("gemmw4_bm64", 33, 40, 48), ("gemmw4_bm128", 20, 9, 96),
                                            ("mma_t0", 33, 40, 48), ("mmas_t1", 20, 9, 96)], ids=str)
@@ -213,7 +218,7 @@ BITLINEAR_GEMV_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("variant", GEMV_VARIANTS + ["fused_r1", "fused_r2", "fused_r4"])
+@pytest.mark.parametrize("variant", GEMV_VARIANTS + FUSED_VARIANTS)
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("M,N,K", BITLINEAR_GEMV_SHAPES, ids=str)
 def test_bitlinear_gemv(M, N, K, dtype_name, variant):
@@ -247,6 +252,7 @@ def test_bitlinear_wgmma(M, N, K, dtype_name, variant):
 
 
 BITLINEAR_VARIANT_CASES = [("fused_r1", 1, 7, 2560), ("gemv_r1", 1, 5, 16384 + 16), ("gemv_r2", 6, 9, 80),
+                           ("fuseda8_r1", 1, 7, 2560), ("gemva4_r2", 3, 40, 4096), ("fusedw8a4_r1", 1, 5, 2064),
                            ("gemm_bm64", 40, 37, 96), ("gemm_bm128", 20, 9, 2064), ("gemmw4_bm64", 40, 37, 96),
                            ("gemmw4_bm128", 20, 9, 2064), ("mma_t0", 40, 37, 96), ("mmas_t0", 130, 9, 2064),
                            ("mmas_t1", 20, 300, 6912), ("wgmma_t0", 300, 37, 96), ("wgmmas_t2", 130, 9, 6912)]
@@ -266,6 +272,7 @@ def test_bitlinear_random_words(variant, M, N, K, dtype_name):
 
 @pytest.mark.parametrize("sign", [1.0, -1.0], ids=["plus", "minus"])
 @pytest.mark.parametrize("variant,M,K", [("fused_r1", 1, 16384), ("gemv_r1", 1, 65536), ("gemv_r4", 8, 4096),
+                                         ("fuseda8_r1", 1, 16384), ("gemva4_r2", 8, 65536),
                                          ("gemm_bm64", 17, 4096), ("gemm_bm128", 40, 65536),
                                          ("gemmw4_bm128", 40, 65536), ("mma_t0", 40, 65536), ("mmas_t0", 40, 65536),
                                          ("wgmma_t0", 40, 65536), ("wgmmas_t2", 300, 65536)],
@@ -279,7 +286,7 @@ def test_bitlinear_is_exact_at_the_bound(variant, M, K, sign):
     check_bitlinear(M, N, K, "float32", False, False, variant=variant, x=x, wq=wq, scale=mx.array([0.5]))
 
 
-@pytest.mark.parametrize("variant", ["fused_r1", "gemvw16_r1"])
+@pytest.mark.parametrize("variant", ["fused_r1", "fuseda8_r1", "gemvw16_r1"])
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
 @pytest.mark.parametrize("K", [16, 64, 80, 272, 2560, 4112 + 4096])
 def test_bitlinear_quantizer_adversarial_max_positions(K, dtype_name, variant):
@@ -298,7 +305,8 @@ def test_bitlinear_quantizer_adversarial_max_positions(K, dtype_name, variant):
 
 
 PLAN_CASES = [
-    ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
+    ("ternary_matmul", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2_a4"),
+    ("ternary_matmul", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=1, N=640, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1_w16"),
     ("ternary_matmul", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r1"),
     ("ternary_matmul", dict(M=9, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r2"),
@@ -309,10 +317,15 @@ PLAN_CASES = [
     ("ternary_matmul", dict(M=128, N=17408, K=5120, dtype="float16"), "cuda_ternary_mma_float16_bm64_bn128_w4_s4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float32"), "ternary_gemv_t_float32_bm4"),
     ("ternary_matmul", dict(M=4, N=64, K=256, dtype="float16", transpose=False), "ternary_gemv_n_float16_bm4"),
-    ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
+    ("bitlinear", dict(M=1, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r1_w16"),
+    ("bitlinear", dict(M=1, N=640, K=2560, dtype="float16"), "cuda_bitlinear_fused_float16_r1_w16"),
+    ("bitlinear", dict(M=2, N=2560, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
     ("bitlinear", dict(M=8, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1_w16"),
-    ("bitlinear", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
-    ("bitlinear", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
+    ("bitlinear", dict(M=1, N=13824, K=2560, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r2"),
+    ("bitlinear", dict(M=1, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r2"),
+    ("bitlinear", dict(M=1, N=6912, K=2560, dtype="bfloat16"), "cuda_bitlinear_fused_bfloat16_r2_w8"),
+    ("bitlinear", dict(M=1, N=2560, K=6912, dtype="float32"), "cuda_bitlinear_fused_float32_r2_w16"),
+    ("bitlinear", dict(M=2, N=17408, K=5120, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("bitlinear", dict(M=16, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r1"),
     ("bitlinear", dict(M=64, N=2560, K=6912, dtype="bfloat16"), "cuda_bitlinear_gemv_bfloat16_r2"),
     ("ternary_matmul", dict(M=64, N=2560, K=2560, dtype="bfloat16"), "cuda_ternary_gemv_bfloat16_r4"),

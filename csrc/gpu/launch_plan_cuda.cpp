@@ -23,8 +23,6 @@ namespace {
 using namespace plan_builders;
 
 // ---- tunables (H200 measurements: docs/cuda_backend.md, "Kernels") ---------
-// Threads of the fused decode kernel (4 warps; csrc/gpu/cuda/kernels/gemv_w_loads.cuh).
-constexpr uint32_t kGemvThreads = 128;
 // Rows of x per GEMV block (one MMA's 8 columns).
 constexpr int64_t kGemvRowsOfX = 8;
 // Tensor-core GEMVs up to this M (each 8 rows of x read W again), the tiled
@@ -38,11 +36,25 @@ constexpr int64_t kDecodeMaxM = 16;
 // Blocks wanted per GEMV before taking more rows of W per block (2 per SM of
 // the H200's 132): fewer, fatter blocks only when there is work for both.
 constexpr int64_t kGemvMinBlocks = 264;
-// The fused decode BitLinear keeps xq (K bytes) in shared memory. Measured
-// slower than quantize + GEMV at every decode shape (each of its blocks
-// quantizes the whole row again), so the plans do not choose it.
+// The fused decode BitLinear (M = 1) keeps xq (K bytes) in shared memory; each
+// of its blocks quantizes the whole row again (K divisions, by groups of 16),
+// under its first loads of W. The plans take it for every M = 1 product
+// (bench/results/cuda-h200.md, "Decode GEMV": kernel timing on the H200, fused
+// vs quantize + GEMV, us: 640x2560 3.88 vs 4.95, 2560x2560 4.82 vs 5.65,
+// 3840x2560 5.00 vs 5.80, 6912x2560 6.10 vs 6.83, 2560x6912 6.87 vs 8.25;
+// slower alone at 13824x2560, 8.70 vs 8.03, and 17408x5120, 15.2 vs 13.8,
+// where the quantizing of 432 / 544 blocks shows, but one kernel without the
+// temporaries xq, xscale, qsum inside MLX's graph, where the two-kernel
+// plan cost ~15 us a call more than its kernels at 17408x5120).
 constexpr int64_t kFusedMaxK = 32768;
-constexpr bool kUseFused = false;
+// Tiles and warps of the fused kernel: the fewer blocks (each quantizes K),
+// the less quantizing; more warps share a block's quantizing and its K.
+// 1 tile while N and K are both small, else 2; 16 warps up to
+// kFusedManyWarpsMaxN rows, 8 up to twice that, then 4 (the measured best at
+// each of the shapes above).
+constexpr int64_t kFusedOneTileMax = 4096;
+constexpr int64_t kFusedManyWarpsMaxN = 4096;
+
 // Threads per row of the quantizer: at most 1024 for a decode row (quant_threads).
 constexpr uint32_t kQuantThreadsFewRows = 1024;
 constexpr uint32_t kQuantThreads = 256;
@@ -132,11 +144,21 @@ GemvShape ternary_gemv_shape(int64_t M, int64_t N) {
   }
   return {ternary_gemv_rows(M, N), 4};
 }
+// Shared-memory ring of W (gemv_w_loads.cuh's gemv_k_loop_async) for the ternary decode GEMV of 2
+// tiles and 4 warps from this many bytes of packed W: 17408x5120 (22.3 MB) 18.1 -> 16.5 us on
+// the H200; at 13824x2560 (8.8 MB) slower, 8.2 -> 8.9 us.
+constexpr int64_t kTernaryRingMinWBytes = int64_t(16) << 20;
+
 GemvShape bitlinear_gemv_shape(int64_t M, int64_t N) {
   if (M <= kDecodeMaxRows) {
     return decode_gemv(N, kBitlinearDecodeTwoTilesMinN, kBitlinearDecodeWarps);
   }
   return {bitlinear_gemv_rows(M), 4};
+}
+GemvShape fused_gemv_shape(int64_t N, int64_t K) {
+  const int rows = N <= kFusedOneTileMax && K <= kFusedOneTileMax ? 1 : 2;
+  const int warps = N <= kFusedManyWarpsMaxN ? 16 : N <= 2 * kFusedManyWarpsMaxN ? 8 : 4;
+  return {rows, warps};
 }
 
 std::string suffix(const char* what, int v) {
@@ -146,6 +168,17 @@ std::string suffix(const char* what, int v) {
 // The 4-warp GEMVs keep their original names; 8 and 16 warps add _w<warps>.
 std::string warps_suffix(int warps) {
   return warps == 4 ? std::string() : suffix("w", warps);
+}
+
+// How a decode GEMV keeps W in flight (gemv_w_loads.cuh's gemv_k_loop): one step ahead in
+// registers (async_stages 0, the original kernels, no suffix), or async_stages steps in a
+// shared-memory ring (_a<stages>), instantiated (ternary_gemv.cu, bitlinear_gemv.cu) for 8 stages
+// of rows 1 and 4 warps, 4 of rows 2 and 4 warps, 4 of rows 1 and 8 warps.
+std::string ring_suffix(int rows, int warps, int async_stages, const std::string& what) {
+  check_variant(async_stages == 0 || (async_stages == 8 && rows == 1 && warps == 4) ||
+                    (async_stages == 4 && ((rows == 2 && warps == 4) || (rows == 1 && warps == 8))),
+                what + ": shared-memory ring of 8 stages (rows 1, 4 warps) or 4 (rows 2, 4 warps; rows 1, 8 warps)");
+  return async_stages == 0 ? std::string() : suffix("a", async_stages);
 }
 
 // Quantizer threads per row: few rows (decode) get one thread per 4 codes
@@ -416,17 +449,18 @@ LaunchPlan bitlinear_wgmma(const BitLinearArgs& a, int tile, bool split) {
                          [&](LaunchPlan& p, KernelLaunch& k) { wgmma_launch(p, k, t, a.M, a.N, a.K, 1, 12, split); });
 }
 
-LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps) {
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps, int async_stages) {
   check_k(a.K);
   check_variant(a.transpose && is_16bit(a.dtype) && (rows == 1 || rows == 2 || rows == 4),
                 "ternary_gemv: transpose=True, float16/bfloat16, rows 1/2/4");
   check_variant(warps == 4 || warps == 8 || warps == 16, "ternary_gemv: warps 4/8/16");
+  const std::string pipe = ring_suffix(rows, warps, async_stages, "ternary_gemv");
   LaunchPlan p;
   if (a.M <= 0 || a.N <= 0) {
     return p;
   }
   KernelLaunch k;
-  k.name = std::string("cuda_ternary_gemv_") + dtype_name(a.dtype) + suffix("r", rows) + warps_suffix(warps);
+  k.name = std::string("cuda_ternary_gemv_") + dtype_name(a.dtype) + suffix("r", rows) + warps_suffix(warps) + pipe;
   k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
   k.group = {uint32_t(32 * warps), 1, 1};
   k.buffers = {in(0, 0), in(1, 1), in(2, 2), out(0, 3)};
@@ -453,12 +487,12 @@ LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps) {
   return p;
 }
 
-LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warps) {
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warps, int async_stages) {
   check_k(a.K);
   check_variant(rows == 1 || rows == 2 || rows == 4, "bitlinear_gemv: rows 1/2/4");
   check_variant(warps == 4 || warps == 8 || warps == 16, "bitlinear_gemv: warps 4/8/16");
-  check_variant(!fused || warps == 4, "bitlinear fused: 4 warps");
   check_variant(!fused || (a.M <= 1 && a.K <= kFusedMaxK), "bitlinear fused: M = 1, K <= 32768");
+  const std::string pipe = ring_suffix(rows, warps, async_stages, "bitlinear_gemv");
   LaunchPlan p;
   if (a.M <= 0 || a.N <= 0) {
     return p;
@@ -467,9 +501,9 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
   const int bias = bias_slot(a);
   if (fused) {
     KernelLaunch k;
-    k.name = "cuda_bitlinear_fused_" + dt + suffix("r", rows);
+    k.name = "cuda_bitlinear_fused_" + dt + suffix("r", rows) + warps_suffix(warps) + pipe;
     k.grid = {ceil_div(a.N, 16 * rows), 1, 1};
-    k.group = {kGemvThreads, 1, 1};
+    k.group = {uint32_t(32 * warps), 1, 1};
     k.buffers = {in(0, 0), in(1, 1), in(2, 2), in(bias, 3), out(0, 4)};
     k.constants = {ci("N", 5, a.N), ci("K", 6, a.K), ci("per_row", 7, a.per_row_scale),
                    ci("has_bias", 8, a.has_bias), cf("eps", 9, a.eps)};
@@ -478,7 +512,7 @@ LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warp
     return p;
   }
   p = quad_quantize(a);
-  KernelLaunch k = quad_consumer(a, "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps));
+  KernelLaunch k = quad_consumer(a, "cuda_bitlinear_gemv_" + dt + suffix("r", rows) + warps_suffix(warps) + pipe);
   k.grid = {ceil_div(a.N, 16 * rows), ceil_div(a.M, kGemvRowsOfX), 1};
   k.group = {uint32_t(32 * warps), 1, 1};
   push(p, k);
@@ -516,7 +550,8 @@ LaunchPlan plan_ternary_matmul(const TernaryMatmulArgs& a) {
   }
   if (a.M <= kGemvMaxM) {
     const GemvShape g = ternary_gemv_shape(a.M, a.N);
-    return variants::ternary_gemv(a, g.rows, g.warps);
+    const bool ring = a.M <= kDecodeMaxRows && g.rows == 2 && g.warps == 4 && a.N * a.K / 4 >= kTernaryRingMinWBytes;
+    return variants::ternary_gemv(a, g.rows, g.warps, ring ? 4 : 0);
   }
   if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
     return variants::ternary_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 2));
@@ -530,9 +565,12 @@ LaunchPlan plan_bitlinear(const BitLinearArgs& a) {
     return gpu::plan_bitlinear(a);
   }
   if (a.M <= kGemvMaxM) {
-    const bool fused = kUseFused && a.M == 1 && a.K <= kFusedMaxK && a.allow_fused;
+    if (a.M == 1 && a.K <= kFusedMaxK && a.allow_fused) {
+      const GemvShape f = fused_gemv_shape(a.N, a.K);
+      return variants::bitlinear_gemv(a, f.rows, true, f.warps);
+    }
     const GemvShape g = bitlinear_gemv_shape(a.M, a.N);
-    return variants::bitlinear_gemv(a, fused ? 1 : g.rows, fused, fused ? 4 : g.warps);
+    return variants::bitlinear_gemv(a, g.rows, false, g.warps);
   }
   if (a.M >= kWgmmaMinM && variants::wgmma_available()) {
     return variants::bitlinear_wgmma(a, wgmma_tile_for(a.M, a.N, a.K, 1));

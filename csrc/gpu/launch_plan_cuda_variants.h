@@ -9,18 +9,20 @@
 
 namespace bitnet_ext::gpu::cuda_plans::variants {
 
-// cuda_ternary_gemv_<T>_r<rows>[_w<warps>]: transpose = true, T float16 or bfloat16,
+// cuda_ternary_gemv_<T>_r<rows>[_w<warps>][_a<stages>]: transpose = true, T float16 or bfloat16,
 // rows (16-row tiles of W per block) 1, 2 or 4, warps (splitting K) 4, 8 or 16;
-// any M (8 rows of x per grid.y).
-LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps = 4);
+// any M (8 rows of x per grid.y). async_stages > 0: that many steps of W in flight in shared memory
+// (gemv_w_loads.cuh; launch_plan_cuda.cpp's ring_suffix lists the combinations built).
+LaunchPlan ternary_gemv(const TernaryMatmulArgs& a, int rows, int warps = 4, int async_stages = 0);
 
 // cuda_ternary_gemm_<T>_bm<bm>_w<warps>: transpose = true, T float16 or bfloat16,
 // bm 64 or 128, warps 8 (warp tiles bm/2 x 32) or 4 (bm/2 x 64).
 LaunchPlan ternary_gemm(const TernaryMatmulArgs& a, int bm, int warps = 8);
 
-// fused (M = 1 only, 4 warps): cuda_bitlinear_fused_<T>_r<rows> alone;
-// else cuda_absmax_quantize_quad_<T> then cuda_bitlinear_gemv_<T>_r<rows>[_w<warps>].
-LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warps = 4);
+// fused (M = 1 only): cuda_bitlinear_fused_<T>_r<rows>[_w<warps>][...] alone;
+// else cuda_absmax_quantize_quad_<T> then cuda_bitlinear_gemv_<T>_r<rows>[_w<warps>][...];
+// async_stages as ternary_gemv's.
+LaunchPlan bitlinear_gemv(const BitLinearArgs& a, int rows, bool fused, int warps = 4, int async_stages = 0);
 
 // The shared absmax_quantize_<T>, then cuda_bitlinear_gemm_<T>_bm<bm>_w<warps>.
 LaunchPlan bitlinear_gemm(const BitLinearArgs& a, int bm, int warps = 8);

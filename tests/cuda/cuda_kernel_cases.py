@@ -19,12 +19,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 MMA = ("mma_t0", "mma_t1", "mmas_t0", "mmas_t1")  # launch_plan_cuda.cpp's kMmaTiles
+# The decode GEMVs with W in a shared-memory ring (launch_plan_cuda.cpp's ring_suffix), and the fused BitLinear's.
+RING = ("gemva8_r1", "gemva4_r2", "gemvw8a4_r1")
+FUSED_RING = ("fuseda8_r1", "fuseda4_r2", "fusedw8a4_r1")
 WGMMA = ("wgmma_t0", "wgmma_t1", "wgmma_t2", "wgmmas_t0", "wgmmas_t2")  # kWgmmaTiles (sm_90a on a 9.0 GPU)
 
 
 def cases():
     for dt in ("float16", "bfloat16"):
-        for v in [f"{f}_r{r}" for f in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)]:
+        for v in [f"{f}_r{r}" for f in ("gemv", "gemvw8", "gemvw16") for r in (1, 2, 4)] + list(RING):
             for M, N, K in ((1, 13, 2048 + 64), (9, 37, 2048 + 16)):
                 yield "ternary_matmul", dict(M=M, N=N, K=K, dtype=dt, per_row_scale=True, variant=v)
         for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128") + MMA:
@@ -34,7 +37,7 @@ def cases():
             yield "ternary_matmul", dict(M=300, N=130, K=4096 + 16, dtype=dt, variant=v)  # tails, split K
     for dt in DTYPES:
         for v in ("gemv_r1", "gemv_r4", "gemvw8_r1", "gemvw8_r2", "gemvw8_r4", "gemvw16_r1", "gemvw16_r2",
-                  "gemvw16_r4", "fused_r1", "fused_r2", "fused_r4"):
+                  "gemvw16_r4", "fused_r1", "fused_r2", "fused_r4", "fusedw16_r1") + RING + FUSED_RING:
             yield "bitlinear", dict(M=1, N=19, K=2064, dtype=dt, per_row_scale=True, has_bias=True, variant=v)
         yield "bitlinear", dict(M=11, N=19, K=2112, dtype=dt, per_row_scale=True, has_bias=True, variant="gemv_r2")
         for v in ("gemm_bm64", "gemm_bm128", "gemmw4_bm64", "gemmw4_bm128") + MMA:

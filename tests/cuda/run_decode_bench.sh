@@ -47,7 +47,7 @@ if [ "${KERNELS:-1}" != "0" ]; then
   elapsed "kernel tests done"
 fi
 if [ "${SWEEP:-1}" != "0" ]; then
-  timeout 150 python3 bench/cuda_gemv_sweep.py "$DEST/gemv_sweep.json" "$DEST/gemv_sweep.md" --M "${SWEEP_M:-1}" \
+  timeout ${SWEEP_TIMEOUT:-150} python3 bench/cuda_gemv_sweep.py "$DEST/gemv_sweep.json" "$DEST/gemv_sweep.md" --M "${SWEEP_M:-1}" \
     > "$DEST/sweep.log" 2>&1
   echo "sweep_rc=$?" >> "$DEST/sweep.log"; tail -n 1 "$DEST/sweep.log"
   elapsed "sweep done"

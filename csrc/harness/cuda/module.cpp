@@ -39,7 +39,7 @@ const bnh::PlanSet kCudaPlans{
     &gpu::cuda_plans::plan_absmean_quantize, &gpu::cuda_plans::plan_pack, &gpu::cuda_plans::plan_unpack,
     &gpu::cuda_plans::plan_dequantize};
 
-// "<family>_<letters><number>", e.g. gemv_r2, gemvw16_r1, fused_r1, gemm_bm128, gemmw4_bm64, mma_t3.
+// "<family>_<letters><number>", e.g. gemv_r2, gemvw16_r1, gemvw8a4_r1, fuseda8_r1, gemm_bm128, mma_t3.
 std::pair<std::string, int> parse_variant(const std::string& v) {
   const auto us = v.find('_');
   const auto tail = v.find_last_not_of("0123456789");
@@ -63,16 +63,32 @@ gpu::LaunchPlan make_plan(const std::string& plans, const std::string& kind, con
   }
   namespace v = gpu::cuda_plans::variants;
   const auto [family, n] = parse_variant(nb::cast<std::string>(p["variant"]));
-  // gemv (4 warps), gemvw8, gemvw16
-  const int gemv_warps = family == "gemv" ? 4 : family == "gemvw8" ? 8 : family == "gemvw16" ? 16 : 0;
-  if (kind == "ternary_matmul" && gemv_warps) {
-    return v::ternary_gemv(bnh::ternary_matmul_args(p), n, gemv_warps);
+  // The decode GEMVs: gemv or fused, then w8 / w16 (warps; else 4), then a<stages> (W in a
+  // shared-memory ring): gemvw8a4_r1, fuseda8_r1.
+  int gemv_warps = 0, stages = 0;
+  bool fused = false;
+  if (family.rfind("gemv", 0) == 0 || family.rfind("fused", 0) == 0) {
+    fused = family[0] == 'f';
+    std::string rest = family.substr(fused ? 5 : 4);
+    gemv_warps = 4;
+    if (rest.rfind("w16", 0) == 0 || rest.rfind("w8", 0) == 0) {
+      gemv_warps = rest[1] == '8' ? 8 : 16;
+      rest = rest.substr(gemv_warps == 8 ? 2 : 3);
+    }
+    if (rest.size() >= 2 && rest[0] == 'a') {
+      stages = std::stoi(rest.substr(1));
+    } else if (!rest.empty()) {
+      throw nb::value_error(("no CUDA variant " + family + " for " + kind).c_str());
+    }
+  }
+  if (kind == "ternary_matmul" && gemv_warps && !fused) {
+    return v::ternary_gemv(bnh::ternary_matmul_args(p), n, gemv_warps, stages);
   }
   if (kind == "ternary_matmul" && (family == "gemm" || family == "gemmw4")) {
     return v::ternary_gemm(bnh::ternary_matmul_args(p), n, family == "gemm" ? 8 : 4);
   }
-  if (kind == "bitlinear" && (gemv_warps || family == "fused")) {
-    return v::bitlinear_gemv(bnh::bitlinear_args(p), n, family == "fused", gemv_warps ? gemv_warps : 4);
+  if (kind == "bitlinear" && gemv_warps) {
+    return v::bitlinear_gemv(bnh::bitlinear_args(p), n, fused, gemv_warps, stages);
   }
   if (kind == "bitlinear" && (family == "gemm" || family == "gemmw4")) {
     return v::bitlinear_gemm(bnh::bitlinear_args(p), n, family == "gemm" ? 8 : 4);

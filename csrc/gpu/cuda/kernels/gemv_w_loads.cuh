@@ -12,9 +12,6 @@
 
 namespace bitnet_cuda {
 
-// Warps per block (splitting K) of the fused decode kernel, and the GEMVs' default.
-constexpr int kGemvWarps = 4;
-
 // One step's words of this lane: a[r][i] from row 16 r + g, b[r][i] from row 16 r + g + 8.
 template <int R>
 struct WStep {
@@ -54,35 +51,118 @@ __device__ __forceinline__ void load_w(
   }
 }
 
+// Row pointers of this lane: a[r] row 16 r + g, b[r] row 16 r + g + 8 of the
+// block whose first row of W is n0 (rows past N re-read row N - 1; the caller
+// does not store them).
+template <int R>
+struct WRows {
+  const uint32_t* a[R];
+  const uint32_t* b[R];
+  __device__ __forceinline__ WRows(const uint32_t* wq, int N, int words, int n0, int g) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      a[r] = wq + size_t(min(n0 + 16 * r + g, N - 1)) * words;
+      b[r] = wq + size_t(min(n0 + 16 * r + g + 8, N - 1)) * words;
+    }
+  }
+};
+
 // Runs this warp's steps over K for the block whose first row of W is n0:
 // W of the next step is loaded before consume(words, wbase) handles the
-// current one (words: WStep, wbase: the lane's first word index in K).
-// Rows past N re-read row N - 1 (the caller does not store them). W: warps per block.
-template <int R, int W, bool Vec, class Consume>
-__device__ __forceinline__ void gemv_k_loop(const uint32_t* wq, int N, int K, int n0, Consume&& consume) {
+// current one (words: WStep, wbase: the lane's first word index in K);
+// issued() runs once the first step's loads are issued (the fused BitLinear
+// quantizes x there). W: warps per block. (A ring of 4 steps in registers,
+// the loop unrolled 4 times, took nvcc minutes per kernel; the deeper
+// schedule is gemv_k_loop_async's.)
+template <int R, int W, bool Vec, class Issued, class Consume>
+__device__ __forceinline__ void gemv_k_loop_regs(
+    const uint32_t* wq, int N, int K, int n0, Issued&& issued, Consume&& consume) {
   const int words = K / 16;
   const int steps = (words + 15) / 16;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const uint32_t* ra[R];
-  const uint32_t* rb[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    ra[r] = wq + size_t(min(n0 + 16 * r + g, N - 1)) * words;
-    rb[r] = wq + size_t(min(n0 + 16 * r + g + 8, N - 1)) * words;
-  }
+  const int t = lane % 4;
+  const WRows<R> rows(wq, N, words, n0, lane / 4);
   WStep<R> cur, nxt;
   int s = warp;
   if (s < steps) {
-    load_w<R, Vec>(cur, ra, rb, 16 * s + 4 * t, words);
+    load_w<R, Vec>(cur, rows.a, rows.b, 16 * s + 4 * t, words);
   }
+  issued();
   for (; s < steps; s += W) {
     const int wbase = 16 * s + 4 * t;
     if (s + W < steps) {
-      load_w<R, Vec>(nxt, ra, rb, wbase + 16 * W, words);
+      load_w<R, Vec>(nxt, rows.a, rows.b, wbase + 16 * W, words);
     }
     consume(cur, wbase);
     cur = nxt;
+  }
+}
+
+// uint4s of shared memory a warp's ring of A steps takes in gemv_k_loop_async (A = 0: one, unused).
+template <int R, int A>
+constexpr int kGemvRingWords = A > 0 ? A * R * 2 * 32 : 1; // uint4s
+
+// The same schedule with the W of A steps in flight in shared memory instead
+// of registers (cp.async, 16 bytes per lane and row, lane-private slots: no
+// barrier, no bank conflicts): a warp's bytes in flight are bounded by
+// shared memory (the kernel's static ring) rather than by its registers,
+// which the decode and the MMAs need. Vec only (16-byte loads); a step past
+// K reads as kZeroWord. ring: this warp's A stages of R x 2 x 32 uint4.
+template <int R, int W, int A, class Issued, class Consume>
+__device__ __forceinline__ void gemv_k_loop_async(
+    const uint32_t* wq, int N, int K, int n0, uint4* ring, Issued&& issued, Consume&& consume) {
+  static_assert(A >= 2, "gemv_k_loop_async: at least one step in flight while one is computed");
+  const int words = K / 16;
+  const int steps = (words + 15) / 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int t = lane % 4;
+  const WRows<R> rows(wq, N, words, n0, lane / 4);
+  const auto slot = [&](int stage, int r, int half) { return ring + ((stage * R + r) * 2 + half) * 32 + lane; };
+  const auto issue = [&](int s, int stage) {
+    const int wbase = 16 * s + 4 * t;
+    if (s < steps && wbase < words) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        cp_async_16(slot(stage, r, 0), rows.a[r] + wbase, 16);
+        cp_async_16(slot(stage, r, 1), rows.b[r] + wbase, 16);
+      }
+    }
+    cp_async_commit(); // empty groups too: the wait below counts groups
+  };
+#pragma unroll
+  for (int j = 0; j < A - 1; ++j) {
+    issue(warp + j * W, j);
+  }
+  issued();
+  int stage = 0;
+  for (int s = warp; s < steps; s += W) {
+    issue(s + (A - 1) * W, stage == 0 ? A - 1 : stage - 1); // the stage consumed last
+    cp_async_wait<A - 1>(); // step s has landed
+    const int wbase = 16 * s + 4 * t;
+    WStep<R> st;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bool ok = wbase < words;
+      const uint4 va = ok ? *slot(stage, r, 0) : make_uint4(kZeroWord, kZeroWord, kZeroWord, kZeroWord);
+      const uint4 vb = ok ? *slot(stage, r, 1) : make_uint4(kZeroWord, kZeroWord, kZeroWord, kZeroWord);
+      st.a[r][0] = va.x, st.a[r][1] = va.y, st.a[r][2] = va.z, st.a[r][3] = va.w;
+      st.b[r][0] = vb.x, st.b[r][1] = vb.y, st.b[r][2] = vb.z, st.b[r][3] = vb.w;
+    }
+    consume(st, wbase);
+    stage = stage + 1 == A ? 0 : stage + 1;
+  }
+  cp_async_wait<0>();
+}
+
+// The kernels' entry: A > 0 and Vec take the shared-memory ring (ring: the
+// block's, kGemvRingWords<R, A> uint4s per warp), else one step ahead in registers.
+template <int R, int W, int A, bool Vec, class Issued, class Consume>
+__device__ __forceinline__ void gemv_k_loop(
+    const uint32_t* wq, int N, int K, int n0, uint4* ring, Issued&& issued, Consume&& consume) {
+  if constexpr (A > 0 && Vec) {
+    gemv_k_loop_async<R, W, A>(wq, N, K, n0, ring + (threadIdx.x / 32) * kGemvRingWords<R, A>, issued, consume);
+  } else {
+    gemv_k_loop_regs<R, W, Vec>(wq, N, K, n0, issued, consume);
   }
 }
 

@@ -13,7 +13,9 @@
 // 4t..4t+3 of rows g and g + 8 of each tile (one 16-byte load each: a warp
 // reads 8 rows x 64 contiguous bytes, whole sectors) and x[m = g] at the same
 // 64 k; since only lanes with the same t share k-slots, no data moves between
-// lanes. W of the next step is loaded before the current one is computed.
+// lanes. W of the next step is loaded before the current one is computed, or
+// (A > 0) A steps of W are kept in flight in a shared-memory ring (cp.async;
+// gemv_w_loads.cuh's gemv_k_loop_async).
 // Partial sums meet in shared memory, added in warp order (deterministic).
 //
 // K % 16 == 0; any M, N. Rows past N re-read row N - 1 (not stored); rows of
@@ -45,17 +47,17 @@ __device__ __forceinline__ void load_x16(const uint16_t* xrow, int k0, bool ok, 
   }
 }
 
-template <class T, int R, int W, bool Vec>
+template <class T, int R, int W, int A, bool Vec>
 __device__ __forceinline__ void gemv_body(
     const uint16_t* x, const uint32_t* wq, const float* scale, T* y, int M, int N, int K, int per_row,
-    float (*red)[R][4][32]) {
+    float (*red)[R][4][32], uint4* ring) {
   const int words = K / 16;
   const int g = (threadIdx.x % 32) / 4;
   const int n0 = blockIdx.x * 16 * R;
   const int m0 = blockIdx.y * 8;
   const uint16_t* xrow = x + size_t(m0 + min(g, min(8, M - m0) - 1)) * K;
   float acc[R][4] = {};
-  gemv_k_loop<R, W, Vec>(wq, N, K, n0, [&](const WStep<R>& w, int wbase) {
+  gemv_k_loop<R, W, A, Vec>(wq, N, K, n0, ring, [] {}, [&](const WStep<R>& w, int wbase) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       uint4 lo, hi;
@@ -93,9 +95,10 @@ __device__ __forceinline__ void gemv_body(
 }
 
 // Slots as the shared plan's ternary_gemv_t: 0 x, 1 wq, 2 scale, 3 y; 4 M, 5 N, 6 K, 7 per_row.
-template <class T, int R, int W>
+template <class T, int R, int W, int A>
 __global__ void __launch_bounds__(32 * W) ternary_gemv(bnc::KernelArgs a) {
   __shared__ float red[W][R][4][32];
+  __shared__ uint4 ring[W * kGemvRingWords<R, A>];
   const auto* x = bnc::buffer<const uint16_t>(a, 0);
   const auto* wq = bnc::buffer<const uint32_t>(a, 1);
   const auto* scale = bnc::buffer<const float>(a, 2);
@@ -105,19 +108,25 @@ __global__ void __launch_bounds__(32 * W) ternary_gemv(bnc::KernelArgs a) {
   const bool vec = (reinterpret_cast<uintptr_t>(x) % 16 == 0) && (reinterpret_cast<uintptr_t>(wq) % 16 == 0) &&
                    (K / 16) % 4 == 0;
   if (vec) {
-    gemv_body<T, R, W, true>(x, wq, scale, y, M, N, K, per_row, red);
+    gemv_body<T, R, W, A, true>(x, wq, scale, y, M, N, K, per_row, red, ring);
   } else {
-    gemv_body<T, R, W, false>(x, wq, scale, y, M, N, K, per_row, red);
+    gemv_body<T, R, W, A, false>(x, wq, scale, y, M, N, K, per_row, red, ring);
   }
 }
 
-// Host names: cuda_ternary_gemv_<T>_r<R> (4 warps), cuda_ternary_gemv_<T>_r<R>_w<W> (8, 16).
-#define BITNET_CUDA_GEMV_RW(tname, T, R)                                                         \
-  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R, (ternary_gemv<T, R, 4>))             \
-  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R "_w8", (ternary_gemv<T, R, 8>))       \
-  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R "_w16", (ternary_gemv<T, R, 16>))
-#define BITNET_CUDA_GEMV(tname, T) \
-  BITNET_CUDA_GEMV_RW(tname, T, 1) BITNET_CUDA_GEMV_RW(tname, T, 2) BITNET_CUDA_GEMV_RW(tname, T, 4)
+// Host names: cuda_ternary_gemv_<T>_r<R> (4 warps), cuda_ternary_gemv_<T>_r<R>_w<W> (8, 16), then
+// _a<A> for A steps of W in a shared-memory ring (32 KiB a block: 4 warps of 8 steps of R = 1 or
+// of 4 steps of R = 2, 8 warps of 4 steps of R = 1).
+#define BITNET_CUDA_GEMV_ONE(tname, T, R, W, wsuf, A, asuf) \
+  BITNET_CUDA_REGISTER("cuda_ternary_gemv_" #tname "_r" #R wsuf asuf, (ternary_gemv<T, R, W, A>))
+#define BITNET_CUDA_GEMV_RW(tname, T, R)                  \
+  BITNET_CUDA_GEMV_ONE(tname, T, R, 4, "", 0, "")         \
+  BITNET_CUDA_GEMV_ONE(tname, T, R, 8, "_w8", 0, "")      \
+  BITNET_CUDA_GEMV_ONE(tname, T, R, 16, "_w16", 0, "")
+#define BITNET_CUDA_GEMV(tname, T)                                                                   \
+  BITNET_CUDA_GEMV_RW(tname, T, 1) BITNET_CUDA_GEMV_RW(tname, T, 2) BITNET_CUDA_GEMV_RW(tname, T, 4) \
+  BITNET_CUDA_GEMV_ONE(tname, T, 1, 4, "", 8, "_a8") BITNET_CUDA_GEMV_ONE(tname, T, 2, 4, "", 4, "_a4") \
+  BITNET_CUDA_GEMV_ONE(tname, T, 1, 8, "_w8", 4, "_a4")
 
 BITNET_CUDA_GEMV(float16, __half)
 BITNET_CUDA_GEMV(bfloat16, __nv_bfloat16)
