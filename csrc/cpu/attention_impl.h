@@ -86,7 +86,8 @@ struct AttentionSimd {
   // acc[r][0, D) = sum over s < e of p[r][s] * v[s][0, D) for nr <=
   // kRowTile rows (p is 0 past each row's visible keys), D in register tiles
   // of 2 vectors: each value vector is loaded and widened once per row tile.
-  static constexpr int kRowTile = 4;
+  // 8 rows x 2 vectors = 16 accumulators with 32 vector registers (AVX-512), 8 with 16.
+  static constexpr int kRowTile = L >= 16 ? 8 : 4;
   template <class T>
   static void weighted_values(const T* vb, int64_t vs, int64_t e, const float* p, int64_t ldp, int nr, int64_t D,
                               float* acc) {
