@@ -180,6 +180,18 @@ def test_rope_vs_float64(traditional, dtype, offset):
     assert np.abs(to_np(y) - expected).mean() <= np.abs(to_np(theirs) - expected).mean() * 1.05 + 1e-12
 
 
+@pytest.mark.parametrize("dims", [128, 96])
+def test_rope_unit_stride_and_strided_rows_agree_bitwise(dims):
+    # bfloat16 unit-stride rows take a loop built per vector width, strided
+    # ones the general loop: the same float operations, so the same bits.
+    base = randn((1, 4, 9, 2 * 128), mx.bfloat16, seed=21)
+    strided = base[..., ::2]
+    contiguous = mx.array(to_np(strided)).astype(mx.bfloat16)
+    a = bx.rope(strided, dims, base=500000.0, offset=mx.array(5))
+    b = bx.rope(contiguous, dims, base=500000.0, offset=mx.array(5))
+    np.testing.assert_array_equal(to_np(a), to_np(b))
+
+
 def test_rope_partial_dims_scale_and_batch_offsets(threads):
     x = randn((3, 2, 7, 20), mx.float32, seed=1)
     offsets = mx.array([0, 5, 300], mx.int32)

@@ -46,6 +46,15 @@ BITNET_ROW_CLONES void bf16_scale_row(const uint16_t* x, const uint16_t* w, floa
   }
 }
 
+BITNET_ROW_CLONES void bf16_rope_row(const uint16_t* x, const float* angle, uint16_t* y, int64_t half) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float x1 = bf16_to_float(x[i]), x2 = bf16_to_float(x[i + half]);
+    const float c = angle[2 * i], s = angle[2 * i + 1];
+    y[i] = float_to_bf16(x1 * c - x2 * s);
+    y[i + half] = float_to_bf16(x1 * s + x2 * c);
+  }
+}
+
 BITNET_ROW_CLONES void bf16_relu2_mul_row(const uint16_t* g, const uint16_t* u, uint16_t* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float gf = bf16_to_float(g[i]);

@@ -18,6 +18,9 @@ void float_to_bf16_row(const float* src, uint16_t* dst, int64_t n);
 float bf16_sum_squares_row(const uint16_t* x, int64_t n);
 // y = bf16(bf16(x * inv_rms) * w), MLX's two roundings.
 void bf16_scale_row(const uint16_t* x, const uint16_t* w, float inv_rms, uint16_t* y, int64_t n);
+// RoPE of one row, pairs (i, i + half): y[i] = bf16(x1 c - x2 s), y[i + half] =
+// bf16(x1 s + x2 c), with (c, s) = angle[2i], angle[2i + 1].
+void bf16_rope_row(const uint16_t* x, const float* angle, uint16_t* y, int64_t half);
 // y = bf16(bf16(relu(g)^2) * u).
 void bf16_relu2_mul_row(const uint16_t* g, const uint16_t* u, uint16_t* y, int64_t n);
 

@@ -2,12 +2,14 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "arg_checks.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "ops.h"
+#include "primitives/bf16_rows.h"
 #include "primitives/cpu_buffers.h"
 #include "primitives/strided_rows.h"
 #include "thread_pool.h"
@@ -77,6 +79,13 @@ void rope_rows(const mx::array& x, const mx::array& offset, mx::array& out, cons
       const T* row = xp + xr.offset(r);
       T* y = yp + r * D;
       const float* angle = table.at(offset.size() == 1 ? 0 : r / rows_per_batch, r % Tn);
+      if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
+        if (cs == 1 && !p.traditional) { // the same loop, built for this CPU's vector width
+          bf16_rope_row(reinterpret_cast<const uint16_t*>(row), angle, reinterpret_cast<uint16_t*>(y), half);
+          for (int64_t j = p.dims; j < D; ++j) y[j] = row[j];
+          continue;
+        }
+      }
       for (int64_t i = 0; i < half; ++i) {
         const int64_t a = i * first_step;
         const int64_t b = a + second_at;
