@@ -156,10 +156,17 @@ void check_float_close(const std::vector<float>& got, const std::vector<double>&
   CHECK(bad == 0, "%s: %d mismatches of %zu", what, bad, got.size());
 }
 
-void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, bool raw = false) {
+float keep_significant_bits(float v, int bits);
+
+// bf16_x: x exact in bfloat16 (8 significant bits), the activations of a bf16
+// model (the avx512_bf16 level's GEMM takes only those).
+void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, bool raw = false, bool bf16_x = false) {
   const int64_t ldx = K + pad;
   auto [w, wq] = make_weights(N, K, raw);
   auto x = random_floats(M * ldx);
+  if (bf16_x) {
+    for (auto& v : x) v = keep_significant_bits(v, 8);
+  }
   auto scale = per_row ? random_floats(N, 0.5f) : std::vector<float>{0.37f};
   std::vector<double> ref(M * N), mag(M * N);
   for (int64_t m = 0; m < M; ++m)
@@ -176,7 +183,7 @@ void test_matmul_t(int64_t M, int64_t N, int64_t K, bool per_row, int64_t pad, b
     use(l);
     g_ctx = "matmul_t " + l.name() + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
             " K=" + std::to_string(K) + (per_row ? " per_row" : " per_tensor") + " pad=" + std::to_string(pad) +
-            (raw ? " raw words" : "");
+            (raw ? " raw words" : "") + (bf16_x ? " bf16 x" : "");
     std::vector<float> y(M * N, std::nanf(""));
     ternary_matmul_t(x.data(), ldx, wq.data(), scale.data(), per_row, y.data(), M, N, K);
     check_float_close(y, ref, mag, K, "y");
@@ -717,6 +724,9 @@ int main(int argc, char** argv) {
   test_matmul_t_split_rows(64, 28, 48, 5);
   test_matmul_t_split_rows(17, 29, 2560 + 16, 5);
   if (!quick) test_matmul_t_split_rows(130, 75, 2560, 5);
+  // bf16-exact x with row strides past K (aligned and not), per-row scales, code 3 words.
+  test_matmul_t(40, 45, 272, true, 16, false, true);
+  test_matmul_t(33, 17, 2560 + 16, false, 5, true, true);
   // Exact int32 accumulation at the worst case.
   test_i8_worst_case(16384);
   test_i8_worst_case(16384 + 16 * 3);
