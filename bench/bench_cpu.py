@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """CPU benchmark of bitnet_ext's ternary kernels against the strongest CPU baselines.
 
-    python bench/bench_cpu.py [--quick] [--json out.json] [--threads 1,2] [--f16]
+    python bench/bench_cpu.py [--quick] [--json out.json] [--threads 1,2] [--f16] [--bf16]
 
 Compares, in one run on one machine (see bench/README.md for details):
   bitlinear       bx.bitlinear(x, wq, scale)          int8 activations (ours)
   ternary_matmul  bx.ternary_matmul(x, wq, scale)     float32 activations (ours)
   ternary_f16     same with float16 x                 (ours, only with --f16)
+  ternary_bf16    same with bfloat16 x                (ours, only with --bf16; a bf16 model's activations)
   mlx_qmm         mx.quantized_matmul(x, wq, s, -s, transpose=True, group_size=64, bits=2)
   mlx_f32         MLX float32 x @ W.T
   numpy_f32       NumPy float32 x @ W.T (OpenBLAS)
@@ -39,18 +40,19 @@ FULL_MS = [1, 8, 128, 512]
 QUICK_SHAPES = [(2560, 2560)]
 QUICK_MS = [1, 128]
 
-ALL_METHODS = ["bitlinear", "ternary_matmul", "ternary_f16", "mlx_qmm", "mlx_f32", "numpy_f32"]
-OURS = ("bitlinear", "ternary_matmul", "ternary_f16")
+ALL_METHODS = ["bitlinear", "ternary_matmul", "ternary_f16", "ternary_bf16", "mlx_qmm", "mlx_f32", "numpy_f32"]
+OURS = ("bitlinear", "ternary_matmul", "ternary_f16", "ternary_bf16")
 MLX_SINGLE_THREADED = ("mlx_qmm", "mlx_f32")
 LABEL = {
     "bitlinear": "bitlinear",
     "ternary_matmul": "ternary_matmul",
     "ternary_f16": "ternary f16",
+    "ternary_bf16": "ternary bf16",
     "mlx_qmm": "mx qmm 2-bit",
     "mlx_f32": "MLX f32",
     "numpy_f32": "NumPy f32",
 }
-SHORT = {"bitlinear": "bl", "ternary_matmul": "tm", "ternary_f16": "tm16",
+SHORT = {"bitlinear": "bl", "ternary_matmul": "tm", "ternary_f16": "tm16", "ternary_bf16": "tmb16",
          "mlx_qmm": "qmm", "mlx_f32": "mlx", "numpy_f32": "np"}
 GROUP = 64
 SCALE = 0.0125
@@ -250,7 +252,8 @@ def child_main(args) -> None:
             x_np = rng.standard_normal((M, K), dtype=np.float32)
             x = mx.array(x_np)
             x16 = x.astype(mx.float16)
-            mx.eval(x, x16)
+            xb16 = x.astype(mx.bfloat16)
+            mx.eval(x, x16, xb16)
             y_np = np.empty((M, N), dtype=np.float32)
 
             # One call of an MLX op = graph build + mx.eval, whose round trip to MLX's CPU
@@ -262,6 +265,7 @@ def child_main(args) -> None:
                 "bitlinear": lambda w: bx.bitlinear(x, w, scale_mx, stream=stream),
                 "ternary_matmul": lambda w: bx.ternary_matmul(x, w, scale_mx, stream=stream),
                 "ternary_f16": lambda w: bx.ternary_matmul(x16, w, scale_mx, stream=stream),
+                "ternary_bf16": lambda w: bx.ternary_matmul(xb16, w, scale_mx, stream=stream),
                 "mlx_qmm": lambda w, sc, bi: mx.quantized_matmul(
                     x, w, sc, bi, transpose=True, group_size=GROUP, bits=2, stream=stream),
                 "mlx_f32": lambda w: mx.matmul(x, w.T, stream=stream),
@@ -307,9 +311,10 @@ def child_main(args) -> None:
                         r = (xq @ codes_f64.T) * xs.astype(np.float64) * float(s)
                         y = bx.bitlinear(x, sets[m][0][0], scale_mx, stream=stream)
                         tol = 1e-3
-                    elif m == "ternary_f16":
-                        r = (np.array(x16.astype(mx.float32)).astype(np.float64) @ codes_f64.T) * float(s)
-                        y = bx.ternary_matmul(x16, sets[m][0][0], scale_mx, stream=stream).astype(mx.float32)
+                    elif m in ("ternary_f16", "ternary_bf16"):
+                        xh = x16 if m == "ternary_f16" else xb16
+                        r = (np.array(xh.astype(mx.float32)).astype(np.float64) @ codes_f64.T) * float(s)
+                        y = bx.ternary_matmul(xh, sets[m][0][0], scale_mx, stream=stream).astype(mx.float32)
                         tol = 1e-2
                     elif m == "numpy_f32":
                         r = ref
@@ -652,6 +657,7 @@ def main() -> None:
     ap.add_argument("--M", dest="ms", default=None, help="comma list of M (rows of x)")
     ap.add_argument("--methods", default=None, help=f"comma list from {','.join(ALL_METHODS)}")
     ap.add_argument("--f16", action="store_true", help="also time ternary_matmul with float16 x")
+    ap.add_argument("--bf16", action="store_true", help="also time ternary_matmul with bfloat16 x")
     ap.add_argument("--regimes", default="hot,cold", help="hot,cold")
     ap.add_argument("--cold-factor", type=float, default=2.0,
                     help="cold weight copies total at least this many times the LLC (default 2)")
@@ -723,9 +729,11 @@ def main() -> None:
         if bad:
             ap.error(f"unknown methods {bad}; choose from {ALL_METHODS}")
     else:
-        methods = [m for m in ALL_METHODS if m != "ternary_f16" or args.f16]
+        methods = [m for m in ALL_METHODS if (m != "ternary_f16" or args.f16) and (m != "ternary_bf16" or args.bf16)]
     if args.f16 and "ternary_f16" not in methods:
         methods.insert(2, "ternary_f16")
+    if args.bf16 and "ternary_bf16" not in methods:
+        methods.insert(2, "ternary_bf16")
     regimes = sorted({r.strip() for r in args.regimes.split(",")}, key=lambda r: r != "hot")
     if not set(regimes) <= {"hot", "cold"}:
         ap.error("--regimes takes hot and/or cold")
