@@ -390,15 +390,9 @@ bool amx_f_gemm(const float* x, int64_t ldx, const uint32_t* wq, const float* sc
   return true;
 }
 
-void amx_matmul_t(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
-                  int64_t M, int64_t N, int64_t K) {
-  if (M > Base::kGemvMaxM && amx_f_gemm(x, ldx, wq, scale, per_row, y, M, N, K)) return;
-  Base::matmul_t(x, ldx, wq, scale, per_row, y, M, N, K);
-}
-
 constexpr KernelTable amx_table() {
   KernelTable t = Base::table();
-  t.matmul_t = &amx_matmul_t;
+  t.matmul_t = &Base::matmul_t_with_gemm<amx_f_gemm>;
   t.matmul_i8 = &amx_matmul_i8;
   return t;
 }

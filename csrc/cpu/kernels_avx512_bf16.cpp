@@ -158,15 +158,9 @@ bool bf16_f_gemm(const float* x, int64_t ldx, const uint32_t* wq, const float* s
   return true;
 }
 
-void bf16_matmul_t(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row, float* y,
-                   int64_t M, int64_t N, int64_t K) {
-  if (M > Base::kGemvMaxM && bf16_f_gemm(x, ldx, wq, scale, per_row, y, M, N, K)) return;
-  Base::matmul_t(x, ldx, wq, scale, per_row, y, M, N, K);
-}
-
 constexpr KernelTable bf16_table() {
   KernelTable t = Base::table();
-  t.matmul_t = &bf16_matmul_t;
+  t.matmul_t = &Base::matmul_t_with_gemm<bf16_f_gemm>;
   return t;
 }
 

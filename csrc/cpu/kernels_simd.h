@@ -1006,6 +1006,18 @@ struct Simd {
       f_gemm(x, ldx, wq, scale, per_row, y, M, N, K);
     }
   }
+  // matmul_t of a level that adds a float prefill GEMM (avx512_bf16,
+  // avx512_amx): Gemm for M > kGemvMaxM, which may decline (returns false) and
+  // leave the call to this level's matmul_t.
+  using FloatGemm = bool (*)(const float*, int64_t, const uint32_t*, const float*, bool, float*, int64_t, int64_t,
+                             int64_t);
+  template <FloatGemm Gemm>
+  static void matmul_t_with_gemm(const float* x, int64_t ldx, const uint32_t* wq, const float* scale, bool per_row,
+                                 float* y, int64_t M, int64_t N, int64_t K) {
+    if (M > kGemvMaxM && Gemm(x, ldx, wq, scale, per_row, y, M, N, K)) return;
+    matmul_t(x, ldx, wq, scale, per_row, y, M, N, K);
+  }
+
 
   // =========================================================================
   // transpose=False: y[m, k] = sum_n (x[m, n] s(n)) W[n, k]. Threads split

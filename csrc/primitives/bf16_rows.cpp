@@ -1,7 +1,5 @@
 #include "primitives/bf16_rows.h"
 
-#include "primitives/bf16_bits.h"
-
 // One copy per vector width where the toolchain can pick at load time (ELF
 // ifuncs; the x86-64-v3/v4 names need GCC >= 11, target_clones Clang >= 14);
 // elsewhere the baseline build only.
@@ -56,12 +54,7 @@ BITNET_ROW_CLONES void bf16_rope_row(const uint16_t* x, const float* angle, uint
 }
 
 BITNET_ROW_CLONES void bf16_relu2_mul_row(const uint16_t* g, const uint16_t* u, uint16_t* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float gf = bf16_to_float(g[i]);
-    const float r = gf < 0.0f ? 0.0f : gf; // keeps a NaN, as MLX's maximum does
-    const float squared = bf16_to_float(float_to_bf16(r * r));
-    y[i] = float_to_bf16(squared * bf16_to_float(u[i]));
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = bf16_relu2_mul(g[i], u[i]);
 }
 
 } // namespace bitnet_ext

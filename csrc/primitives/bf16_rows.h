@@ -9,7 +9,17 @@
 
 #include <cstdint>
 
+#include "primitives/bf16_bits.h"
+
 namespace bitnet_ext {
+
+// One element of relu2_mul in bfloat16: bf16(bf16(relu(g)^2) * u). The NaN
+// of a NaN g is kept (a NaN is not < 0), as MLX's maximum keeps it.
+inline uint16_t bf16_relu2_mul(uint16_t g, uint16_t u) {
+  const float gf = bf16_to_float(g);
+  const float r = gf < 0.0f ? 0.0f : gf;
+  return float_to_bf16(bf16_to_float(float_to_bf16(r * r)) * bf16_to_float(u));
+}
 
 void bf16_to_float_row(const uint16_t* src, float* dst, int64_t n);
 void float_to_bf16_row(const float* src, uint16_t* dst, int64_t n);
@@ -21,7 +31,7 @@ void bf16_scale_row(const uint16_t* x, const uint16_t* w, float inv_rms, uint16_
 // RoPE of one row, pairs (i, i + half): y[i] = bf16(x1 c - x2 s), y[i + half] =
 // bf16(x1 s + x2 c), with (c, s) = angle[2i], angle[2i + 1].
 void bf16_rope_row(const uint16_t* x, const float* angle, uint16_t* y, int64_t half);
-// y = bf16(bf16(relu(g)^2) * u).
+// y[i] = bf16_relu2_mul(g[i], u[i]).
 void bf16_relu2_mul_row(const uint16_t* g, const uint16_t* u, uint16_t* y, int64_t n);
 
 } // namespace bitnet_ext

@@ -66,13 +66,9 @@ void convert_rows(const mx::array& a, FloatRows& r) {
                       for (int64_t row = r0; row < r1; ++row) {
                         const T* s = src + row_offset(a, row);
                         float* d = dst + row * cols;
-                        if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
-                          if (col_stride == 1) { // built for this CPU's vector width
-                            bf16_to_float_row(reinterpret_cast<const uint16_t*>(s), d, cols);
-                            continue;
-                          }
-                        }
-                        if (col_stride == 1) {
+                        if (std::is_same_v<T, mx::bfloat16_t> && col_stride == 1) { // per vector width
+                          bf16_to_float_row(reinterpret_cast<const uint16_t*>(s), d, cols);
+                        } else if (col_stride == 1) {
                           for (int64_t c = 0; c < cols; ++c) d[c] = to_float(s[c]);
                         } else {
                           for (int64_t c = 0; c < cols; ++c) d[c] = to_float(s[c * col_stride]);

@@ -9,7 +9,6 @@
 #include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 #include "ops.h"
-#include "primitives/bf16_bits.h"
 #include "primitives/bf16_rows.h"
 #include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
@@ -32,7 +31,7 @@ inline float relu_squared(float g) {
 }
 
 // One element: relu(g)^2 rounded to T, then times u rounded to T. bfloat16
-// is handled as its bits (uint16_t, bf16_bits.h), which vectorizes; float16
+// is handled as its bits (uint16_t, bf16_rows.h's bf16_relu2_mul); float16
 // converts through MLX's half type.
 template <class T>
 struct Elements {
@@ -45,10 +44,7 @@ struct Elements {
 template <>
 struct Elements<mx::bfloat16_t> {
   using Bits = uint16_t;
-  static uint16_t one(uint16_t g, uint16_t u) {
-    const float squared = bf16_to_float(float_to_bf16(relu_squared(bf16_to_float(g))));
-    return float_to_bf16(squared * bf16_to_float(u));
-  }
+  static uint16_t one(uint16_t g, uint16_t u) { return bf16_relu2_mul(g, u); }
 };
 
 // out (row-contiguous) = relu2_mul(gate, up) for inputs of any strides: a
@@ -62,13 +58,12 @@ void relu2_mul_arrays(const mx::array& gate, const mx::array& up, mx::array& out
   const auto* u = reinterpret_cast<const B*>(up.data<T>());
   auto* y = reinterpret_cast<B*>(out.data<T>());
   if (gate.flags().row_contiguous && up.flags().row_contiguous) {
-    if constexpr (std::is_same_v<T, mx::bfloat16_t>) { // the same loop, built for this CPU's vector width
-      cpu::parallel_for(0, static_cast<int64_t>(out.size()), kElementsPerTask,
-                        [&](int64_t b, int64_t e) { bf16_relu2_mul_row(g + b, u + b, y + b, e - b); });
-      return;
-    }
     cpu::parallel_for(0, static_cast<int64_t>(out.size()), kElementsPerTask, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) y[i] = E::one(g[i], u[i]);
+      if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
+        bf16_relu2_mul_row(g + b, u + b, y + b, e - b); // the same loop, built for this CPU's vector width
+      } else {
+        for (int64_t i = b; i < e; ++i) y[i] = E::one(g[i], u[i]);
+      }
     });
     return;
   }

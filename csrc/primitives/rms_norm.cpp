@@ -10,7 +10,6 @@
 #include "mlx/fast.h"
 #include "mlx/ops.h"
 #include "ops.h"
-#include "primitives/bf16_bits.h"
 #include "primitives/bf16_rows.h"
 #include "primitives/common.h"
 #include "primitives/cpu_buffers.h"
@@ -24,69 +23,50 @@ namespace {
 // Rows of about 32 KiB of work per task: a decode row (M = 1) runs inline.
 constexpr int64_t kElementsPerTask = 1 << 15;
 
-// Elements as the loops see them: bfloat16 as its bits (uint16_t,
-// bf16_bits.h) so that the row loops vectorize; other dtypes as themselves.
-template <class T>
-struct NormElements {
-  using Bits = T;
-  static float in(T v) { return to_float(v); }
-  static T out(float v) { return static_cast<T>(v); }
-};
-template <>
-struct NormElements<mx::bfloat16_t> {
-  using Bits = uint16_t;
-  static float in(uint16_t v) { return bf16_to_float(v); }
-  static uint16_t out(float v) { return float_to_bf16(v); }
-};
-
 template <class T>
 void rms_norm_rows(const mx::array& x, const mx::array& w, mx::array& out, float eps) {
-  using E = NormElements<T>;
-  using B = typename E::Bits;
   const StridedRows xr(x);
   const int64_t D = xr.cols;
-  const B* xp = reinterpret_cast<const B*>(x.data<T>());
-  const B* wp = reinterpret_cast<const B*>(w.data<T>()); // contiguous (rms_norm() makes it so)
-  B* yp = reinterpret_cast<B*>(out.data<T>());
+  const T* xp = x.data<T>();
+  const T* wp = w.data<T>(); // contiguous (rms_norm() makes it so)
+  T* yp = out.data<T>();
   const float inv_d = 1.0f / static_cast<float>(D);
   const int64_t grain = std::max<int64_t>(1, kElementsPerTask / D);
   cpu::parallel_for(0, xr.rows, grain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const B* row = xp + xr.offset(r);
-      B* y = yp + r * D;
+      const T* row = xp + xr.offset(r);
+      T* y = yp + r * D;
       // Both loops take the column stride as an argument; a unit stride (every
       // decode and prefill row) is passed as a compile-time constant so that
-      // they vectorize.
+      // they vectorize (bfloat16 rows: bf16_rows.h's copies of these loops).
       const auto normalize = [&](auto stride) {
         // Eight running sums: independent chains the compiler can vectorize.
         float part[8] = {};
         int64_t j = 0;
         for (; j + 8 <= D; j += 8) {
           for (int l = 0; l < 8; ++l) {
-            const float v = E::in(row[(j + l) * stride]);
+            const float v = to_float(row[(j + l) * stride]);
             part[l] += v * v;
           }
         }
         float ss = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
         for (; j < D; ++j) {
-          const float v = E::in(row[j * stride]);
+          const float v = to_float(row[j * stride]);
           ss += v * v;
         }
         const float inv_rms = 1.0f / std::sqrt(ss * inv_d + eps);
         // MLX's two roundings: x * inv_rms to T, then the product with weight in T.
         for (int64_t c = 0; c < D; ++c) {
-          const B normalized = E::out(E::in(row[c * stride]) * inv_rms);
-          y[c] = E::out(E::in(normalized) * E::in(wp[c]));
+          const T normalized = from_float<T>(to_float(row[c * stride]) * inv_rms);
+          y[c] = from_float<T>(to_float(normalized) * to_float(wp[c]));
         }
       };
-      if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
-        if (xr.col_stride == 1) { // the same loops, built for this CPU's vector width
-          const float ss = bf16_sum_squares_row(row, D);
-          bf16_scale_row(row, wp, 1.0f / std::sqrt(ss * inv_d + eps), y, D);
-          continue;
-        }
-      }
-      if (xr.col_stride == 1) {
+      if (std::is_same_v<T, mx::bfloat16_t> && xr.col_stride == 1) { // built for this CPU's vector width
+        const auto* bits = reinterpret_cast<const uint16_t*>(row);
+        const float ss = bf16_sum_squares_row(bits, D);
+        bf16_scale_row(bits, reinterpret_cast<const uint16_t*>(wp), 1.0f / std::sqrt(ss * inv_d + eps),
+                       reinterpret_cast<uint16_t*>(y), D);
+      } else if (xr.col_stride == 1) {
         normalize(std::integral_constant<int64_t, 1>{});
       } else {
         normalize(xr.col_stride);

@@ -79,22 +79,19 @@ void rope_rows(const mx::array& x, const mx::array& offset, mx::array& out, cons
       const T* row = xp + xr.offset(r);
       T* y = yp + r * D;
       const float* angle = table.at(offset.size() == 1 ? 0 : r / rows_per_batch, r % Tn);
-      if constexpr (std::is_same_v<T, mx::bfloat16_t>) {
-        if (cs == 1 && !p.traditional) { // the same loop, built for this CPU's vector width
-          bf16_rope_row(reinterpret_cast<const uint16_t*>(row), angle, reinterpret_cast<uint16_t*>(y), half);
-          for (int64_t j = p.dims; j < D; ++j) y[j] = row[j];
-          continue;
+      if (std::is_same_v<T, mx::bfloat16_t> && cs == 1 && !p.traditional) { // built for this CPU's vector width
+        bf16_rope_row(reinterpret_cast<const uint16_t*>(row), angle, reinterpret_cast<uint16_t*>(y), half);
+      } else {
+        for (int64_t i = 0; i < half; ++i) {
+          const int64_t a = i * first_step;
+          const int64_t b = a + second_at;
+          const float x1 = to_float(row[a * cs]);
+          const float x2 = to_float(row[b * cs]);
+          const float c = angle[2 * i];
+          const float s = angle[2 * i + 1];
+          y[a] = from_float<T>(x1 * c - x2 * s);
+          y[b] = from_float<T>(x1 * s + x2 * c);
         }
-      }
-      for (int64_t i = 0; i < half; ++i) {
-        const int64_t a = i * first_step;
-        const int64_t b = a + second_at;
-        const float x1 = to_float(row[a * cs]);
-        const float x2 = to_float(row[b * cs]);
-        const float c = angle[2 * i];
-        const float s = angle[2 * i + 1];
-        y[a] = from_float<T>(x1 * c - x2 * s);
-        y[b] = from_float<T>(x1 * s + x2 * c);
       }
       for (int64_t j = p.dims; j < D; ++j) {
         y[j] = row[j * cs];
