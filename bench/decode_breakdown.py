@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -36,11 +37,6 @@ from pathlib import Path
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
-
-
-def _median(xs):
-    s = sorted(xs)
-    return s[len(s) // 2]
 
 
 def main() -> None:
@@ -55,12 +51,11 @@ def main() -> None:
 
     import mlx.core as mx
     import numpy as np
-    from mlx.utils import tree_flatten
-    from mlx_lm.generate import generate_step
 
     import bitnet_ext as bx
     from _bandwidth import measure_read_bandwidth
     from _machine import describe
+    from bench_model import run_generation, weight_bytes
     from bitnet_2b4t_shaped import CONFIG_2B4T
     from bitnet_ext import mlx_lm as bx_mlx_lm
     from tiny_bitnet import write_random_bitnet
@@ -93,7 +88,7 @@ def main() -> None:
     ]
     ternary_bytes = sum(p.weight.nbytes for p in projections)
     head_bytes = model.model.embed_tokens.weight.nbytes
-    weight_bytes = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    model_bytes = weight_bytes(model)
     d, ff = config["hidden_size"], config["intermediate_size"]
     x = mx.random.normal((1, 1, d)).astype(mx.bfloat16)
     xf = mx.random.normal((1, 1, ff)).astype(mx.bfloat16)
@@ -112,17 +107,14 @@ def main() -> None:
             t0 = time.perf_counter()
             mx.eval(outs)
             ts.append(time.perf_counter() - t0)
-        return _median(ts)
+        return statistics.median(ts)
 
     rng = np.random.default_rng(0)
     prompt = rng.integers(3, config["vocab_size"], args.prompt).tolist()
     skinny_prompt = rng.integers(3, skinny_cfg["vocab_size"], args.prompt).tolist()
 
     def decode_ms(m, p, n):
-        stamps = []
-        for _, _ in zip(range(n), generate_step(mx.array(p), m, max_tokens=n)):
-            stamps.append(time.perf_counter())
-        return 1e3 * (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+        return 1e3 / run_generation(m, p, n)["decode_tok_s"]
 
     decode_ms(model, prompt[:16], 4)
     decode_ms(skinny, skinny_prompt[:16], 4)
@@ -133,7 +125,7 @@ def main() -> None:
         t_head = 1e3 * timed(head)
         t_dec = decode_ms(model, prompt, args.decode)
         t_floor = decode_ms(skinny, skinny_prompt, args.decode)
-        roofline_ms = weight_bytes / probe / 1e6
+        roofline_ms = model_bytes / probe / 1e6
         row = {
             "probe_GBps": probe,
             "ternary_ms": t_tern,
@@ -159,7 +151,7 @@ def main() -> None:
         "threads": args.threads,
         "prompt_tokens": args.prompt,
         "decode_tokens": args.decode,
-        "weight_bytes": weight_bytes,
+        "weight_bytes": model_bytes,
         "ternary_bytes": ternary_bytes,
         "head_bytes": head_bytes,
         "rounds": rounds,
